@@ -1,0 +1,27 @@
+# Quick start: `make demo`, then `make test`. Both create .venv with pip when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO := out/demo
+
+.PHONY: demo test bench clean
+
+# The venv is rebuilt when pyproject.toml changes; pip takes torch from this machine's local wheels.
+$(VENV): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(VENV)
+
+demo: $(VENV)
+	$(BIN)/cvkit prepare sample_data/fashion --out $(DEMO)/fashion --size 28 --val 0.2 --test 0.2 --force
+	$(BIN)/cvkit normalize $(DEMO)/fashion
+	@echo "Demo outputs are in $(DEMO)/fashion (manifest.csv, classes.json, rejected.csv, cache/, stats.json)"
+
+test: $(VENV)
+	$(BIN)/python -m pytest -n 2 -q
+
+bench: $(VENV)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf out .pytest_cache

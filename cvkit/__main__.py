@@ -1,0 +1,3 @@
+from cvkit.cli import main
+
+main()

@@ -1,0 +1,84 @@
+"""What every command shares: global state, the error handler, option helpers.
+
+This module and the command modules import neither torch nor numpy at import time, so
+``cvkit --help`` answers fast; each command imports the library inside its body.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, TypeVar
+
+import typer
+
+from cvkit.errors import CvkitError
+from cvkit.progress import console
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    INTERNAL = 1  # a bug in cvkit: please report it
+    USAGE = 2  # bad input or options: the message says what to fix
+    INTERRUPTED = 130
+
+
+@dataclass
+class State:
+    """The global options given before the command (``cvkit --seed 1 prepare ...``)."""
+
+    device: str = "auto"
+    seed: int = 0
+    debug: bool = False
+    quiet: bool = False
+
+
+state = State()
+
+
+def fail(message: str) -> typer.Exit:
+    """Print ``Error: message`` on stderr; raise the returned exception to exit with code 2."""
+    console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(ExitCode.USAGE)
+
+
+def handle_errors(func: F) -> F:
+    """The single place that turns library errors into ``Error: ...`` and an exit code, no traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except CvkitError as e:
+            if state.debug:
+                raise
+            raise fail(str(e)) from None
+        except KeyboardInterrupt:
+            console.print("Interrupted.")
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as e:
+            if state.debug:
+                raise
+            console.print(f"[bold red]Error:[/] internal error, {type(e).__name__}: {e} "
+                          f"(rerun with --debug for the traceback, and please report it)", highlight=False,
+                          soft_wrap=True)
+            raise typer.Exit(ExitCode.INTERNAL) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def seed_or_global(seed: int | None) -> int:
+    return state.seed if seed is None else seed
+
+
+def emit(text: str) -> None:
+    """The machine-readable result, on stdout."""
+    sys.stdout.write(text.rstrip("\n") + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,82 @@
+"""``cvkit prepare``: import a dataset into a dataset directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cvkit.cli.common import emit, handle_errors, seed_or_global, state
+from cvkit.progress import console
+
+
+@handle_errors
+def prepare_command(
+    source: Annotated[str, typer.Argument(help="Class folders, train/val/test split folders, a folder of IDX files, "
+                                               "a CSV of path,label[,split], or torchvision:NAME.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The dataset directory to write.")],
+    val: Annotated[float, typer.Option(help="Fraction for the val split, stratified per class.")] = 0.1,
+    test: Annotated[float, typer.Option(help="Fraction for the test split (a source's own test split is kept).")] = 0.1,
+    folds: Annotated[int, typer.Option(help="Stratified k-fold ids over train+val in the 'fold' column (0: none).")] = 0,
+    size: Annotated[Optional[str], typer.Option(help="N or HxW: build the packed uint8 cache at this size.")] = None,
+    channels: Annotated[Optional[int], typer.Option(help="1 or 3 (default: 1 when every image is grayscale).")] = None,
+    resize: Annotated[str, typer.Option(help="How --size is reached: crop (shorter side, centre crop) or squash.")] = "crop",
+    classes: Annotated[Optional[str], typer.Option(help="IDX sources: class names in label order, comma-separated.")] = None,
+    root: Annotated[Optional[Path], typer.Option(help="torchvision sources: where the files are or are downloaded.")] = None,
+    max_rejected: Annotated[float, typer.Option(help="Stop with an error when more than this fraction of inputs is bad.")] = 0.5,
+    max_pixels: Annotated[Optional[int], typer.Option(help="Reject images with more pixels (default: Pillow's limit).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: one per core).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for splits and folds (default: the global --seed).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it already holds files.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of the path.")] = False,
+) -> None:
+    """Import SOURCE into a dataset directory: manifest.csv, classes.json, rejected.csv, dataset.json, cache/.
+
+    Bad images (empty, not an image, truncated, unreadable, too large, duplicates across splits) are
+    skipped and listed in rejected.csv.
+
+    Example: cvkit prepare ~/photos/dogs --out data/dogs --size 224 --val 0.15 --test 0.15
+    """
+    from cvkit.data import prepare
+    from cvkit.io import parse_size
+
+    class_names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    result = prepare(source, out, size=parse_size(size), val=val, test=test, folds=folds, channels=channels,
+                     workers=workers, seed=seed_or_global(seed), classes=class_names, root=str(root) if root else None,
+                     max_rejected=max_rejected, resize=resize, max_pixels=max_pixels, force=force)
+    if not state.quiet:
+        _summary(result)
+    if as_json:
+        emit(json.dumps({"out": str(result.out), "kind": result.kind, "classes": result.classes,
+                         "counts": result.counts, "rejected": len(result.rejected), "channels": result.channels,
+                         "size": list(result.size) if result.size else None}))
+    else:
+        emit(str(result.out))
+
+
+def _summary(result) -> None:
+    from rich.table import Table
+
+    splits = ("train", "val", "test")
+    table = Table(title=f"{result.out} ({result.kind}, {result.channels} channel{'s' if result.channels > 1 else ''}"
+                        + (f", cache {result.size[0]}x{result.size[1]}" if result.size else "") + ")")
+    table.add_column("class")
+    for s in splits:
+        table.add_column(s, justify="right")
+    table.add_column("total", justify="right")
+    for name in result.classes:
+        row = result.counts[name]
+        table.add_row(name, *(str(row[s]) for s in splits), str(sum(row.values())))
+    totals = {s: sum(result.counts[c][s] for c in result.classes) for s in splits}
+    table.add_row("[bold]all", *(f"[bold]{totals[s]}" for s in splits), f"[bold]{sum(totals.values())}")
+    console.print(table)
+    if result.rejected:
+        why = ", ".join(f"{n} {reason}" for reason, n in result.reasons.most_common())
+        console.print(f"[yellow]{len(result.rejected)} of {result.inputs} inputs rejected[/] ({why}): "
+                      f"see {result.out / 'rejected.csv'}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("prepare")(prepare_command)

@@ -1,0 +1,128 @@
+"""The packed uint8 cache: each split's images decoded once, at a fixed size, memory-mapped.
+
+``cache/{split}_{H}x{W}.npy`` holds an N x H x W x C uint8 array (HWC, so a batch moved to torch
+and permuted to NCHW is already channels-last); ``cache/{split}_{H}x{W}.json`` holds the manifest
+rows it was built from and a key over their paths and content hashes. A cache whose key no longer
+matches the manifest (rows added, removed or changed in that split) is rebuilt on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cvkit.data.decode import Task, decode_all
+from cvkit.errors import ManifestError, OptionError
+from cvkit.io import Resize, atomic_path, read_classes, read_dataset_info, read_json, read_manifest, write_json
+
+# Rows copied per step when filling a cache, so memory stays bounded whatever the image size.
+COPY_BYTES = 64 << 20
+
+
+@dataclass
+class SplitData:
+    """One split of a dataset at one size: ``images`` is memory-mapped N x H x W x C uint8."""
+
+    images: np.ndarray
+    labels: np.ndarray  # int64 class indices
+    paths: list[str]
+    classes: list[str]
+    rows: list[int]  # manifest row of each image
+
+
+def cache_files(dataset: str | os.PathLike, split: str, size: tuple[int, int]) -> tuple[Path, Path]:
+    stem = Path(dataset) / "cache" / f"{split}_{size[0]}x{size[1]}"
+    return stem.with_suffix(".npy"), stem.with_suffix(".json")
+
+
+def rows_key(paths: list[str], sha1s: list[str], channels: int, resize: str) -> str:
+    """What a cache's pixels depend on: its rows' paths and content, the channels and the resize mode."""
+    h = hashlib.sha1(f"{channels}\n{resize}\n".encode())
+    for p, s in zip(paths, sha1s):
+        h.update(f"{p}\t{s}\n".encode())
+    return h.hexdigest()
+
+
+def write_cache(dataset: str | os.PathLike, split: str, size: tuple[int, int], channels: int, resize: str,
+                rows: list[int], key: str, fill: Callable[[np.ndarray], None]) -> None:
+    """Create the cache files atomically; ``fill`` writes the pixels into the memory-mapped array."""
+    npy, meta = cache_files(dataset, split, size)
+    with atomic_path(npy) as tmp:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(rows), size[0], size[1], channels))
+        fill(arr)
+        arr.flush()
+        del arr
+    write_json(meta, {"split": split, "size": list(size), "channels": channels, "resize": resize,
+                      "count": len(rows), "key": key, "rows": rows})
+
+
+def copy_rows(src: np.ndarray, src_rows: np.ndarray, dst: np.ndarray) -> None:
+    """``dst[i] = src[src_rows[i]]`` (first ``dst`` channels), a bounded number of bytes at a time."""
+    step = max(1, COPY_BYTES // max(1, int(np.prod(src.shape[1:]))))
+    c = dst.shape[3]
+    for i in range(0, len(src_rows), step):
+        dst[i:i + step] = src[src_rows[i:i + step], :, :, :c]
+
+
+def load_split(dataset: str | os.PathLike, split: str, size: tuple[int, int] | None = None,
+               workers: int | None = None) -> SplitData:
+    """The images and labels of ``split``, from the cache; the cache is (re)built when missing or stale."""
+    dataset = Path(dataset)
+    frame = read_manifest(dataset)
+    classes = read_classes(dataset)
+    info = read_dataset_info(dataset)
+    if size is None:
+        if not info.get("size"):
+            raise OptionError(f"{dataset} was prepared without --size; pass --size N (or rerun prepare with --size)")
+        size = (int(info["size"][0]), int(info["size"][1]))
+    channels, resize = int(info["channels"]), str(info.get("resize", "crop"))
+    part = frame[frame["split"] == split]
+    if part.empty:
+        raise ManifestError(f"{dataset}/manifest.csv has no '{split}' images; prepare the dataset with a {split} split")
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(part["label"]) - set(index))
+    if unknown:
+        raise ManifestError(f"{dataset}/manifest.csv uses label(s) {', '.join(unknown[:5])} missing from classes.json; "
+                            f"add them there or rerun 'cvkit prepare'")
+    paths, rows = part["path"].tolist(), part.index.tolist()
+    key = rows_key(paths, part["sha1"].tolist(), channels, resize)
+    npy, meta = cache_files(dataset, split, size)
+    fresh = False
+    if npy.is_file() and meta.is_file():
+        try:
+            fresh = read_json(meta, "")["key"] == key
+        except (ManifestError, KeyError):
+            fresh = False
+    if not fresh:
+        build_cache(dataset, split, size, channels, resize, paths, rows, key, workers)
+    images = np.load(npy, mmap_mode="r")
+    if images.shape != (len(rows), size[0], size[1], channels):
+        raise ManifestError(f"{npy} has shape {images.shape}, expected {(len(rows), *size, channels)}; delete it to rebuild")
+    labels = np.array([index[label] for label in part["label"]], dtype=np.int64)
+    return SplitData(images, labels, paths, classes, rows)
+
+
+def build_cache(dataset: Path, split: str, size: tuple[int, int], channels: int, resize: str,
+                paths: list[str], rows: list[int], key: str, workers: int | None = None) -> None:
+    """Decode a split's images from their files into a fresh cache."""
+    tasks = [Task(i, p if os.path.isabs(p) else str(dataset / p)) for i, p in enumerate(paths)]
+
+    def fill(arr: np.ndarray) -> None:
+        arr.flush()
+        results = decode_all(tasks, channels, Resize(size[0], size[1], resize), out_path=_npy_path(arr),
+                             workers=workers, description=f"Caching {split} {size[0]}x{size[1]}")
+        bad = [(paths[r.index], r.reason) for r in results if r.reason]
+        if bad:
+            raise ManifestError(f"{len(bad)} image(s) of manifest.csv can no longer be read, first {bad[0][0]}: "
+                                f"{bad[0][1]}; restore them or rerun 'cvkit prepare'")
+
+    write_cache(dataset, split, size, channels, resize, rows, key, fill)
+
+
+def _npy_path(arr: np.ndarray) -> str:
+    return str(arr.filename)

@@ -1,0 +1,204 @@
+"""``cvkit prepare``: import a source into a dataset directory (README.md, "Dataset directory").
+
+Everything is written into a staging folder beside ``out`` and moved into place only when the
+whole import succeeded, so a failed run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cvkit.data.cache import copy_rows, rows_key, write_cache
+from cvkit.data.decode import Task, decode_all
+from cvkit.data.sources import Item, open_source
+from cvkit.data.splits import assign_folds, carve, check_fractions
+from cvkit.errors import OptionError, OutputExists, TooManyRejected
+from cvkit.io import (
+    MANIFEST_COLUMNS,
+    SPLITS,
+    Resize,
+    write_classes,
+    write_json,
+    write_manifest,
+    write_rejected,
+)
+
+SPLIT_PRIORITY = {"test": 0, "val": 1, "train": 2}  # a duplicate is kept in the first of these
+
+
+@dataclass
+class PrepareResult:
+    out: Path
+    kind: str
+    classes: list[str]
+    counts: dict[str, dict[str, int]]  # class -> split -> images
+    rejected: list[tuple[str, str]]
+    channels: int
+    size: tuple[int, int] | None
+    inputs: int
+    reasons: Counter = field(default_factory=Counter)
+
+
+def prepare(source: str, out: str | os.PathLike, *, size: tuple[int, int] | None = None, val: float = 0.1,
+            test: float = 0.1, folds: int = 0, channels: int | None = None, workers: int | None = None,
+            seed: int = 0, classes: list[str] | None = None, root: str | None = None,
+            max_rejected: float = 0.5, resize: str = "crop", max_pixels: int | None = None,
+            force: bool = False) -> PrepareResult:
+    """Import ``source`` into the dataset directory ``out``; see ``cvkit prepare --help``."""
+    check_fractions(val, test)
+    if channels not in (None, 1, 3):
+        raise OptionError(f"--channels {channels} must be 1 or 3")
+    if resize not in ("crop", "squash"):
+        raise OptionError(f"--resize {resize} must be crop or squash")
+    if not 0.0 <= max_rejected <= 1.0:
+        raise OptionError(f"--max-rejected {max_rejected} must be a fraction from 0 to 1")
+    if folds == 1 or folds < 0:
+        raise OptionError(f"--folds {folds} must be at least 2 (or 0 for no folds)")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise OutputExists(f"--out {out} already exists and is not empty; pass --force to replace it")
+    src = open_source(source, root=root, classes=classes)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        result = _prepare_into(stage, src, size, val, test, folds, channels, workers, seed, max_rejected, resize,
+                               max_pixels)
+        _replace_dir(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    result.out = out
+    return result
+
+
+def _replace_dir(stage: Path, out: Path) -> None:
+    if out.exists():
+        trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, trash)
+        os.replace(stage, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(stage, out)
+
+
+def _prepare_into(stage: Path, src, size, val, test, folds, channels, workers, seed, max_rejected, resize,
+                  max_pixels) -> PrepareResult:
+    items: list[Item] = src.items
+    n = len(items)
+    tasks = [Task(i, None, it.array, str(stage / it.path)) if it.array is not None else Task(i, it.path)
+             for i, it in enumerate(items)]
+    decoded = None
+    if size is not None:
+        decoded = stage / "cache" / ".decoded.npy"
+        decoded.parent.mkdir(parents=True)
+        np.lib.format.open_memmap(decoded, mode="w+", dtype=np.uint8, shape=(n, size[0], size[1], channels or 3)).flush()
+    results = decode_all(tasks, channels, Resize(size[0], size[1], resize) if size else None, max_pixels,
+                         str(decoded) if decoded else None, workers, description="Importing")
+
+    rejected: list[tuple[str, str]] = [(items[r.index].path, r.reason) for r in results if r.reason]
+    ok = [r for r in results if not r.reason]
+    split_of, follows, dropped = _resolve_duplicates(items, ok)
+    rejected += [(items[i].path, reason) for i, reason in dropped]
+    first = "; ".join(f"{p}: {why}" for p, why in rejected[:3])
+    if n and len(rejected) / n > max_rejected:
+        raise TooManyRejected(f"{len(rejected)} of {n} inputs ({len(rejected) / n:.0%}) were rejected, more than "
+                              f"--max-rejected {max_rejected} (first: {first}); fix the inputs or raise --max-rejected")
+    if not split_of:
+        raise TooManyRejected(f"none of the {n} inputs is a usable image (first: {first}); fix the inputs")
+
+    rng = np.random.default_rng(seed)
+    labels = [it.label for it in items]
+    _assign_splits(split_of, follows, labels, val, test, rng)
+    kept = sorted(split_of)
+    fold_of = assign_folds([i for i in kept if split_of[i] != "test"], labels, folds, rng) if folds else {}
+
+    gray = {r.index: r.gray for r in ok}
+    n_channels = channels or (1 if all(gray[i] for i in kept) else 3)
+    present = {labels[i] for i in kept}
+    class_names = [c for c in src.classes if c in present]
+
+    import pandas as pd
+
+    sha1 = {r.index: r.sha1 for r in ok}
+    frame = pd.DataFrame({"path": [items[i].path for i in kept], "label": [labels[i] for i in kept],
+                          "split": [split_of[i] for i in kept], "fold": [fold_of.get(i, -1) for i in kept],
+                          "sha1": [sha1[i] for i in kept]}, columns=list(MANIFEST_COLUMNS))
+    for col in src.extra_columns:
+        frame[col] = [items[i].extra.get(col, "") for i in kept]
+    write_manifest(stage / "manifest.csv", frame)
+    write_classes(stage / "classes.json", class_names)
+    rejected.sort()
+    write_rejected(stage / "rejected.csv", rejected)
+    write_json(stage / "dataset.json", {"source_kind": src.kind, "size": list(size) if size else None,
+                                        "channels": n_channels, "resize": resize, "seed": seed,
+                                        "val": val, "test": test, "folds": folds,
+                                        "counts": {s: int((frame["split"] == s).sum()) for s in SPLITS}})
+    if decoded is not None:
+        source = np.load(decoded, mmap_mode="r")
+        for split in SPLITS:
+            part = frame[frame["split"] == split]
+            if part.empty:
+                continue
+            src_rows = np.array([kept[r] for r in part.index], dtype=np.int64)
+            key = rows_key(part["path"].tolist(), part["sha1"].tolist(), n_channels, resize)
+            write_cache(stage, split, size, n_channels, resize, part.index.tolist(), key,
+                        lambda arr, s=src_rows: copy_rows(source, s, arr))
+        del source
+        decoded.unlink()
+
+    counts = {c: {s: 0 for s in SPLITS} for c in class_names}
+    for label, split in zip(frame["label"], frame["split"]):
+        counts[label][split] += 1
+    return PrepareResult(stage, src.kind, class_names, counts, rejected, n_channels, size, n,
+                         Counter(why.split(":")[0].split(" (")[0] for _, why in rejected))
+
+
+def _resolve_duplicates(items: list[Item], ok) -> tuple[dict[int, str | None], dict[int, int], list[tuple[int, str]]]:
+    """Keep byte-identical copies from landing in two splits or under two labels.
+
+    Returns the source split (None: to be assigned) of every kept item, the copies that must follow
+    their first copy's split once it is assigned, and the dropped items with the reason. Copies in
+    one split are kept; a copy in another given split is dropped in favour of the one in test, then val.
+    """
+    groups: dict[str, list[int]] = {}
+    for r in sorted(ok, key=lambda r: items[r.index].path):
+        groups.setdefault(r.sha1, []).append(r.index)
+    split_of: dict[int, str | None] = {}
+    follows: dict[int, int] = {}
+    dropped: list[tuple[int, str]] = []
+    for members in groups.values():
+        first = members[0]
+        same = [i for i in members if items[i].label == items[first].label]
+        dropped += [(i, f"duplicate of {items[first].path} which is labelled '{items[first].label}'")
+                    for i in members if i not in same]
+        given = sorted({items[i].split for i in same if items[i].split}, key=SPLIT_PRIORITY.get)
+        keep_split = given[0] if given else None
+        holder = next((i for i in same if items[i].split == keep_split), first)
+        for i in same:
+            if items[i].split and items[i].split != keep_split:
+                dropped.append((i, f"duplicate of {items[holder].path} in the {keep_split} split"))
+            elif keep_split is None and i != first:
+                follows[i] = first
+            else:
+                split_of[i] = keep_split
+    return split_of, follows, dropped
+
+
+def _assign_splits(split_of: dict[int, str | None], follows: dict[int, int], labels: list[str], val: float,
+                   test: float, rng: np.random.Generator) -> None:
+    """Fill in the splits: images with none are carved by fraction of the whole; a source with
+    splits but no val has ``val`` of its train split carved out. Duplicates follow their first copy."""
+    free = [i for i, s in split_of.items() if s is None]
+    given = len(free) < len(split_of)
+    split_of.update(carve(free, labels, {"val": val, "test": test}, rng))
+    if given and "val" not in split_of.values():
+        train = [i for i, s in split_of.items() if s == "train"]
+        split_of.update(carve(train, labels, {"val": val}, rng))
+    for i, first in follows.items():
+        split_of[i] = split_of[first]

@@ -1,0 +1,255 @@
+"""Import sources: what ``cvkit prepare SOURCE`` accepts, listed as :class:`Item` rows.
+
+A source is one of: a folder of class folders, a folder of ``train/ val/ test/`` split folders, a
+folder of MNIST-family IDX files, a CSV of ``path,label[,split]``, or ``torchvision:NAME``.
+Listing is sorted so the result never depends on the order the file system returns entries in.
+"""
+
+from __future__ import annotations
+
+import difflib
+import gzip
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cvkit.errors import SourceError, UnsafePath
+
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}
+
+
+@dataclass
+class Item:
+    """One input image: a file to read, or pixels in memory to be written as a PNG under ``images/``."""
+
+    path: str  # the manifest path: absolute for a file, relative to the dataset directory for written PNGs
+    label: str
+    split: str | None = None  # the source's own split, None when the source has none
+    array: np.ndarray | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Source:
+    kind: str  # folders | split-folders | idx | csv | torchvision
+    items: list[Item]
+    classes: list[str]  # class order (defines indices)
+    extra_columns: list[str] = field(default_factory=list)
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith(".") and name not in ("Thumbs.db", "desktop.ini")
+
+
+def _files_below(folder: Path) -> list[Path]:
+    """Every visible file at any depth below ``folder``, sorted."""
+    out = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = [d for d in dirs if _visible(d)]
+        out.extend(Path(root) / f for f in files if _visible(f))
+    return sorted(out)
+
+
+def _class_folders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and _visible(p.name))
+
+
+def _from_class_folders(folder: Path, split: str | None) -> list[Item]:
+    # abspath, not resolve: a broken link stays in the list under its own name and is reported.
+    return [Item(os.path.abspath(f), d.name, split) for d in _class_folders(folder) for f in _files_below(d)]
+
+
+def safe_label_dir(label: str) -> str:
+    """A label made safe as one path component (``T-shirt/top`` -> ``T-shirt_top``)."""
+    return re.sub(r"[^\w.+-]+", "_", label).strip("._") or "_"
+
+
+# ----------------------------------------------------------------------------- IDX
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (gzip'ed or not) of unsigned bytes."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+        zero, dtype, ndim = struct.unpack(">HBB", data[:4])
+        if zero != 0 or dtype != 0x08 or ndim < 1:
+            raise ValueError("not an IDX file of unsigned bytes")
+        dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    except (OSError, EOFError, ValueError, struct.error) as e:
+        raise SourceError(f"{path} cannot be read as an IDX file ({e}); replace it with an intact copy") from None
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        for candidate in (folder / name, folder / name.replace("-idx", ".idx")):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def is_idx_folder(folder: Path) -> bool:
+    return _idx_file(folder, "train-images-idx3-ubyte") is not None
+
+
+def _from_idx(folder: Path, classes: list[str] | None) -> Source:
+    items: list[Item] = []
+    label_values: set[int] = set()
+    parts = []
+    for part, split in (("train", "train"), ("t10k", "test")):
+        images, labels = _idx_file(folder, f"{part}-images-idx3-ubyte"), _idx_file(folder, f"{part}-labels-idx1-ubyte")
+        if images is None and labels is None and part == "t10k":
+            continue
+        if images is None or labels is None:
+            missing = f"{part}-images-idx3-ubyte" if images is None else f"{part}-labels-idx1-ubyte"
+            raise SourceError(f"{folder} has no {missing}[.gz] beside its other IDX files; add it")
+        x, y = read_idx(images), read_idx(labels)
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise SourceError(f"{images} and {labels} disagree: {x.shape} images for {y.shape} labels")
+        parts.append((part, split, x, y))
+        label_values.update(np.unique(y).tolist())
+    n_classes = max(label_values) + 1
+    if classes is None:
+        classes = [str(i) for i in range(n_classes)]
+    elif len(classes) < n_classes:
+        raise SourceError(f"--classes names {len(classes)} classes but the IDX labels go up to {n_classes - 1}; "
+                          f"give {n_classes} names")
+    for part, split, x, y in parts:
+        out = "train" if part == "train" else "test"
+        for i in range(len(y)):
+            label = classes[int(y[i])]
+            items.append(Item(f"images/{out}/{safe_label_dir(label)}/{i:05d}.png", label, split, array=x[i]))
+    return Source("idx", items, list(classes))
+
+
+# ----------------------------------------------------------------------------- CSV
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def _from_csv(csv_path: Path) -> Source:
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
+        raise SourceError(f"{csv_path} cannot be read as CSV ({e}); it needs a header row 'path,label[,split]'") from None
+    for col in ("path", "label"):
+        if col not in frame.columns:
+            raise SourceError(f"{csv_path} has no '{col}' column; its header must start with path,label[,split]")
+    root = csv_path.parent.resolve()
+    has_split = "split" in frame.columns
+    extra = [c for c in frame.columns if c not in ("path", "label", "split", "fold", "sha1")]
+    items = []
+    for row, rec in enumerate(frame.to_dict("records"), start=2):  # row 1 is the header
+        raw = rec["path"]
+        if not raw:
+            raise SourceError(f"{csv_path} row {row}: empty path")
+        # Normalise without following links, then refuse anything outside the CSV's folder.
+        full = Path(os.path.normpath(root / raw))
+        if not _inside(full, root):
+            raise UnsafePath(f"{csv_path} row {row}: path '{raw}' is outside the CSV's folder {root}; "
+                             f"move the image inside it or list it relative to the CSV")
+        if not rec["label"]:
+            raise SourceError(f"{csv_path} row {row}: empty label for '{raw}'")
+        split = None
+        if has_split and rec["split"]:
+            split = SPLIT_ALIASES.get(rec["split"].lower())
+            if split is None:
+                raise SourceError(f"{csv_path} row {row}: split '{rec['split']}' is not train, val or test")
+        items.append(Item(str(full), rec["label"], split, extra={c: rec[c] for c in extra}))
+    if not items:
+        raise SourceError(f"{csv_path} lists no images")
+    items.sort(key=lambda it: it.path)
+    return Source("csv", items, sorted({it.label for it in items}), extra)
+
+
+# ----------------------------------------------------------------------------- torchvision
+
+
+def _from_torchvision(name: str, root: Path | None) -> Source:
+    try:
+        import torchvision.datasets as tvd
+    except ImportError as e:  # pragma: no cover - torchvision is a dependency
+        raise SourceError(f"torchvision is not importable ({e}); reinstall cvkit") from None
+    names = [n for n in getattr(tvd, "__all__", dir(tvd)) if n[:1].isupper()]
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise SourceError(f"torchvision has no dataset '{name}'.{hint} See torchvision.datasets for the list.")
+    if root is None:
+        raise SourceError(f"torchvision:{name} needs --root DIR, the folder where its files are or will be downloaded")
+    cls = getattr(tvd, name)
+    import inspect
+
+    params = inspect.signature(cls).parameters
+    parts: list[tuple[str, dict]] = []
+    if "train" in params:
+        parts = [("train", {"train": True}), ("test", {"train": False})]
+    elif "split" in params:
+        parts = [("train", {"split": "train"}), ("test", {"split": "test"})]
+    else:
+        raise SourceError(f"torchvision:{name} has no train/test split cvkit knows how to import; "
+                          f"export it as class folders or a CSV")
+    items: list[Item] = []
+    classes: list[str] | None = None
+    for split, kwargs in parts:
+        try:
+            ds = cls(root=str(root), download=True, **kwargs)
+        except Exception as e:  # torchvision raises URLError, RuntimeError, ... when offline or corrupt
+            raise SourceError(f"torchvision:{name} could not be loaded or downloaded into {root} "
+                              f"({type(e).__name__}: {e}); when offline, put the dataset's files under --root") from None
+        if classes is None:
+            classes = [str(c) for c in getattr(ds, "classes", [])] or None
+        for i in range(len(ds)):
+            img, target = ds[i]
+            arr = np.asarray(img)
+            label = classes[int(target)] if classes else str(int(target))
+            items.append(Item(f"images/{split}/{safe_label_dir(label)}/{i:05d}.png", label, split, array=arr))
+    if classes is None:
+        classes = sorted({it.label for it in items}, key=lambda s: (len(s), s))
+    return Source("torchvision", items, classes)
+
+
+# ----------------------------------------------------------------------------- detection
+
+
+def open_source(source: str, root: str | os.PathLike | None = None, classes: list[str] | None = None) -> Source:
+    """Detect what ``source`` is and list its images, labels and own splits."""
+    if source.startswith("torchvision:"):
+        return _from_torchvision(source.split(":", 1)[1], Path(root) if root else None)
+    path = Path(source)
+    if not path.exists():
+        raise SourceError(f"SOURCE '{source}' does not exist; pass a folder of class folders, a CSV file, "
+                          f"a folder of IDX files or torchvision:NAME")
+    if path.is_file():
+        if path.suffix.lower() == ".csv":
+            return _from_csv(path)
+        raise SourceError(f"SOURCE '{source}' is a file but not a .csv; pass a CSV of path,label[,split] or a folder")
+    if is_idx_folder(path):
+        return _from_idx(path, classes)
+    subdirs = {p.name.lower(): p for p in _class_folders(path)}
+    split_dirs = {SPLIT_ALIASES[n]: p for n, p in subdirs.items() if n in SPLIT_ALIASES}
+    if "train" in split_dirs and len(split_dirs) >= 2 and len(split_dirs) == len(subdirs):
+        items = [it for split in ("train", "val", "test") if split in split_dirs
+                 for it in _from_class_folders(split_dirs[split], split)]
+        kind = "split-folders"
+    else:
+        items = _from_class_folders(path, None)
+        kind = "folders"
+    if not items:
+        raise SourceError(f"SOURCE '{source}' holds no images in class folders; lay it out as SOURCE/<class>/<image>")
+    return Source(kind, items, sorted({it.label for it in items}))

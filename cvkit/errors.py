@@ -1,0 +1,41 @@
+"""The named exceptions the library raises.
+
+Every error a user can fix derives from :class:`CvkitError`; its message names the file or
+option at fault and says what to do. The CLI prints it as ``Error: ...`` and exits with 2.
+"""
+
+
+class CvkitError(Exception):
+    """A problem with the user's input that the user can fix."""
+
+
+class SourceError(CvkitError):
+    """A dataset source that cannot be read or recognised."""
+
+
+class ManifestError(CvkitError):
+    """A dataset directory or one of its files (manifest.csv, classes.json, ...) is wrong."""
+
+
+class UnsafePath(ManifestError):
+    """A path in a CSV or manifest that escapes the folder it must stay inside."""
+
+
+class TooManyRejected(CvkitError):
+    """More inputs were bad than ``--max-rejected`` allows."""
+
+
+class OutputExists(CvkitError):
+    """The output directory already holds results and ``--force`` was not given."""
+
+
+class OptionError(CvkitError):
+    """An option value that cannot work (a size too small, an unknown mode, ...)."""
+
+
+class UnknownArchitecture(OptionError):
+    """An ``--arch`` / ``--from-arch`` name that no registry knows."""
+
+
+class DeviceUnavailable(OptionError):
+    """A ``--device`` that this machine does not have."""
