@@ -142,7 +142,11 @@ def sha1_bytes(data: bytes) -> str:
 
 
 class BadImage(Exception):
-    """An input image that is skipped and listed in rejected.csv; the message is the reason."""
+    """An input image that is skipped and listed in rejected.csv.
+
+    The message is the reason, ``"KIND: detail"`` with KIND one of ``empty``, ``not an image``,
+    ``truncated``, ``unreadable``, ``too large``, ``duplicate`` (summaries count by KIND).
+    """
 
 
 @dataclass(frozen=True)
@@ -194,7 +198,9 @@ def normalize_mode(img: Image.Image, channels: int | None) -> Image.Image:
         img = _to_8bit(img)
     elif img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("1", "LA", "La", "PA"):
+    elif img.mode == "PA":
+        img = img.convert("RGBA")
+    if img.mode in ("1", "LA", "La"):
         img = img.convert("L")
     elif img.mode not in ("L", "RGB"):
         img = img.convert("RGB")  # RGBA, RGBa, CMYK, YCbCr, LAB, HSV
@@ -209,20 +215,18 @@ def normalize_mode(img: Image.Image, channels: int | None) -> Image.Image:
 class Decoded:
     array: np.ndarray  # H x W x C uint8
     gray: bool  # the image had one channel, or three equal ones
-    width: int  # the original size, after EXIF orientation
-    height: int
 
 
 def decode_image(data: bytes, channels: int | None = None, resize: Resize | None = None,
                  max_pixels: int | None = None) -> Decoded:
     """Decode and check image bytes; raise :class:`BadImage` with the reason when unusable.
 
-    Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) is enforced here, per call,
-    never lifted globally. EXIF orientation is applied. With ``resize``, JPEG draft mode decodes
+    Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) is enforced here, per call, and
+    ``max_pixels`` may only lower it: cvkit never lifts it. EXIF orientation is applied. With ``resize``, JPEG draft mode decodes
     at a reduced scale first when shrinking.
     """
     if not data:
-        raise BadImage("empty file (0 bytes)")
+        raise BadImage("empty: the file has 0 bytes")
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     try:
         with warnings.catch_warnings():
@@ -242,13 +246,12 @@ def decode_image(data: bytes, channels: int | None = None, resize: Resize | None
     except Image.DecompressionBombError as e:
         raise BadImage(f"too large: {e}") from None
     except UnidentifiedImageError:
-        raise BadImage("not an image (Pillow cannot identify the file)") from None
+        raise BadImage("not an image: Pillow cannot identify the file") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         message = str(e)
-        if "truncated" in message or isinstance(e, EOFError):
-            raise BadImage(f"truncated image ({message or 'unexpected end of data'})") from None
-        raise BadImage(f"unreadable image ({message})") from None
-    width, height = img.size
+        if "truncated" in message.lower() or isinstance(e, EOFError):
+            raise BadImage(f"truncated: {message or 'unexpected end of data'}") from None
+        raise BadImage(f"unreadable: {message}") from None
     img = normalize_mode(img, channels)
     if resize is not None and img.size != (resize.width, resize.height):
         if resize.mode == "squash":
@@ -261,7 +264,7 @@ def decode_image(data: bytes, channels: int | None = None, resize: Resize | None
         gray = True
     else:
         gray = bool((arr[:, :, 0] == arr[:, :, 1]).all() and (arr[:, :, 1] == arr[:, :, 2]).all())
-    return Decoded(arr, gray, width, height)
+    return Decoded(arr, gray)
 
 
 def read_image_file(path: str | os.PathLike, channels: int | None = None, resize: Resize | None = None,

@@ -34,8 +34,8 @@ def prepare_command(
 ) -> None:
     """Import SOURCE into a dataset directory: manifest.csv, classes.json, rejected.csv, dataset.json, cache/.
 
-    Bad images (empty, not an image, truncated, unreadable, too large, duplicates across splits) are
-    skipped and listed in rejected.csv.
+    Bad images (empty, not an image, truncated, unreadable, too large, duplicates across splits) \
+are skipped and listed in rejected.csv.
 
     Example: cvkit prepare ~/photos/dogs --out data/dogs --size 224 --val 0.15 --test 0.15
     """

@@ -59,6 +59,11 @@ def prepare(source: str, out: str | os.PathLike, *, size: tuple[int, int] | None
         raise OptionError(f"--resize {resize} must be crop or squash")
     if not 0.0 <= max_rejected <= 1.0:
         raise OptionError(f"--max-rejected {max_rejected} must be a fraction from 0 to 1")
+    from PIL import Image
+
+    if max_pixels is not None and not 0 < max_pixels <= Image.MAX_IMAGE_PIXELS:
+        raise OptionError(f"--max-pixels {max_pixels} must be from 1 to Pillow's decompression-bomb limit "
+                          f"{Image.MAX_IMAGE_PIXELS}; cvkit only lowers that limit")
     if folds == 1 or folds < 0:
         raise OptionError(f"--folds {folds} must be at least 2 (or 0 for no folds)")
     out = Path(out)
@@ -156,7 +161,7 @@ def _prepare_into(stage: Path, src, size, val, test, folds, channels, workers, s
     for label, split in zip(frame["label"], frame["split"]):
         counts[label][split] += 1
     return PrepareResult(stage, src.kind, class_names, counts, rejected, n_channels, size, n,
-                         Counter(why.split(":")[0].split(" (")[0] for _, why in rejected))
+                         Counter(why.split(":")[0] for _, why in rejected))
 
 
 def _resolve_duplicates(items: list[Item], ok) -> tuple[dict[int, str | None], dict[int, int], list[tuple[int, str]]]:
@@ -175,14 +180,14 @@ def _resolve_duplicates(items: list[Item], ok) -> tuple[dict[int, str | None], d
     for members in groups.values():
         first = members[0]
         same = [i for i in members if items[i].label == items[first].label]
-        dropped += [(i, f"duplicate of {items[first].path} which is labelled '{items[first].label}'")
+        dropped += [(i, f"duplicate: same bytes as {items[first].path}, labelled '{items[first].label}'")
                     for i in members if i not in same]
         given = sorted({items[i].split for i in same if items[i].split}, key=SPLIT_PRIORITY.get)
         keep_split = given[0] if given else None
         holder = next((i for i in same if items[i].split == keep_split), first)
         for i in same:
             if items[i].split and items[i].split != keep_split:
-                dropped.append((i, f"duplicate of {items[holder].path} in the {keep_split} split"))
+                dropped.append((i, f"duplicate: same bytes as {items[holder].path} in the {keep_split} split"))
             elif keep_split is None and i != first:
                 follows[i] = first
             else:

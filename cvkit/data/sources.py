@@ -150,7 +150,8 @@ def _from_csv(csv_path: Path) -> Source:
     for col in ("path", "label"):
         if col not in frame.columns:
             raise SourceError(f"{csv_path} has no '{col}' column; its header must start with path,label[,split]")
-    root = csv_path.parent.resolve()
+    root = Path(os.path.abspath(csv_path.parent))
+    real_root = root.resolve()
     has_split = "split" in frame.columns
     extra = [c for c in frame.columns if c not in ("path", "label", "split", "fold", "sha1")]
     items = []
@@ -160,7 +161,7 @@ def _from_csv(csv_path: Path) -> Source:
             raise SourceError(f"{csv_path} row {row}: empty path")
         # Normalise without following links, then refuse anything outside the CSV's folder.
         full = Path(os.path.normpath(root / raw))
-        if not _inside(full, root):
+        if not _inside(full, root) and not _inside(full.resolve(), real_root):
             raise UnsafePath(f"{csv_path} row {row}: path '{raw}' is outside the CSV's folder {root}; "
                              f"move the image inside it or list it relative to the CSV")
         if not rec["label"]:

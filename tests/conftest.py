@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny real image folders built in tmp_path, and a CLI runner."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cvkit.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "sample_data"
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def run(runner: CliRunner, *args: str):
+    """Invoke the CLI; returns the click Result (stdout, stderr and exit_code separately)."""
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def make_image(path: Path, seed: int, size=(12, 10), mode: str = "RGB") -> Path:
+    """A random-noise image (distinct bytes for distinct seeds)."""
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "L": 1}[mode]
+    arr = rng.integers(0, 256, size=(size[1], size[0], channels), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr[:, :, 0] if channels == 1 else arr).save(path)
+    return path
+
+
+@pytest.fixture
+def class_folders(tmp_path: Path) -> Path:
+    """3 classes x 10 RGB PNGs, some nested one level deeper."""
+    root = tmp_path / "src"
+    for c, name in enumerate(["cat", "dog", "fox"]):
+        for i in range(10):
+            sub = root / name / ("nested" if i % 3 == 0 else "") / f"{i:02d}.png"
+            make_image(sub, seed=c * 100 + i)
+    return root
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if path.suffix == ".gz":
+        with gzip.open(path, "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+
+
+@pytest.fixture
+def idx_folder(tmp_path: Path) -> Path:
+    """An MNIST-style folder: 40 train and 10 test 8x8 images over 5 classes, gzip'ed."""
+    root = tmp_path / "idx"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for part, n in (("train", 40), ("t10k", 10)):
+        write_idx(root / f"{part}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 8, 8)))
+        write_idx(root / f"{part}-labels-idx1-ubyte.gz", np.arange(n) % 5)
+    return root
