@@ -39,3 +39,11 @@ class UnknownArchitecture(OptionError):
 
 class DeviceUnavailable(OptionError):
     """A ``--device`` that this machine does not have."""
+
+
+class UnsafeCheckpoint(CvkitError):
+    """A checkpoint or weights file whose loading would execute code."""
+
+
+class TrainingDiverged(CvkitError):
+    """The loss became NaN or infinite."""

@@ -286,3 +286,74 @@ def encode_png(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(array)).save(buf, "PNG", compress_level=1)
     return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- run directory
+
+
+def write_model_info(run: str | os.PathLike, info: dict[str, Any]) -> None:
+    write_json(Path(run) / "model.json", info)
+
+
+def read_model_info(run: str | os.PathLike) -> dict[str, Any]:
+    path = Path(run) / "model.json"
+    if not path.is_file():
+        raise ManifestError(f"{path} is missing: {run} is not a run directory; create one with 'cvkit train'")
+    info = read_json(path, "")
+    for key in ("arch", "classes", "in_chans", "input_size", "mean", "std", "loss"):
+        if key not in info:
+            raise ManifestError(f"{path} lacks '{key}'; retrain with 'cvkit train'")
+    return info
+
+
+def write_metrics(run: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    """``metrics.csv``: one row per epoch, rewritten whole (atomically) after each epoch."""
+    import pandas as pd
+
+    with atomic_path(Path(run) / "metrics.csv") as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False, lineterminator="\n", float_format="%.6g")
+
+
+def save_weights(path: str | os.PathLike, state: dict[str, "torch.Tensor"], metadata: dict[str, str] | None = None) -> None:  # noqa: F821
+    """Weights as safetensors: loading them never executes code."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def load_weights_file(path: str | os.PathLike) -> dict[str, "torch.Tensor"]:  # noqa: F821
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ManifestError(f"{path} is not a readable safetensors file ({e}); retrain or restore it") from None
+
+
+def torch_save(path: str | os.PathLike, obj: Any) -> None:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def torch_load_safe(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors and plain containers only, never code."""
+    import pickle
+
+    import torch
+
+    from cvkit.errors import UnsafeCheckpoint
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ManifestError(f"{path} is missing: no {what} to load") from None
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpoint(f"{path} holds pickled objects that could run code, which cvkit refuses to load "
+                               f"({str(e).splitlines()[0][:160]}); use a safetensors file or a plain state dict") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise ManifestError(f"{path} is not a readable {what} ({str(e).splitlines()[0][:160]})") from None

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from cvkit import __version__
-from cvkit.cli import normalize, prepare
+from cvkit.cli import evaluate, models, normalize, predict, prepare, train
 from cvkit.cli.common import state
 from cvkit.progress import set_quiet
 
@@ -45,8 +45,8 @@ def main_options(
     set_quiet(quiet)
 
 
-prepare.register(app)
-normalize.register(app)
+for command in (prepare, normalize, models, train, evaluate, predict):
+    command.register(app)
 
 
 def main() -> None:

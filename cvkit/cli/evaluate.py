@@ -1,0 +1,60 @@
+"""``cvkit evaluate``: metrics, confusion matrix and worst predictions of one run or an ensemble."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cvkit.cli.common import emit, handle_errors, state
+from cvkit.progress import console
+
+
+@handle_errors
+def evaluate_command(
+    runs: Annotated[list[Path], typer.Argument(help="One run directory, or several for an ensemble.")],
+    data: Annotated[Optional[Path], typer.Option(help="Dataset directory (default: the one the run was trained on).")] = None,
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory (default: RUN/eval_SPLIT).")] = None,
+    tta: Annotated[bool, typer.Option("--tta", help="Average with horizontally flipped images.")] = False,
+    top: Annotated[int, typer.Option(help="How many worst predictions to show in top_losses.")] = 16,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 512,
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics.json on stdout instead of the output path.")] = False,
+) -> None:
+    """Score RUN (or the ensemble of several RUNs: mean of their probabilities) on a dataset split.
+
+    Writes metrics.json, predictions.csv, confusion_matrix.csv/.png and top_losses.csv/.png.
+
+    Example: cvkit evaluate runs/fmnist --split test
+    """
+    from cvkit.evaluate.run import evaluate
+
+    result = evaluate([str(r) for r in runs], data, split, out, tta, top, state.device, batch_size)
+    if not state.quiet:
+        _summary(result)
+    emit(json.dumps(result.metrics) if as_json else str(result.out))
+
+
+def _summary(result) -> None:
+    from rich.table import Table
+
+    m = result.metrics
+    table = Table(title=f"{', '.join(m['runs'])} on {m['split']} ({m['count']:,} images{', tta' if m['tta'] else ''})")
+    for col in ("run", "accuracy", "top-5", "balanced acc", "macro F1", "log loss", "ECE"):
+        table.add_column(col, justify="right" if col != "run" else "left")
+    for member in result.members if len(result.members) > 1 else []:
+        table.add_row(Path(member["run"]).name, f"{member['accuracy']:.4f}", "", f"{member['balanced_accuracy']:.4f}",
+                      "", f"{member['log_loss']:.4f}", "")
+    table.add_row("[bold]ensemble" if len(result.members) > 1 else Path(m["runs"][0]).name, f"[bold]{m['accuracy']:.4f}",
+                  f"{m['top5_accuracy']:.4f}" if "top5_accuracy" in m else "-", f"{m['balanced_accuracy']:.4f}",
+                  f"{m['macro_f1']:.4f}", f"{m['log_loss']:.4f}", f"{m['ece']:.4f}")
+    console.print(table)
+    pairs = [f"{p['true']} -> {p['predicted']} ({p['count']})" for p in m.get("most_confused", [])[:5]]
+    if pairs:
+        console.print("Most confused: " + ", ".join(pairs), highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate_command)

@@ -1,0 +1,49 @@
+"""``cvkit predict``: top-k classes for new images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cvkit.cli.common import emit, handle_errors, state
+from cvkit.progress import console
+
+
+@handle_errors
+def predict_command(
+    run: Annotated[Path, typer.Argument(help="A run directory written by 'cvkit train'.")],
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders, or CSV files with a 'path' column.")],
+    k: Annotated[int, typer.Option("-k", "--top-k", help="Classes to show per image.")] = 5,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory (default: RUN/predict).")] = None,
+    tta: Annotated[bool, typer.Option("--tta", help="Average with horizontally flipped images.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
+    workers: Annotated[Optional[int], typer.Option(help="Decoding processes.")] = None,
+) -> None:
+    """Predict the class of each INPUT image with RUN's model; unreadable images are reported and skipped.
+
+    Writes predictions.csv (path, predicted, probability, one column per class) and rejected.csv.
+
+    Example: cvkit predict runs/fmnist photos/ -k 3
+    """
+    from cvkit.evaluate.predict import predict
+
+    result = predict(run, inputs, out, tta, state.device, batch_size, workers)
+    if not state.quiet:
+        from rich.table import Table
+
+        table = Table(title=f"{len(result.paths)} image(s), {run}")
+        table.add_column("image")
+        for i in range(min(k, len(result.classes))):
+            table.add_column(f"#{i + 1}")
+        for path, top in zip(result.paths, result.top_k(k)):
+            table.add_row(Path(path).name, *(f"{name} {p:.3f}" for name, p in top))
+        console.print(table)
+        for path, why in result.rejected:
+            console.print(f"[yellow]skipped[/] {path}: {why}", highlight=False)
+    emit(str(result.out / "predictions.csv"))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict_command)

@@ -1,0 +1,160 @@
+"""PNG pictures of evaluation and training results.
+
+matplotlib is imported inside each function so that ``import cvkit.evaluate`` stays light. Figures
+are built on the Agg canvas directly (no pyplot), so there is no global backend or figure registry
+to leak memory or clash with a user's own plotting; each PNG is written atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cvkit.io import atomic_path
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+DPI = 100
+
+
+def _figure(width: float, height: float) -> "Figure":
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: "Figure", path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | os.PathLike) -> None:
+    """Counts and row-normalized rates (each row = recall of that true class) side by side.
+
+    Cells are annotated up to 20 classes; beyond that the figure and font scale with K so every
+    class name stays legible up to about 100 classes.
+    """
+    matrix = np.asarray(matrix)
+    k = len(classes)
+    if matrix.shape != (k, k):
+        raise ValueError(f"matrix must be ({k}, {k}) for {k} classes, got {matrix.shape}")
+    rows = matrix.sum(axis=1, keepdims=True)
+    # a class absent from the labels has an all-zero row, shown as zeros instead of NaN
+    rates = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
+
+    panel = min(max(4.0, 0.16 * k + 2.0), 18.0)  # inches per panel
+    font = min(10.0, max(4.0, 0.7 * 72 * (panel - 1.5) / k))  # points: about one name per cell
+    fig = _figure(2 * panel + 1.5, panel)
+    ticks = np.arange(k)
+    for ax, values, title, fmt in ((fig.add_subplot(1, 2, 1), matrix, "counts", "d"),
+                                   (fig.add_subplot(1, 2, 2), rates, "normalized by true class", ".2f")):
+        image = ax.imshow(values, cmap="Blues", interpolation="nearest", vmin=0,
+                          vmax=1.0 if values is rates else max(1, int(values.max())))
+        fig.colorbar(image, ax=ax, shrink=0.8)
+        ax.set_title(title)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_xticks(ticks, classes, rotation=90, fontsize=font)
+        ax.set_yticks(ticks, classes, fontsize=font)
+        if k <= 20:
+            threshold = image.norm.vmax / 2  # white text on dark cells
+            for (t, p), v in np.ndenumerate(values):
+                ax.text(p, t, format(v, fmt), ha="center", va="center", fontsize=font,
+                        color="white" if v > threshold else "black")
+    _save(fig, path)
+
+
+def plot_top_losses(images: np.ndarray, labels: Sequence[int], predicted: Sequence[int], probs_true: Sequence[float],
+                    probs_pred: Sequence[float], classes: list[str], path: str | os.PathLike, cols: int = 4) -> None:
+    """A grid of the worst-predicted images, each titled ``label / predicted / p(pred) / p(true)``."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[3] not in (1, 3):
+        raise ValueError(f"images must be (n, H, W, 1 or 3) uint8, got {images.shape}")
+    n = len(images)
+    if not n == len(labels) == len(predicted) == len(probs_true) == len(probs_pred):
+        raise ValueError("images, labels, predicted, probs_true and probs_pred must have the same length")
+    cols = max(1, min(cols, n))
+    rows = max(1, math.ceil(n / cols))
+    h, w = images.shape[1:3]
+    cell = 2.5  # inches per image, room for a two-line title
+    fig = _figure(cols * cell, rows * cell * h / w + 0.5 * rows)
+    for i in range(n):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        image = images[i]
+        if image.shape[2] == 1:
+            ax.imshow(image[:, :, 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        else:
+            ax.imshow(image, interpolation="nearest")
+        ax.set_title(f"{classes[labels[i]]} / {classes[predicted[i]]}\n{probs_pred[i]:.2f} / {probs_true[i]:.2f}",
+                     fontsize=8)
+        ax.axis("off")
+    if n == 0:
+        fig.text(0.5, 0.5, "no images", ha="center", va="center")
+    fig.suptitle("label / predicted / p(pred) / p(true)", fontsize=9)
+    _save(fig, path)
+
+
+def plot_curves(metrics: "pd.DataFrame", path: str | os.PathLike) -> None:
+    """Loss and accuracy per epoch from a ``metrics.csv`` frame; validation lines only where they exist."""
+    if "epoch" not in metrics.columns:
+        raise ValueError("metrics must have an 'epoch' column (metrics.csv written by 'cvkit train')")
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _figure(11, 4)
+    for i, quantity in enumerate(("loss", "acc")):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for split, style in (("train", "-"), ("val", "--")):
+            column = f"{split}_{quantity}"
+            if column not in metrics.columns:
+                continue
+            values = metrics[["epoch", column]].astype(np.float64).dropna()
+            if len(values):
+                # markers keep a single epoch (or an isolated validation point) visible
+                ax.plot(values["epoch"], values[column], style, marker="o", markersize=3, label=split)
+        ax.set_title("accuracy" if quantity == "acc" else "loss")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend()
+    _save(fig, path)
+
+
+def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], suggestion: float | None,
+                 path: str | os.PathLike) -> None:
+    """Loss against learning rate on a log axis, marking the suggested rate when there is one."""
+    lrs = np.asarray(lrs, dtype=np.float64)
+    losses = np.asarray(losses, dtype=np.float64)
+    if lrs.shape != losses.shape or lrs.ndim != 1:
+        raise ValueError(f"lrs and losses must be 1-D of the same length; got {lrs.shape} and {losses.shape}")
+    keep = np.isfinite(losses) & (lrs > 0)  # a diverged run ends in inf/NaN losses
+    lrs, losses = lrs[keep], losses[keep]
+    order = np.argsort(lrs, kind="stable")
+    lrs, losses = lrs[order], losses[order]
+
+    fig = _figure(7, 4.5)
+    ax = fig.add_subplot()
+    ax.plot(lrs, losses)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3, which="both")
+    if len(losses) and losses.max() > 2 * losses[0] > losses.min():
+        # the explosion at the end would flatten the part of the curve worth reading
+        low, high = losses.min(), 2 * losses[0]
+        ax.set_ylim(low - 0.05 * (high - low), high)
+    if suggestion is not None and len(lrs):
+        y = np.interp(np.log(suggestion), np.log(lrs), losses)
+        ax.axvline(suggestion, color="tab:red", linestyle=":", linewidth=1)
+        ax.plot([suggestion], [y], "o", color="tab:red", label=f"suggested {suggestion:.2e}")
+        ax.legend()
+    _save(fig, path)

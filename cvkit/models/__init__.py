@@ -1,0 +1,41 @@
+"""The architecture registry: cvkit's own nets, then timm's, then torchvision's, behind one interface.
+
+``create_model("vgg16", 10, 3, (64, 64), head="gap")`` returns a model with timm's interface
+(``forward_features``, ``forward_head``, ``num_features``, ``get_classifier``,
+``reset_classifier``) whatever its source, so training, evaluation, CAM and retrieval code work
+with every ``--arch``. ``list_models`` is what ``cvkit models`` prints.
+"""
+
+import os
+
+# A pretrained download on a machine without network should fail in seconds, not hang
+# (read by huggingface_hub when timm imports it).
+os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
+os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+
+from cvkit.models import classic  # noqa: E402,F401  (registers cvkit's own nets)
+from cvkit.models.create import arch_options, create_model, init_weights  # noqa: E402
+from cvkit.models.inspection import (  # noqa: E402
+    block_groups,
+    check_input_size,
+    count_parameters,
+    head_parameter_names,
+)
+from cvkit.models.layers import Net  # noqa: E402
+from cvkit.models.registry import list_models, register_model, resolve_arch  # noqa: E402
+from cvkit.models.weights import load_weights  # noqa: E402
+
+__all__ = [
+    "Net",
+    "arch_options",
+    "block_groups",
+    "check_input_size",
+    "count_parameters",
+    "create_model",
+    "head_parameter_names",
+    "init_weights",
+    "list_models",
+    "load_weights",
+    "register_model",
+    "resolve_arch",
+]

@@ -1,0 +1,175 @@
+"""``create_model``: one call for every ``--arch``, whatever its source, with timm's interface.
+
+The options that change the architecture (``--head``, ``--activation``, ``--dropout``,
+``--batchnorm``, ``--hidden``) are checked and resolved by :func:`arch_options`; model.json keeps
+the result so every later command rebuilds the same net with ``create_model(arch, ..., **options)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+import torch
+from timm.layers import get_act_layer
+from torch import nn
+
+from cvkit.errors import CvkitError, OptionError
+from cvkit.models.adapters import timm_with_gap_head, torchvision_net
+from cvkit.models.inspection import smallest_size, takes, too_small
+from cvkit.models.layers import ACTIVATIONS, Net
+from cvkit.models.registry import CVKIT_MODELS, Options, resolve_arch
+
+HEADS = ("auto", "gap", "fc")
+INITS = ("default", "xavier", "he", "normal")
+FLAGS = {"activation": "--activation", "dropout": "--dropout", "batchnorm": "--batchnorm", "hidden": "--hidden"}
+
+
+def _check_values(head: str, activation: str | None, dropout: float | None, hidden: list[int] | None,
+                  init: str, pretrained: bool) -> None:
+    if head not in HEADS:
+        raise OptionError(f"--head {head!r} is not one of {', '.join(HEADS)}")
+    if activation is not None and activation not in ACTIVATIONS:
+        raise OptionError(f"--activation {activation!r} is not one of {', '.join(ACTIVATIONS)}")
+    if dropout is not None and not 0 <= dropout < 1:
+        raise OptionError(f"--dropout {dropout} is not a probability in [0, 1)")
+    if hidden is not None and (not hidden or any(int(w) != w or w < 1 for w in hidden)):
+        raise OptionError(f"--hidden {hidden} must list positive layer widths, for example --hidden 512,256")
+    if init not in INITS:
+        raise OptionError(f"--init {init!r} is not one of {', '.join(INITS)}")
+    if pretrained and init != "default":
+        raise OptionError(f"--init {init} would overwrite the pretrained weights; drop one of --init and --pretrained")
+
+
+def arch_options(arch: str | None = None, *, head: str = "auto", activation: str | None = None,
+                 dropout: float | None = None, batchnorm: bool | None = None, hidden: list[int] | None = None,
+                 init: str = "default", pretrained: bool = False) -> dict[str, Any]:
+    """The options that shape the network, as a JSON-serialisable dict for model.json.
+
+    With ``arch``, each option is checked against it and resolved to the net's default (``head``
+    'auto' becomes what it means), so the saved dict does not depend on later changes of defaults.
+    ``init`` and ``pretrained`` only choose starting weights: checked, not returned.
+    """
+    _check_values(head, activation, dropout, hidden, init, pretrained)
+    given = {"activation": activation, "dropout": None if dropout is None else float(dropout), "batchnorm": batchnorm,
+             "hidden": None if hidden is None else [int(w) for w in hidden]}
+    if arch is None:
+        return {"head": head, **given}
+    source = resolve_arch(arch)
+    if source == "cvkit":
+        defaults = CVKIT_MODELS[arch].defaults
+        for key, value in given.items():
+            if value is not None and defaults.get(key) is None:
+                raise OptionError(f"{FLAGS[key]} does not apply to --arch {arch}; leave it out")
+        if pretrained:
+            raise OptionError(f"--arch {arch} is one of cvkit's own nets and has no pretrained weights; train it "
+                              "from scratch, or start from an earlier run's model.safetensors with --weights FILE")
+        resolved = {k: v if v is not None else defaults.get(k) for k, v in given.items()}
+        if resolved["hidden"] is not None:
+            resolved["hidden"] = list(resolved["hidden"])  # not the module's default list itself
+        return {"head": defaults["head"] if head == "auto" else head, **resolved}
+    refused = [k for k in ("batchnorm", "hidden") if given[k] is not None]
+    if source == "torchvision" and activation is not None:
+        refused.insert(0, "activation")
+    if refused:
+        own = ", ".join(CVKIT_MODELS)
+        raise OptionError(f"{' and '.join(FLAGS[k] for k in refused)} apply to cvkit's own nets ({own}), "
+                          f"not to {source}'s {arch}; leave them out (for BatchNorm pick a variant such as vgg11_bn)")
+    return {"head": head, **given}
+
+
+def create_model(arch: str, num_outputs: int, in_chans: int, input_size: tuple[int, int], *, head: str = "auto",
+                 activation: str | None = None, dropout: float | None = None, batchnorm: bool | None = None,
+                 hidden: list[int] | None = None, init: str = "default", pretrained: bool = False) -> nn.Module:
+    """Build ``arch`` for ``num_outputs`` logits from ``in_chans``-channel images of ``input_size`` (h, w).
+
+    The model offers timm's interface: ``forward_features``, ``forward_head``, ``num_features``,
+    ``get_classifier``, ``reset_classifier``. ``head``: 'auto' keeps the architecture's own head;
+    'fc' is the classic fully connected head where the architecture has one (timm and torchvision
+    models keep their own); 'gap' is global average pooling + dropout + linear. ``init`` re-draws
+    every conv and linear weight (biases zero). ``pretrained`` downloads the weights of timm or
+    torchvision.
+    """
+    options = arch_options(arch, head=head, activation=activation, dropout=dropout, batchnorm=batchnorm,
+                           hidden=hidden, init=init, pretrained=pretrained)
+    source = resolve_arch(arch)
+    size = (int(input_size[0]), int(input_size[1]))
+    if source == "cvkit":
+        model: nn.Module = _create_cvkit(arch, num_outputs, in_chans, size, Options(**options))
+    else:
+        try:
+            if source == "timm":
+                model = _create_timm(arch, num_outputs, in_chans, options, pretrained)
+            else:
+                model = torchvision_net(arch, num_outputs, in_chans, options["head"], options["dropout"], pretrained)
+        except CvkitError:
+            raise
+        except TypeError as e:
+            raise _refused_option(arch, e, options) from None
+        except Exception as e:
+            # A failed download raises whatever the hub client raises (OSError, httpx or urllib errors, ...).
+            if not pretrained:
+                raise
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise OptionError(f"could not fetch pretrained weights for '{arch}' (offline?): {reason}; "
+                              "download them elsewhere and pass --weights FILE") from e
+    if init != "default":
+        init_weights(model, init)
+    return model
+
+
+def _create_cvkit(arch: str, num_outputs: int, in_chans: int, size: tuple[int, int], options: Options) -> Net:
+    build = CVKIT_MODELS[arch].build
+
+    def builds(candidate: tuple[int, int]) -> bool:
+        # Fully connected layers are sized for the image, so each size gets its own net, built on
+        # the meta device: shapes only, nothing allocated or initialised.
+        try:
+            with torch.device("meta"):
+                net = build(num_outputs, in_chans, candidate, options)
+        except RuntimeError:  # the image shrank to nothing before the fully connected layers
+            return False
+        return takes(net, in_chans)(candidate)
+
+    if not builds(size):
+        raise too_small(arch, size, smallest_size(builds, size))
+    return build(num_outputs, in_chans, size, options)
+
+
+def _create_timm(arch: str, num_outputs: int, in_chans: int, options: dict[str, Any], pretrained: bool) -> nn.Module:
+    kwargs: dict[str, Any] = {}
+    if options["dropout"] is not None:
+        kwargs["drop_rate"] = options["dropout"]
+    if options["activation"] is not None:
+        kwargs["act_layer"] = get_act_layer(options["activation"])
+    model = timm.create_model(arch, pretrained=pretrained, num_classes=num_outputs, in_chans=in_chans, **kwargs)
+    # timm's head is already GAP (+ dropout) + linear when it takes the features' width directly.
+    if options["head"] == "gap" and getattr(model, "head_hidden_size", model.num_features) != model.num_features:
+        model = timm_with_gap_head(arch, model, num_outputs, options["dropout"] or 0.0)
+    return model
+
+
+def _refused_option(arch: str, error: TypeError, options: dict[str, Any]) -> Exception:
+    """The option a timm or torchvision model refused, named; other TypeErrors are bugs, left as they are."""
+    text = str(error)
+    if "drop_rate" in text or "'dropout'" in text:
+        flag = "--dropout"
+    elif options["activation"] is not None:  # act_layer travels deep into layers, which fail in their own words
+        flag = "--activation"
+    else:
+        return error
+    return OptionError(f"{flag} applies to cvkit's own nets; {arch} does not take it ({text.splitlines()[0][:160]})")
+
+
+def init_weights(model: nn.Module, scheme: str) -> None:
+    """``--init``: re-draw every conv and linear weight with ``scheme`` and zero their biases."""
+    fill = {
+        "xavier": nn.init.xavier_uniform_,
+        "he": lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
+        "normal": lambda w: nn.init.normal_(w, 0.0, 0.01),
+    }[scheme]
+    for module in model.modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            fill(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)

@@ -1,0 +1,155 @@
+"""The parts cvkit's own nets and adapters are made of: activations, heads, and timm's interface.
+
+Every model cvkit hands out offers timm's classifier interface (``forward_features``,
+``forward_head``, ``num_features``, ``get_classifier``, ``reset_classifier``), so the trainer,
+CAM and retrieval code never need to know where an architecture came from. timm models have it
+natively; :class:`Net` gives it to everything else: a feature extractor followed by a head.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cvkit.errors import OptionError
+
+# Not in-place: CAM and activation plots hook these modules and need their inputs intact.
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+}
+
+
+def activation_layer(name: str) -> nn.Module:
+    return ACTIVATIONS[name]()
+
+
+def conv_block(in_chans: int, out_chans: int, kernel: int, activation: str, batchnorm: bool,
+               padding: int = 0) -> nn.Sequential:
+    """Conv, optional BatchNorm, activation. The conv has no bias when BatchNorm follows (BN's shift replaces it)."""
+    layers: list[nn.Module] = [nn.Conv2d(in_chans, out_chans, kernel, padding=padding, bias=not batchnorm)]
+    if batchnorm:
+        layers.append(nn.BatchNorm2d(out_chans))
+    layers.append(activation_layer(activation))
+    return nn.Sequential(*layers)
+
+
+def dropout_layers(p: float) -> list[nn.Module]:
+    """``[Dropout(p)]``, or nothing when p is 0, so a net without dropout shows none in its summary."""
+    return [nn.Dropout(p)] if p > 0 else []
+
+
+class Head(nn.Module):
+    """A classifier head: ``pre`` (pooling, flattening, hidden layers) then ``fc``, which makes the logits.
+
+    ``forward(x, pre_logits=True)`` stops before ``fc``, as timm's heads do (embeddings for retrieval).
+    """
+
+    def __init__(self, pre: nn.Module, fc: nn.Module) -> None:
+        super().__init__()
+        self.pre = pre
+        self.fc = fc
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.pre(x)
+        return x if pre_logits else self.fc(x)
+
+
+def gap_head(num_features: int, num_outputs: int, dropout: float) -> Head:
+    """Global average pooling, dropout, one linear layer: the head CAM reads its class weights from."""
+    pre = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), *dropout_layers(dropout))
+    return Head(pre, nn.Linear(num_features, num_outputs))
+
+
+def fc_head(in_features: int, hidden: list[int], num_outputs: int, activation: str, dropout: float) -> Head:
+    """Flatten, then fully connected hidden layers (linear, activation, dropout), then the output layer."""
+    layers: list[nn.Module] = [nn.Flatten(1)]
+    for width in hidden:
+        layers += [nn.Linear(in_features, width), activation_layer(activation), *dropout_layers(dropout)]
+        in_features = width
+    return Head(nn.Sequential(*layers), nn.Linear(in_features, num_outputs))
+
+
+class ModelHead(nn.Module):
+    """The rest of a torchvision model once its trunk is replaced by ``nn.Identity``.
+
+    Calling the model then runs exactly its own pooling, flattening and classifier, whatever they
+    are (AlexNet's 6x6 pool, SqueezeNet's conv classifier, ...), without cvkit copying that code.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if pre_logits:
+            raise OptionError("pre-logits features are not available from a torchvision model's own head; "
+                              "create it with --head gap")
+        return self.model(x)
+
+
+def last_layer(module: nn.Module) -> nn.Module:
+    """The last Linear or Conv2d inside ``module``: the layer that makes the logits."""
+    layers = [m for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    if not layers:
+        raise ValueError(f"{type(module).__name__} holds no Linear or Conv2d layer")
+    return layers[-1]
+
+
+def replace_last_layer(module: nn.Module, num_outputs: int) -> None:
+    """Swap the logits layer of ``module`` for a fresh one with ``num_outputs`` outputs (a new classifier)."""
+    old = last_layer(module)
+    name = next(n for n, m in module.named_modules() if m is old)
+    factory = {"device": old.weight.device, "dtype": old.weight.dtype}
+    if isinstance(old, nn.Linear):
+        new: nn.Module = nn.Linear(old.in_features, num_outputs, bias=old.bias is not None, **factory)
+    else:
+        new = nn.Conv2d(old.in_channels, num_outputs, old.kernel_size, old.stride, old.padding,
+                        bias=old.bias is not None, **factory)
+    module.set_submodule(name, new)
+
+
+class Net(nn.Module):
+    """timm's classifier interface over a feature extractor and a head.
+
+    ``features`` maps images to the last feature map (N, C, h, w), or to a vector for the nets that
+    flatten the image (perceptron, mlp); ``head`` maps that to logits. ``fixed_input_size`` is set
+    when the net flattens a feature map into a linear layer, so it only takes images of that size.
+    """
+
+    def __init__(self, features: nn.Module, head: nn.Module, num_features: int, num_classes: int,
+                 fixed_input_size: tuple[int, int] | None = None) -> None:
+        super().__init__()
+        self.features = features
+        self.head = head
+        self.num_features = num_features
+        self.num_classes = num_classes
+        self.fixed_input_size = fixed_input_size
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return last_layer(self.head)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        replace_last_layer(self.head, num_classes)
+        self.num_classes = num_classes
+
+
+class TimmGap(Net):
+    """A timm model's feature extractor under a GAP head (``--head gap`` for VGG and other nets whose
+    own head is not global average pooling + linear). ``features`` is the timm model, its own head removed."""
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features.forward_features(x)

@@ -1,0 +1,82 @@
+"""Batches straight from the packed uint8 cache, with no per-image Python.
+
+When the split fits the memory budget it is copied once into a uint8 tensor on the training
+device and each batch is one ``index_select``; otherwise batches are gathered from the memory map
+in sorted index order (sequential reads) by a background thread, so the next batch is read while
+the current one trains. On 2 CPU cores, DataLoader worker processes would only take the cores the
+model needs.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+# Keep a split resident on the device when it takes less than this.
+RESIDENT_BYTES = {"cpu": 4 << 30, "cuda": 2 << 30, "mps": 1 << 30}
+
+
+class Batches:
+    """Shuffled (or ordered) batches of (uint8 images N x H x W x C, int64 labels)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device,
+                 shuffle: bool, drop_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
+        self.batch_size = batch_size
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.device = device
+        self.rank, self.world_size = rank, world_size
+        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64).to(device)
+        self.n = len(labels)
+        self.resident = images.nbytes <= RESIDENT_BYTES.get(device.type, 1 << 30)
+        if self.resident:
+            self.images = torch.from_numpy(np.array(images)).to(device)  # one copy, off the memory map
+        else:
+            self.images = images  # the memory map
+
+    def _order(self, gen: torch.Generator | None) -> torch.Tensor:
+        order = torch.randperm(self.n, generator=gen) if self.shuffle else torch.arange(self.n)
+        return order[self.rank::self.world_size]  # each process of a distributed run takes its share
+
+    def __len__(self) -> int:
+        per_rank = len(range(self.rank, self.n, self.world_size))
+        if self.drop_last and per_rank >= self.batch_size:
+            return per_rank // self.batch_size
+        return -(-per_rank // self.batch_size)
+
+    def epoch(self, gen: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self._order(gen)
+        chunks = [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(len(self))]
+        if self.resident:
+            for idx in chunks:
+                idx = idx.to(self.device)
+                yield self.images.index_select(0, idx), self.labels.index_select(0, idx)
+        else:
+            yield from self._streamed(chunks)
+
+    def _streamed(self, chunks: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        pending: queue.Queue = queue.Queue(maxsize=2)
+        pin = self.device.type == "cuda"
+
+        def read() -> None:
+            try:
+                for idx in chunks:
+                    sorted_idx, _ = torch.sort(idx)
+                    batch = torch.from_numpy(self.images[sorted_idx.numpy()])
+                    pending.put((batch.pin_memory() if pin else batch, sorted_idx))
+                pending.put(None)
+            except BaseException as e:  # handed to the consumer, which raises it
+                pending.put(e)
+
+        thread = threading.Thread(target=read, daemon=True)
+        thread.start()
+        while (item := pending.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            batch, idx = item
+            idx = idx.to(self.device)
+            yield batch.to(self.device, non_blocking=True), self.labels.index_select(0, idx)
+        thread.join()

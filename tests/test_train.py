@@ -1,0 +1,317 @@
+"""`cvkit train`, `evaluate`, `predict` and `models` through the CLI, on sample_data with tiny runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from cvkit.cli import app
+from tests.conftest import SAMPLE, run
+
+FAST = ["--precision", "fp32", "--memory-format", "contiguous", "--batch-size", "32"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    from typer.testing import CliRunner
+
+    out = tmp_path_factory.mktemp("data") / "fashion"
+    r = CliRunner()
+    assert run(r, "-q", "prepare", SAMPLE / "fashion", "--out", out, "--size", "28", "--val", "0.2", "--test", "0.2").exit_code == 0
+    assert run(r, "-q", "normalize", out).exit_code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory) -> Path:
+    from typer.testing import CliRunner
+
+    out = tmp_path_factory.mktemp("runs") / "small"
+    result = run(CliRunner(), "train", data, "--out", out, "--epochs", "2", *FAST)
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+def test_train_writes_the_whole_run_directory(trained):
+    for name in ("model.safetensors", "model.json", "last.ckpt", "metrics.csv", "config.json", "curves.png"):
+        assert (trained / name).is_file(), name
+    metrics = pd.read_csv(trained / "metrics.csv")
+    assert list(metrics.columns) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
+                                     "images_per_s"]
+    assert list(metrics["epoch"]) == [1, 2]
+    assert np.isfinite(metrics[["train_loss", "val_loss"]].to_numpy()).all()
+    info = json.loads((trained / "model.json").read_text())
+    assert info["format"] == 1 and info["arch"] == "smallcnn" and info["in_chans"] == 1
+    assert info["input_size"] == [28, 28] and len(info["classes"]) == 10
+    assert info["epoch"] == int(metrics["val_acc"].idxmax()) + 1  # the best epoch's weights
+    config = json.loads((trained / "config.json").read_text())
+    stats = json.loads((Path(config["data"]) / "stats.json").read_text())
+    assert info["mean"] == stats["mean"] and info["std"] == stats["std"]
+    assert config["epochs"] == 2 and config["resolved"]["precision"] == "fp32"
+    assert config["resolved"]["loader_workers"] == 0
+    ckpt = torch.load(trained / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 2
+
+
+def test_same_seed_same_weights_on_cpu(data, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        assert run_ok("-q", "train", data, "--out", out, "--epochs", "1", *FAST)
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def run_ok(*args) -> bool:
+    from typer.testing import CliRunner
+
+    result = run(CliRunner(), *args)
+    assert result.exit_code == 0, result.stderr
+    return True
+
+
+def test_resume_continues_at_the_right_epoch(data, tmp_path):
+    from cvkit.train import TrainConfig, fit
+
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert run_ok("-q", "train", data, "--out", whole, "--epochs", "3", *FAST)
+
+    def interrupt(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    cfg = TrainConfig(data=str(data), out=str(part), epochs=3, precision="fp32", memory_format="contiguous",
+                      batch_size=32)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, callbacks=(interrupt,))
+    assert len(pd.read_csv(part / "metrics.csv")) == 1
+    from typer.testing import CliRunner
+
+    result = run(CliRunner(), "train", "--resume", part)
+    assert result.exit_code == 0, result.stderr
+    assert "epoch 2/3" in result.stderr and "epoch 1/3" not in result.stderr
+    metrics = pd.read_csv(part / "metrics.csv")
+    assert list(metrics["epoch"]) == [1, 2, 3]
+    a, b = load_file(whole / "model.safetensors"), load_file(part / "model.safetensors")
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)  # as if never interrupted
+    assert json.loads((whole / "model.json").read_text())["epoch"] == json.loads((part / "model.json").read_text())["epoch"]
+
+
+def test_early_stopping_stops(data, tmp_path):
+    from typer.testing import CliRunner
+
+    out = tmp_path / "es"
+    result = run(CliRunner(), "train", data, "--out", out, "--epochs", "10", "--patience", "1", "--lr", "1e-12",
+                 "--schedule", "none", *FAST)
+    assert result.exit_code == 0, result.stderr
+    assert "Early stop: val_acc has not improved for 1 epochs" in result.stderr
+    assert len(pd.read_csv(out / "metrics.csv")) == 2
+
+
+def two_class_data(data: Path, tmp_path: Path) -> Path:
+    src = tmp_path / "two"
+    for name in ("trouser", "bag"):
+        shutil.copytree(SAMPLE / "fashion" / name, src / name)
+    out = tmp_path / "two_ds"
+    assert run_ok("-q", "prepare", src, "--out", out, "--size", "28", "--val", "0.25", "--test", "0.25")
+    return out
+
+
+def test_bce_two_classes_has_one_output_and_evaluates(data, tmp_path):
+    ds = two_class_data(data, tmp_path)
+    out = tmp_path / "bce"
+    assert run_ok("-q", "train", ds, "--out", out, "--epochs", "2", "--loss", "bce", *FAST)
+    info = json.loads((out / "model.json").read_text())
+    assert info["num_outputs"] == 1 and info["loss"] == "bce"
+    last = [v for k, v in load_file(out / "model.safetensors").items() if k.endswith("weight")][-1]
+    assert last.shape[0] == 1  # one sigmoid output
+    assert run_ok("-q", "evaluate", out, "--split", "test")
+    preds = pd.read_csv(out / "eval_test" / "predictions.csv")
+    probs = preds[["prob_bag", "prob_trouser"]].to_numpy()
+    assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+def test_mse_loss_trains(data, tmp_path):
+    out = tmp_path / "mse"
+    assert run_ok("-q", "train", data, "--out", out, "--epochs", "2", "--loss", "mse", *FAST)
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert np.isfinite(metrics["train_loss"]).all() and metrics["train_loss"].iloc[-1] < 1.0
+
+
+def test_freeze_backbone_leaves_backbone_weights_unchanged(data, tmp_path):
+    from cvkit.models import create_model, head_parameter_names
+
+    model = create_model("smallcnn", 10, 1, (28, 28))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    save_file({k: v.contiguous() for k, v in start.items()}, tmp_path / "init.safetensors")
+    head = head_parameter_names(model)
+    out = tmp_path / "frozen"
+    assert run_ok("-q", "train", data, "--out", out, "--epochs", "2", "--weights", tmp_path / "init.safetensors",
+                  "--freeze", "backbone", *FAST)
+    trained = load_file(out / "model.safetensors")
+    params = dict(model.named_parameters())
+    backbone = [k for k in params if k not in head]
+    assert backbone and head
+    assert all(torch.equal(trained[k], start[k]) for k in backbone)
+    assert any(not torch.equal(trained[k], start[k]) for k in head)
+
+
+def test_evaluate_metrics_match_predictions_csv(trained):
+    from sklearn.metrics import accuracy_score, f1_score, log_loss
+
+    from typer.testing import CliRunner
+
+    result = run(CliRunner(), "evaluate", trained, "--split", "test", "--json")
+    assert result.exit_code == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    out = trained / "eval_test"
+    for name in ("metrics.json", "predictions.csv", "confusion_matrix.csv", "confusion_matrix.png", "top_losses.csv",
+                 "top_losses.png"):
+        assert (out / name).is_file(), name
+    preds = pd.read_csv(out / "predictions.csv")
+    classes = json.loads((trained / "model.json").read_text())["classes"]
+    probs = preds[[f"prob_{c}" for c in classes]].to_numpy()
+    labels = np.array([classes.index(c) for c in preds["label"]])
+    assert len(preds) == metrics["count"] == 40
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(labels, probs.argmax(1)))
+    assert metrics["accuracy"] == pytest.approx((preds["label"] == preds["predicted"]).mean())
+    normalized = probs / probs.sum(1, keepdims=True)  # the CSV keeps 6 significant digits
+    assert metrics["log_loss"] == pytest.approx(log_loss(labels, normalized, labels=range(10)), rel=1e-4)
+    assert metrics["macro_f1"] == pytest.approx(f1_score(labels, probs.argmax(1), average="macro", labels=range(10),
+                                                         zero_division=0), rel=1e-6)
+    assert "top5_accuracy" in metrics and "ece" in metrics and "most_confused" in metrics
+    matrix = pd.read_csv(out / "confusion_matrix.csv", index_col=0)
+    assert matrix.to_numpy().sum() == 40 and list(matrix.columns) == classes
+    assert "accuracy" in result.stderr
+
+
+def test_ensemble_of_a_run_with_itself_equals_the_run(trained, tmp_path):
+    single = json.loads(run_stdout("-q", "evaluate", trained, "--json", "--out", tmp_path / "s"))
+    double = json.loads(run_stdout("-q", "evaluate", trained, trained, "--json", "--out", tmp_path / "d"))
+    for key in ("accuracy", "log_loss", "macro_f1", "balanced_accuracy", "ece"):
+        assert double[key] == pytest.approx(single[key], abs=1e-12), key
+    assert len(double["members"]) == 2 and double["members"][0]["accuracy"] == pytest.approx(single["accuracy"])
+    a = pd.read_csv(tmp_path / "s" / "predictions.csv")
+    b = pd.read_csv(tmp_path / "d" / "predictions.csv")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def run_stdout(*args) -> str:
+    from typer.testing import CliRunner
+
+    result = run(CliRunner(), *args)
+    assert result.exit_code == 0, result.stderr
+    return result.stdout
+
+
+def test_tta_runs(trained, tmp_path):
+    metrics = json.loads(run_stdout("-q", "evaluate", trained, "--tta", "--json", "--split", "val", "--out", tmp_path / "t"))
+    assert metrics["tta"] is True and 0.0 <= metrics["accuracy"] <= 1.0
+
+
+def test_predict_files_folders_and_bad_images(trained, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n-not-really")
+    listing = tmp_path / "list.csv"
+    listing.write_text("path\n" + str(SAMPLE / "fashion" / "bag" / "001.png") + "\n")
+    from typer.testing import CliRunner
+
+    result = run(CliRunner(), "predict", trained, str(SAMPLE / "fashion" / "bag"), str(bad), str(listing),
+                 str(SAMPLE / "photos" / "cat.jpg"), "-k", "3", "--out", tmp_path / "p")
+    assert result.exit_code == 0, result.stderr
+    preds = pd.read_csv(tmp_path / "p" / "predictions.csv")
+    assert len(preds) == 20 + 1 + 1
+    classes = json.loads((trained / "model.json").read_text())["classes"]
+    probs = preds[[f"prob_{c}" for c in classes]].to_numpy()
+    assert np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert (preds["predicted"] == [classes[i] for i in probs.argmax(1)]).all()
+    rejected = pd.read_csv(tmp_path / "p" / "rejected.csv")
+    assert list(rejected["path"]) == [str(bad)]
+    assert "skipped" in result.stderr and "#3" in result.stderr
+    # The same images through evaluate's path give the same probabilities (one preprocessing everywhere).
+    ev = pd.read_csv(trained / "eval_test" / "predictions.csv") if (trained / "eval_test").exists() else None
+    if ev is not None:
+        common = set(ev["path"]) & set(preds["path"])
+        for path in common:
+            assert np.allclose(ev[ev["path"] == path][[f"prob_{c}" for c in classes]].to_numpy(),
+                               preds[preds["path"] == path][[f"prob_{c}" for c in classes]].to_numpy(), atol=1e-5)
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {MARKER}",))
+
+
+MARKER = Path("/tmp/cvkit-test-pwned")
+
+
+def test_checkpoint_that_would_run_code_is_refused(trained, tmp_path):
+    MARKER.unlink(missing_ok=True)
+    evil = tmp_path / "evil"
+    shutil.copytree(trained, evil)
+    with open(evil / "last.ckpt", "wb") as f:
+        pickle.dump({"format": 1, "model": Exploit()}, f)
+    from typer.testing import CliRunner
+
+    result = run(CliRunner(), "train", "--resume", evil)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error:") and "refuses" in result.stderr and "Traceback" not in result.stderr
+    assert not MARKER.exists()
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"weight": Exploit()}, f)
+    data = json.loads((trained / "config.json").read_text())["data"]
+    result = run(CliRunner(), "train", data, "--out", tmp_path / "w", "--weights", tmp_path / "evil.pt", *FAST)
+    assert result.exit_code == 2 and "Error:" in result.stderr
+    assert not MARKER.exists()
+    assert not (tmp_path / "w" / "model.safetensors").exists()
+
+
+def test_diverging_loss_stops_with_an_error(data, tmp_path):
+    from typer.testing import CliRunner
+
+    result = run(CliRunner(), "train", data, "--out", tmp_path / "nan", "--epochs", "2", "--lr", "1e30",
+                 "--schedule", "none", *FAST)
+    assert result.exit_code == 2
+    assert "the loss became" in result.stderr and "--lr" in result.stderr
+
+
+def test_lr_find_writes_plot_and_suggestion(data, tmp_path):
+    out = tmp_path / "lrf"
+    stdout = run_stdout("train", data, "--out", out, "--lr-find", *FAST)
+    assert stdout.strip() == str(out / "lr_find.png")
+    assert (out / "lr_find.png").is_file()
+    frame = pd.read_csv(out / "lr_find.csv")
+    assert len(frame) >= 10 and frame["lr"].is_monotonic_increasing
+
+
+def test_arch_errors(data, tmp_path):
+    from typer.testing import CliRunner
+
+    result = run(CliRunner(), "train", data, "--arch", "resnt18", "--out", tmp_path / "x")
+    assert result.exit_code == 2 and "Did you mean resnet18" in result.stderr
+    result = run(CliRunner(), "train", data, "--arch", "vgg11", "--out", tmp_path / "y", *FAST)
+    assert result.exit_code == 2 and "at least 32x32" in result.stderr and "--size" in result.stderr
+    assert not (tmp_path / "y" / "model.safetensors").exists()
+
+
+def test_models_command_lists_cvkit_nets_first():
+    names = run_stdout("-q", "models").split()
+    assert names[:5] == ["perceptron", "mlp", "lenet5", "nin", "smallcnn"]
+    assert "resnet18" in names and "alexnet" in names
+    rows = json.loads(run_stdout("models", "lenet*", "--params", "--input-size", "28", "--channels", "1", "--json"))
+    assert rows[0]["name"] == "lenet5" and rows[0]["parameters"] > 10_000
+
+
+@pytest.mark.parametrize("arch", ["perceptron", "mlp", "lenet5", "nin"])
+def test_classic_nets_train_through_the_cli(data, tmp_path, arch):
+    out = tmp_path / arch
+    assert run_ok("-q", "train", data, "--arch", arch, "--out", out, "--epochs", "1", *FAST)
+    assert run_ok("-q", "evaluate", out)
