@@ -353,7 +353,10 @@ def torch_load_safe(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     except FileNotFoundError:
         raise ManifestError(f"{path} is missing: no {what} to load") from None
     except pickle.UnpicklingError as e:
-        raise UnsafeCheckpoint(f"{path} holds pickled objects that could run code, which cvkit refuses to load "
-                               f"({str(e).splitlines()[0][:160]}); use a safetensors file or a plain state dict") from None
-    except (RuntimeError, EOFError, OSError) as e:
+        # torch's allow-list stopped at something other than tensors and plain containers: a function
+        # or class (code that would run), or bytes that are not a torch.save file at all.
+        raise UnsafeCheckpoint(f"{path} is not a plain file of tensors that loads without running code "
+                               f"({str(e).splitlines()[0][:120]}); cvkit refuses to unpickle anything else: use "
+                               f"a safetensors file or a state dict saved with torch.save") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise ManifestError(f"{path} is not a readable {what} ({str(e).splitlines()[0][:160]})") from None

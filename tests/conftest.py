@@ -17,6 +17,14 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data"
 
 
+def pytest_configure(config) -> None:
+    # Tiny tensors on a 2-core machine shared by two xdist workers: OpenMP threads spinning against
+    # each other cost more than the work (measured 30-100x slower convolutions with 2 threads each).
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()

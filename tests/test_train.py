@@ -131,8 +131,7 @@ def test_bce_two_classes_has_one_output_and_evaluates(data, tmp_path):
     assert run_ok("-q", "train", ds, "--out", out, "--epochs", "2", "--loss", "bce", *FAST)
     info = json.loads((out / "model.json").read_text())
     assert info["num_outputs"] == 1 and info["loss"] == "bce"
-    last = [v for k, v in load_file(out / "model.safetensors").items() if k.endswith("weight")][-1]
-    assert last.shape[0] == 1  # one sigmoid output
+    assert load_file(out / "model.safetensors")["head.fc.weight"].shape[0] == 1  # one sigmoid output
     assert run_ok("-q", "evaluate", out, "--split", "test")
     preds = pd.read_csv(out / "eval_test" / "predictions.csv")
     probs = preds[["prob_bag", "prob_trouser"]].to_numpy()

@@ -21,16 +21,17 @@ def train_command(
     data: Annotated[Optional[Path], typer.Argument(help="A dataset directory written by 'cvkit prepare'.")] = None,
     arch: Annotated[str, typer.Option(help="Architecture: see 'cvkit models'.", rich_help_panel=MODEL)] = "smallcnn",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="The run directory (default: runs/ARCH).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs to train [default: 8; with --resume, the run's, "
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs to train [default: 7; with --resume, the run's, "
                                                        "or more to extend it].", rich_help_panel=OPTIM)] = None,
     batch_size: Annotated[int, typer.Option(help="Images per step.", rich_help_panel=OPTIM)] = 128,
-    optimizer: Annotated[str, typer.Option(help="sgd, adam or adamw.", rich_help_panel=OPTIM)] = "sgd",
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default: sgd 0.1, adam/adamw 1e-3, "
+    optimizer: Annotated[str, typer.Option(help="sgd, adam or adamw.", rich_help_panel=OPTIM)] = "adam",
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default: sgd 0.1, adam/adamw 3e-3, "
                                                      "times batch size / 128).", rich_help_panel=OPTIM)] = None,
     momentum: Annotated[float, typer.Option(help="SGD momentum.", rich_help_panel=OPTIM)] = 0.9,
     nesterov: Annotated[bool, typer.Option(help="Nesterov momentum for SGD.", rich_help_panel=OPTIM)] = True,
-    weight_decay: Annotated[float, typer.Option(help="L2 weight decay (not on biases and norm layers).",
-                                                rich_help_panel=OPTIM)] = 5e-4,
+    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay, not on biases and norm layers "
+                                                          "(default: sgd 5e-4, adam 0, adamw 0.05).",
+                                                          rich_help_panel=OPTIM)] = None,
     schedule: Annotated[str, typer.Option(help="onecycle, cosine, step or none.", rich_help_panel=OPTIM)] = "onecycle",
     warmup: Annotated[float, typer.Option(help="Warm-up epochs (linear).", rich_help_panel=OPTIM)] = 0.0,
     step_size: Annotated[int, typer.Option(help="'step' schedule: epochs between lr drops.", rich_help_panel=OPTIM)] = 30,
@@ -80,7 +81,7 @@ def train_command(
 
     The run holds model.safetensors (best epoch), model.json, last.ckpt, metrics.csv, config.json and curves.png.
 
-    Example: cvkit train data/fmnist --arch smallcnn --epochs 8 --out runs/fmnist
+    Example: cvkit train data/fmnist --arch smallcnn --epochs 7 --out runs/fmnist
     """
     from cvkit.train import TrainConfig, fit, load_config
     from cvkit.train import lr_find as run_lr_find
@@ -99,7 +100,7 @@ def train_command(
             data=str(data), out=str(out or Path("runs") / arch), arch=arch, head=head, activation=activation,
             dropout=dropout, batchnorm=batchnorm, hidden=hidden_list, init=init, pretrained=pretrained,
             weights=str(weights) if weights else None, freeze=freeze, unfreeze_after=unfreeze_after,
-            backbone_lr_scale=backbone_lr_scale, epochs=epochs or 8, batch_size=batch_size, optimizer=optimizer, lr=lr,
+            backbone_lr_scale=backbone_lr_scale, epochs=epochs or 7, batch_size=batch_size, optimizer=optimizer, lr=lr,
             momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, schedule=schedule, warmup=warmup,
             step_size=step_size, gamma=gamma, label_smoothing=label_smoothing, loss=loss, class_weights=class_weights,
             patience=patience, monitor=monitor, hflip=hflip, translate=translate, precision=precision,

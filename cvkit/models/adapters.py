@@ -13,7 +13,7 @@ from torch import nn
 from timm.models import adapt_input_conv
 
 from cvkit.errors import OptionError
-from cvkit.models.inspection import first_conv, probe, timm_probe_shape
+from cvkit.models.inspection import channels_last, first_conv, probe, timm_probe_shape
 from cvkit.models.layers import Head, ModelHead, Net, TimmGap, gap_head
 
 # torchvision families cvkit does not adapt (no convolutional feature map), and what to use instead.
@@ -31,9 +31,10 @@ def timm_with_gap_head(arch: str, model: nn.Module, num_outputs: int, dropout: f
     sit unused under DistributedDataParallel."""
     model.reset_classifier(0)
     features, called = probe(model, timm_probe_shape(model), "forward_features")
-    if features.ndim != 4:
-        raise OptionError(f"--head gap needs a convolutional feature map, and {arch} makes features of shape "
-                          f"{tuple(features.shape)}; use --head auto")
+    if not isinstance(features, torch.Tensor) or features.ndim != 4 or channels_last(model, features):
+        shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+        raise OptionError(f"--head gap needs a (N, C, h, w) feature map, and {arch} makes features of shape "
+                          f"{shape}; use --head auto")
     dropped: list[str] = []
     for name, module in list(model.named_modules())[1:]:
         if any(name.startswith(d + ".") for d in dropped):
@@ -74,7 +75,8 @@ def torchvision_net(name: str, num_outputs: int, in_chans: int, head: str, dropo
     if dropout is not None:
         kwargs["dropout"] = dropout
     if name == "googlenet":
-        kwargs["transform_input"] = False  # it re-normalises ImageNet input; cvkit normalises with the dataset's own stats
+        # Its transform_input re-normalises ImageNet input; cvkit normalises with the dataset's own stats.
+        kwargs["transform_input"] = False
         if not pretrained:
             kwargs.update(aux_logits=False, init_weights=True)  # the auxiliary heads only serve its original training
     model = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None, **kwargs)

@@ -55,6 +55,7 @@ def register_model(name: str, **defaults: Any) -> Callable[[Callable[..., Any]],
         if name in CVKIT_MODELS:
             raise ValueError(f"architecture {name!r} is registered twice")
         CVKIT_MODELS[name] = ModelSpec(fn, defaults)
+        _all_models.cache_clear()
         return fn
 
     return add

@@ -9,7 +9,6 @@ and timm models), and by shape: a classifier for another number of classes is sk
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,8 @@ from safetensors.torch import load_file
 from timm.models import adapt_input_conv
 from torch import nn
 
-from cvkit.errors import OptionError, UnsafeCheckpoint
+from cvkit.errors import OptionError
+from cvkit.io import torch_load_safe
 from cvkit.models.inspection import first_conv
 
 NESTED_KEYS = ("state_dict", "model", "model_state")  # where checkpoints keep the state dict
@@ -37,19 +37,19 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise OptionError(f"--weights {path}: no such file")
-    try:
-        data: Any = load_file(path) if _is_safetensors(path) else torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "GLOBAL" in str(e):  # torch's allow-list refused a function or class: unpickling would run code
-            raise UnsafeCheckpoint(f"{path} holds pickled code, which cvkit will not run; "
-                                   "convert it to safetensors or a plain state dict") from None
-        raise OptionError(f"--weights {path} is neither a torch.save file nor safetensors ({_first_line(e)})") from None
-    except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as e:
-        raise OptionError(f"--weights {path} cannot be read ({_first_line(e)}); pass a safetensors file or a "
-                          "state dict saved with torch.save") from None
-    while isinstance(data, dict) and (inner := next((data[k] for k in NESTED_KEYS if isinstance(data.get(k), dict)), None)):
-        data = inner
-    tensors = {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, torch.Tensor)} if isinstance(data, dict) else {}
+    if _is_safetensors(path):
+        try:
+            data: Any = load_file(path)
+        except (SafetensorError, OSError) as e:
+            raise OptionError(f"--weights {path} cannot be read ({_first_line(e)}); pass a safetensors file or a "
+                              "state dict saved with torch.save") from None
+    else:
+        data = torch_load_safe(path, "weights file")  # weights_only: refuses pickled code
+    while isinstance(data, dict) and any(isinstance(data.get(k), dict) for k in NESTED_KEYS):
+        data = next(data[k] for k in NESTED_KEYS if isinstance(data.get(k), dict))
+    tensors = {}
+    if isinstance(data, dict):
+        tensors = {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if not tensors:
         raise OptionError(f"--weights {path} holds no state dict (names mapped to tensors, at the top or under "
                           f"{', '.join(repr(k) for k in NESTED_KEYS)}); save model.state_dict() instead")

@@ -31,13 +31,13 @@ class TrainConfig:
     unfreeze_after: int | None = None
     backbone_lr_scale: float = 0.1
     # optimisation
-    epochs: int = 8
+    epochs: int = 7
     batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float | None = None  # None: the optimizer's default (sgd 0.1, adam/adamw 1e-3) scaled by batch size / 128
+    optimizer: str = "adam"
+    lr: float | None = None  # None: the optimizer's default (sgd 0.1, adam/adamw 3e-3) scaled by batch size / 128
     momentum: float = 0.9
     nesterov: bool = True
-    weight_decay: float = 5e-4
+    weight_decay: float | None = None  # None: sgd 5e-4, adam 0, adamw 0.05
     schedule: str = "onecycle"
     warmup: float = 0.0  # epochs
     step_size: int = 30
@@ -72,6 +72,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise OptionError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.weight_decay is not None and self.weight_decay < 0:
+            raise OptionError(f"--weight-decay {self.weight_decay} must be 0 or more")
         if self.lr is not None and not self.lr > 0:
             raise OptionError(f"--lr {self.lr} must be positive")
         if not 0 <= self.label_smoothing < 1:

@@ -42,7 +42,7 @@ from cvkit.train import speed
 from cvkit.train.config import TrainConfig
 from cvkit.train.loader import Batches
 from cvkit.train.losses import Criterion, num_outputs, outputs_to_probs, soft_targets
-from cvkit.train.optim import DEFAULT_LR, lr_multiplier, make_optimizer, param_groups
+from cvkit.train.optim import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, lr_multiplier, make_optimizer, param_groups
 from cvkit.transforms.batch import AugmentPolicy, Preprocess, augment, mix, read_augment
 
 
@@ -103,7 +103,8 @@ class Trainer:
                             if self.val is not None else None)
         base_lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.optimizer] * cfg.batch_size / 128
         self.base_lr = base_lr
-        groups = param_groups(self.model, cfg.weight_decay, base_lr, self.backbone if cfg.freeze else None,
+        decay = cfg.weight_decay if cfg.weight_decay is not None else DEFAULT_WEIGHT_DECAY[cfg.optimizer]
+        groups = param_groups(self.model, decay, base_lr, self.backbone if cfg.freeze else None,
                               cfg.backbone_lr_scale)
         self.optimizer = make_optimizer(cfg.optimizer, groups, base_lr, cfg.momentum, cfg.nesterov)
         steps = len(self.batches)
@@ -257,7 +258,7 @@ class Trainer:
         from cvkit.models import arch_options
 
         return {"arch": self.cfg.arch,
-                "arch_options": arch_options(**self.cfg.model_options()),
+                "arch_options": arch_options(self.cfg.arch, **self.cfg.model_options()),
                 "num_classes": len(self.classes), "num_outputs": self.num_outputs, "in_chans": self.in_chans,
                 "input_size": list(self.input_size), "classes": self.classes, "loss": self.cfg.loss,
                 "mean": self.stats["mean"], "std": self.stats["std"],
@@ -315,7 +316,8 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, force: bool =
         history, best, bad_epochs = list(ckpt["history"]), dict(ckpt["best"]), int(ckpt["bad_epochs"])
         start_epoch = int(ckpt["epoch"]) + 1
     cfg.resolved.update({"precision": trainer.precision, "memory_format": trainer.memory_format,
-                         "device": str(trainer.device), "lr": trainer.base_lr, "loader_workers": 0,
+                         "device": str(trainer.device), "lr": trainer.base_lr,
+                         "weight_decay": trainer.optimizer.param_groups[-1]["weight_decay"], "loader_workers": 0,
                          "resident": trainer.batches.resident, "augment": trainer.policy.to_json(),
                          "input_size": list(trainer.input_size), "in_chans": trainer.in_chans,
                          "cvkit_version": __version__, "torch_version": torch.__version__})

@@ -16,7 +16,9 @@ from cvkit.errors import OptionError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "none")
-DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
+DEFAULT_LR = {"sgd": 0.1, "adam": 3e-3, "adamw": 3e-3}  # peak lr per 128 images per step
+# Adam's weight_decay is an L2 term that fights its per-parameter scaling: off by default; AdamW's is decoupled.
+DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adam": 0.0, "adamw": 0.05}
 
 
 def param_groups(model: nn.Module, weight_decay: float, lr: float, backbone: set[str] | None = None,

@@ -115,27 +115,31 @@ def augment(x: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator) -> tor
     return x
 
 
+def _shift(x: torch.Tensor, max_dy: int, max_dx: int, gen: torch.Generator) -> torch.Tensor:
+    """Pad-and-crop: shift each image by whole pixels, zeros coming in, as two gathers (no resampling)."""
+    n, c, h, w = x.shape
+    dy = torch.randint(0, 2 * max_dy + 1, (n,), generator=gen).to(x.device)
+    dx = torch.randint(0, 2 * max_dx + 1, (n,), generator=gen).to(x.device)
+    padded = F.pad(x, (max_dx, max_dx, max_dy, max_dy))
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(n, c, h, w + 2 * max_dx)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(n, c, h, w)
+    out = padded.gather(2, rows).gather(3, cols)
+    channels_last = x.is_contiguous(memory_format=torch.channels_last)
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+
 def _affine(x: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator) -> torch.Tensor:
     n, _, h, w = x.shape
-    dev = x.device
     if policy.translate and not (policy.rotate or policy.scale):
-        # Whole-pixel shifts (pad-and-crop), exact with nearest sampling.
-        max_dy, max_dx = round(policy.translate * h), round(policy.translate * w)
-        dy = torch.randint(-max_dy, max_dy + 1, (n,), generator=gen).float() * 2 / h
-        dx = torch.randint(-max_dx, max_dx + 1, (n,), generator=gen).float() * 2 / w
-        theta = torch.zeros(n, 2, 3)
-        theta[:, 0, 0] = theta[:, 1, 1] = 1
-        theta[:, 0, 2], theta[:, 1, 2] = dx, dy
-        mode = "nearest"
-    else:
-        angle = _uniform(n, math.radians(policy.rotate), gen, torch.device("cpu"))
-        zoom = 1 + _uniform(n, policy.scale, gen, torch.device("cpu"))
-        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-        theta = torch.stack([torch.stack([cos, -sin * h / w, _uniform(n, 2 * policy.translate, gen, torch.device("cpu"))], 1),
-                             torch.stack([sin * w / h, cos, _uniform(n, 2 * policy.translate, gen, torch.device("cpu"))], 1)], 1)
-        mode = "bilinear"
-    grid = F.affine_grid(theta.to(dev, x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+        return _shift(x, round(policy.translate * h), round(policy.translate * w), gen)
+    cpu = torch.device("cpu")
+    angle = _uniform(n, math.radians(policy.rotate), gen, cpu)
+    zoom = 1 + _uniform(n, policy.scale, gen, cpu)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    shift_x, shift_y = _uniform(n, 2 * policy.translate, gen, cpu), _uniform(n, 2 * policy.translate, gen, cpu)
+    theta = torch.stack([torch.stack([cos, -sin * h / w, shift_x], 1), torch.stack([sin * w / h, cos, shift_y], 1)], 1)
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def mix(x: torch.Tensor, targets: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

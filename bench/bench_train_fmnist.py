@@ -1,0 +1,156 @@
+"""Fashion-MNIST training through the CLI with default options, against the hand-written PyTorch
+baseline (../shared/bench/baseline_fmnist.py --epochs 5), both measured in this one run.
+
+Targets (issue 3): default model test accuracy >= 0.93 with `cvkit train` wall time <= 1/3 of the
+baseline's 5 training epochs; resnet18 (timm) at 28 px reported; evaluation images/s; resnet18 at
+224 px training images/s over its compute floor (10.65 GFLOP per training image / ~600 GFLOP/s bf16
+peak = ~57 img/s; target ratio >= 0.5); peak RSS of `train` under 2 GiB.
+
+Usage: python bench/bench_train_fmnist.py [--skip-baseline] [--only default,resnet18,eval,r224]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import CVKIT, HERE, WORK, need_fmnist, write_result
+
+BASELINE = Path(os.environ.get("CVKIT_BASELINE", HERE.parent.parent / "shared" / "bench" / "baseline_fmnist.py"))
+FLOOR_IMG_S = 600e9 / 10.65e9  # training images/s at the measured bf16 matmul peak: about 56
+
+
+def run_measured(args: list[str]) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS (bytes) and stdout of one command."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"benchmark command failed ({proc.returncode}): {' '.join(args)}")
+    return seconds, usage.ru_maxrss * 1024, out
+
+
+def dataset() -> Path:
+    out = WORK / "fmnist"
+    if not (out / "stats.json").is_file():
+        run_measured(CVKIT + ["-q", "prepare", str(need_fmnist()), "--out", str(out), "--size", "28", "--force"])
+        run_measured(CVKIT + ["-q", "normalize", str(out)])
+    return out
+
+
+def baseline() -> dict:
+    if not BASELINE.is_file():
+        sys.exit(f"baseline script not found at {BASELINE} (set CVKIT_BASELINE)")
+    seconds, rss, out = run_measured([sys.executable, str(BASELINE), "--root", str(need_fmnist()), "--epochs", "5"])
+    epochs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    last = epochs[-1]
+    return {"train_seconds_5_epochs": last["train_seconds_total"], "wall_seconds": round(seconds, 1),
+            "images_per_s": round(float(np.mean([e["images_per_s"] for e in epochs])), 1),
+            "test_acc": last["test_acc"], "peak_rss_mib": round(rss / 2**20), "epochs": epochs}
+
+
+def train_and_evaluate(data: Path, name: str, extra: list[str]) -> dict:
+    run = WORK / "runs" / name
+    seconds, rss, _ = run_measured(CVKIT + ["-q", "train", str(data), "--out", str(run), "--force", *extra])
+    _, _, out = run_measured(CVKIT + ["-q", "evaluate", str(run), "--split", "test", "--json"])
+    metrics = json.loads(out)
+    import pandas as pd
+
+    history = pd.read_csv(run / "metrics.csv")
+    config = json.loads((run / "config.json").read_text())
+    return {"arch": config["arch"], "epochs": int(history["epoch"].max()), "train_wall_seconds": round(seconds, 1),
+            "train_loop_seconds": round(float(history["seconds"].sum()), 1),
+            "images_per_s": round(float(history["images_per_s"].mean()), 1), "test_acc": metrics["accuracy"],
+            "best_val_acc": round(float(history["val_acc"].max()), 4), "peak_rss_mib": round(rss / 2**20),
+            "precision": config["resolved"]["precision"], "memory_format": config["resolved"]["memory_format"],
+            "speed_probe_ms_per_step": config["resolved"].get("speed_probe_ms_per_step")}
+
+
+def eval_throughput(run: Path, data: Path) -> dict:
+    """Images/s of inference on the 10k test images (model loaded, cache in memory; best of 3)."""
+    import torch
+
+    from cvkit.data import load_split
+    from cvkit.device import resolve_device
+    from cvkit.infer import predict_batches
+    from cvkit.runs import load_run
+    from cvkit.train.loader import Batches
+
+    loaded = load_run(run, resolve_device("auto"))
+    test = load_split(data, "test", loaded.input_size)
+    batches = Batches(test.images, test.labels, 512, loaded.device, shuffle=False)
+    best = 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        with torch.inference_mode():
+            probs, _ = predict_batches(loaded.model, batches.epoch(), loaded.pre, loaded.info["loss"], loaded.precision)
+        best = max(best, len(probs) / (time.perf_counter() - start))
+    return {"images": len(test.labels), "images_per_s": round(best, 1), "precision": loaded.precision}
+
+
+def resnet18_224() -> dict:
+    """Training images/s of resnet18 at 224 px on 768 synthetic images (2 classes of noise)."""
+    from PIL import Image
+
+    src = WORK / "synthetic224"
+    if not src.is_dir():
+        rng = np.random.default_rng(0)
+        for i in range(768):
+            folder = src / f"c{i % 2}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(folder / f"{i}.png",
+                                                                                     compress_level=1)
+    data = WORK / "synthetic224_ds"
+    run_measured(CVKIT + ["-q", "prepare", str(src), "--out", str(data), "--size", "224", "--val", "0.05",
+                          "--test", "0.05", "--force"])
+    result = train_and_evaluate(data, "resnet18_224", ["--arch", "resnet18", "--epochs", "1", "--batch-size", "64",
+                                                       "--translate", "0"])
+    ratio = result["images_per_s"] / FLOOR_IMG_S
+    return {**result, "floor_images_per_s": round(FLOOR_IMG_S, 1), "ratio_to_floor": round(ratio, 3),
+            "target_ratio": 0.5}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--only", default="default,resnet18,eval,r224")
+    args = parser.parse_args()
+    parts = set(args.only.split(","))
+    data = dataset()
+    result: dict = {}
+    if "default" in parts:
+        result["cvkit_default"] = train_and_evaluate(data, "default", [])
+        print(json.dumps({"cvkit_default": result["cvkit_default"]}), flush=True)
+    if not args.skip_baseline:
+        result["baseline"] = baseline()
+        print(json.dumps({"baseline": {k: v for k, v in result["baseline"].items() if k != "epochs"}}), flush=True)
+    if "default" in parts:
+        if "baseline" in result:
+            target = result["baseline"]["train_seconds_5_epochs"] / 3
+            d = result["cvkit_default"]
+            result["targets"] = {"test_acc_min": 0.93, "train_seconds_max": round(target, 1),
+                                 "met_accuracy": d["test_acc"] >= 0.93, "met_time": d["train_wall_seconds"] <= target,
+                                 "speedup_vs_baseline": round(result["baseline"]["train_seconds_5_epochs"]
+                                                              / d["train_wall_seconds"], 2),
+                                 "rss_under_2gib": d["peak_rss_mib"] < 2048}
+    if "eval" in parts and "cvkit_default" in result:
+        result["eval_throughput"] = eval_throughput(WORK / "runs" / "default", data)
+    if "resnet18" in parts:
+        result["cvkit_resnet18_28px"] = train_and_evaluate(data, "resnet18", ["--arch", "resnet18"])
+    if "r224" in parts:
+        result["resnet18_224px"] = resnet18_224()
+    write_result("train_fmnist", result)
+
+
+if __name__ == "__main__":
+    main()
