@@ -62,6 +62,17 @@ def test_train_writes_the_whole_run_directory(trained):
     assert ckpt["epoch"] == 2
 
 
+def test_default_options_probe_precision_and_memory_format(data, tmp_path):
+    out = tmp_path / "auto"
+    assert run_ok("-q", "train", data, "--out", out, "--epochs", "1")  # --precision auto, --memory-format auto
+    resolved = json.loads((out / "config.json").read_text())["resolved"]
+    assert resolved["precision"] in ("fp32", "bf16") and resolved["memory_format"] in ("contiguous", "channels_last")
+    timed = resolved["speed_probe_ms_per_step"]
+    assert {"fp32/contiguous", "fp32/channels_last"} <= set(timed) and all(v > 0 for v in timed.values())
+    assert f"{resolved['precision']}/{resolved['memory_format']}" == min(timed, key=timed.get)
+    assert run_ok("-q", "evaluate", out)  # the chosen precision is reused for inference
+
+
 def test_same_seed_same_weights_on_cpu(data, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for out in (a, b):

@@ -120,6 +120,7 @@ class Trainer:
         self.pre = Preprocess(self.stats["mean"], self.stats["std"], self.device, mean_image)
         self.precision, self.memory_format = "fp32", "contiguous"
         self.scaler = None
+        self.forward = self.model
         if resume is not None:
             self.precision, self.memory_format = resume["precision"], resume["memory_format"]
         else:
@@ -128,7 +129,8 @@ class Trainer:
         self.pre.channels_last = self.memory_format == "channels_last"
         if self.precision == "fp16" and self.device.type == "cuda":
             self.scaler = torch.amp.GradScaler("cuda")
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        if cfg.compile:
+            self.forward = torch.compile(self.model)
 
     # ------------------------------------------------------------------ setup helpers
 
