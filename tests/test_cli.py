@@ -99,3 +99,19 @@ def test_refuses_to_overwrite_without_force(runner, tmp_path):
     assert (out / "manifest.csv").read_bytes() == marker
     assert run(runner, "-q", "prepare", SAMPLE / "fashion", "--out", out, "--force", "--val", "0.3").exit_code == 0
     assert (out / "manifest.csv").read_bytes() != marker
+
+
+def test_every_module_imports_on_its_own():
+    """Each module imported first in a fresh interpreter, as each command does: no import cycles."""
+    import pkgutil
+
+    import cvkit
+
+    names = [m.name for m in pkgutil.walk_packages(cvkit.__path__, "cvkit.") if not m.name.endswith("__main__")]
+    # One interpreter; before each module, every cvkit module is forgotten (torch and friends stay
+    # loaded), so each is imported first, as a command's body does.
+    code = ("import importlib, sys\nfor n in sys.argv[1:]:\n"
+            "    for m in [m for m in sys.modules if m == 'cvkit' or m.startswith('cvkit.')]:\n"
+            "        del sys.modules[m]\n"
+            "    importlib.import_module(n)\n")
+    subprocess.run([sys.executable, "-c", code, *names], check=True, capture_output=True)

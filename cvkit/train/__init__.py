@@ -1,7 +1,21 @@
-"""Training: the fit loop, optimizers and schedules, early stopping, checkpoints, resume."""
+"""Training: the fit loop, optimizers and schedules, early stopping, checkpoints, resume.
 
-from cvkit.train.config import TrainConfig
-from cvkit.train.fit import TrainResult, fit, load_config
-from cvkit.train.lr_find import lr_find
+``from cvkit.train import fit, TrainConfig`` works as usual; the names load on first use so that
+``cvkit.train.losses`` (which inference needs) imports without pulling in the fit loop.
+"""
 
-__all__ = ["TrainConfig", "TrainResult", "fit", "load_config", "lr_find"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {"TrainConfig": "cvkit.train.config", "TrainResult": "cvkit.train.fit", "fit": "cvkit.train.fit",
+            "load_config": "cvkit.train.fit", "lr_find": "cvkit.train.lr_find"}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'cvkit.train' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -193,18 +193,19 @@ class Trainer:
             self.pre.channels_last = memory_format == "channels_last"
             self._step(images, labels, precision, probe=True)
 
+        gen_state = self.gen.get_state()  # the probe's augmentation draws must not shift training's
         (self.precision, self.memory_format), timings = speed.choose(self.model, self.optimizer, options, step)
+        self.gen.set_state(gen_state)
         self.cfg.resolved["speed_probe_ms_per_step"] = timings
 
     # ------------------------------------------------------------------ the loop
 
     def _step(self, images: torch.Tensor, labels: torch.Tensor, precision: str, probe: bool = False):
+        """One training step; ``probe`` (timing the speed candidates) leaves the lr schedule alone."""
         self._train_mode()
-        x = self.pre.to_unit(images)
-        if not probe:
-            x = augment(x, self.policy, self.gen)
+        x = augment(self.pre.to_unit(images), self.policy, self.gen)
         targets = soft_targets(labels, len(self.classes), self.cfg.label_smoothing)
-        if self.policy.mixes and not probe:
+        if self.policy.mixes:
             x, targets = mix(x, targets, self.policy, self.gen)
         x = self.pre.normalize(x)
         with autocast(self.device, precision):
