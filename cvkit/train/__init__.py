@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS = {"TrainConfig": "cvkit.train.config", "TrainResult": "cvkit.train.fit", "fit": "cvkit.train.fit",
-            "load_config": "cvkit.train.fit", "lr_find": "cvkit.train.lr_find"}
+_EXPORTS = {"TrainConfig": "cvkit.train.config", "TrainResult": "cvkit.train.trainer", "fit": "cvkit.train.trainer",
+            "load_config": "cvkit.train.trainer", "lr_find": "cvkit.train.range_test"}
 
 __all__ = list(_EXPORTS)
 

@@ -38,7 +38,7 @@ def lr_find(cfg: TrainConfig, start_lr: float = 1e-6, end_lr: float = 10.0, step
 
     from cvkit.evaluate.plots import plot_lr_find
     from cvkit.io import atomic_path
-    from cvkit.train.fit import Trainer
+    from cvkit.train.trainer import Trainer
 
     trainer = Trainer(cfg)
     steps = max(10, min(steps, len(trainer.batches) * 5))
