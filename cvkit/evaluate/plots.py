@@ -68,6 +68,8 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | os
         if k <= 20:
             threshold = image.norm.vmax / 2  # white text on dark cells
             for (t, p), v in np.ndenumerate(values):
+                if values is rates and v == 0:
+                    continue  # empty cells stay blank: the non-zero rates are what the eye looks for
                 ax.text(p, t, format(v, fmt), ha="center", va="center", fontsize=font,
                         color="white" if v > threshold else "black")
     _save(fig, path)
