@@ -56,6 +56,8 @@ def choose(model: nn.Module, optimizer: torch.optim.Optimizer, options: list[Can
             elapsed.append(time.perf_counter() - start)
             if best is not None and elapsed[-1] > 3 * timings[f"{best[0]}/{best[1]}"]:
                 break  # clearly slower: no need to time it further
+            if elapsed[-1] > 1.0:
+                break  # a step over a second is long enough to time once (resnet18 at 224 px: 3-7 s a step)
         timings[f"{cand[0]}/{cand[1]}"] = min(elapsed)
         if best is None or timings[f"{cand[0]}/{cand[1]}"] < timings[f"{best[0]}/{best[1]}"]:
             best = cand
