@@ -11,7 +11,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 
@@ -377,7 +376,7 @@ def test_channels_auto_any_colour_gives_three(runner, tmp_path):
     assert (rows["g16.png"] == 156).all()
 
 
-def test_channels_3_on_gray_gives_three_equal_channels(runner, tmp_path):
+def test_prepare_channels_3_on_gray_gives_three_equal_channels(runner, tmp_path):
     src = _gray_folder(tmp_path / "src")
     out = tmp_path / "ds"
     _prepare(runner, src, out, "--size", "6", "--channels", "3")

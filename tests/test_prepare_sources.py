@@ -154,8 +154,7 @@ def test_idx_folder(runner, idx_folder, tmp_path):
     assert m["path"].str.startswith("images/").all()
     first = m[m["path"] == "images/train/0/00000.png"]
     assert len(first) == 1
-    from tests.conftest import write_idx  # noqa: F401  (the source pixels are what was written)
-    import gzip, struct  # noqa: E401
+    import gzip
 
     with gzip.open(idx_folder / "train-images-idx3-ubyte.gz") as f:
         pixels = np.frombuffer(f.read(), np.uint8, offset=16).reshape(40, 8, 8)

@@ -14,7 +14,6 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from cvkit.cli import app
 from tests.conftest import SAMPLE, run
 
 FAST = ["--precision", "fp32", "--memory-format", "contiguous", "--batch-size", "32"]
