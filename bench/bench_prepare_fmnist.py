@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from common import CVKIT, WORK, need_fmnist, timed, write_result
+from common import CVKIT, WORK, need_fmnist, run_measured, write_result
 
 
 def main() -> None:
@@ -15,8 +15,8 @@ def main() -> None:
     out = WORK / "fmnist"
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    prepare_s, _ = timed(CVKIT + ["-q", "prepare", str(src), "--out", str(out), "--size", "28", "--force"])
-    normalize_s, stdout = timed(CVKIT + ["-q", "normalize", str(out), "--json"])
+    prepare_s, _, _ = run_measured(CVKIT + ["-q", "prepare", str(src), "--out", str(out), "--size", "28", "--force"])
+    normalize_s, _, stdout = run_measured(CVKIT + ["-q", "normalize", str(out), "--json"])
     stats = json.loads(stdout)
     counts = json.loads((out / "dataset.json").read_text())["counts"]
     write_result("prepare_fmnist", {

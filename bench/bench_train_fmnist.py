@@ -14,30 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from common import CVKIT, HERE, WORK, need_fmnist, write_result
+from common import CVKIT, HERE, WORK, need_fmnist, run_measured, write_result
 
 BASELINE = Path(os.environ.get("CVKIT_BASELINE", HERE.parent.parent / "shared" / "bench" / "baseline_fmnist.py"))
 FLOOR_IMG_S = 600e9 / 10.65e9  # training images/s at the measured bf16 matmul peak: about 56
-
-
-def run_measured(args: list[str]) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS (bytes) and stdout of one command."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        sys.exit(f"benchmark command failed ({proc.returncode}): {' '.join(args)}")
-    return seconds, usage.ru_maxrss * 1024, out
 
 
 def dataset() -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -24,18 +23,16 @@ def need_fmnist() -> Path:
     return FMNIST
 
 
-def timed(args: list[str]) -> tuple[float, str]:
-    """Run a command; return its wall time in seconds and its stdout. Exits on failure."""
+def run_measured(args: list[str]) -> tuple[float, int, str]:
+    """Run a command: its wall seconds, peak RSS (bytes) and stdout. Exits on failure."""
     start = time.perf_counter()
-    proc = subprocess.run(args, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"benchmark command failed ({proc.returncode}): {' '.join(args)}")
-    return seconds, proc.stdout
-
-
-def peak_rss_children_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"benchmark command failed ({os.waitstatus_to_exitcode(status)}): {' '.join(args)}")
+    return seconds, usage.ru_maxrss * 1024, out
 
 
 def write_result(name: str, data: dict) -> Path:

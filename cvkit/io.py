@@ -76,9 +76,14 @@ def read_json(path: str | os.PathLike, what: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- dataset files
 
 
-def write_manifest(path: str | os.PathLike, frame: "pd.DataFrame") -> None:  # noqa: F821
+def write_csv(path: str | os.PathLike, frame: "pd.DataFrame", float_format: str | None = None) -> None:  # noqa: F821
+    """Every CSV cvkit writes: no index, ``\n`` line ends, atomically."""
     with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, lineterminator="\n")
+        frame.to_csv(tmp, index=False, lineterminator="\n", float_format=float_format)
+
+
+def write_manifest(path: str | os.PathLike, frame: "pd.DataFrame") -> None:  # noqa: F821
+    write_csv(path, frame)
 
 
 def read_manifest(dataset: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
@@ -122,8 +127,7 @@ def read_classes(dataset: str | os.PathLike) -> list[str]:
 def write_rejected(path: str | os.PathLike, rows: list[tuple[str, str]]) -> None:
     import pandas as pd
 
-    with atomic_path(path) as tmp:
-        pd.DataFrame(rows, columns=list(REJECTED_COLUMNS)).to_csv(tmp, index=False, lineterminator="\n")
+    write_csv(path, pd.DataFrame(rows, columns=list(REJECTED_COLUMNS)))
 
 
 def read_dataset_info(dataset: str | os.PathLike) -> dict[str, Any]:
@@ -310,8 +314,7 @@ def write_metrics(run: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
     """``metrics.csv``: one row per epoch, rewritten whole (atomically) after each epoch."""
     import pandas as pd
 
-    with atomic_path(Path(run) / "metrics.csv") as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False, lineterminator="\n", float_format="%.6g")
+    write_csv(Path(run) / "metrics.csv", pd.DataFrame(rows), "%.6g")
 
 
 def save_weights(path: str | os.PathLike, state: dict[str, "torch.Tensor"], metadata: dict[str, str] | None = None) -> None:  # noqa: F821

@@ -46,7 +46,7 @@ def _visible(name: str) -> bool:
     return not name.startswith(".") and name not in ("Thumbs.db", "desktop.ini")
 
 
-def _files_below(folder: Path) -> list[Path]:
+def files_below(folder: Path) -> list[Path]:
     """Every visible file at any depth below ``folder``, sorted."""
     out = []
     for root, dirs, files in os.walk(folder, followlinks=False):
@@ -61,7 +61,7 @@ def _class_folders(folder: Path) -> list[Path]:
 
 def _from_class_folders(folder: Path, split: str | None) -> list[Item]:
     # abspath, not resolve: a broken link stays in the list under its own name and is reported.
-    return [Item(os.path.abspath(f), d.name, split) for d in _class_folders(folder) for f in _files_below(d)]
+    return [Item(os.path.abspath(f), d.name, split) for d in _class_folders(folder) for f in files_below(d)]
 
 
 def safe_label_dir(label: str) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cvkit.errors import OptionError, SourceError
-from cvkit.io import atomic_path, write_rejected
+from cvkit.io import write_csv, write_rejected
 
 
 @dataclass
@@ -30,13 +30,13 @@ def collect_inputs(inputs: list[str]) -> list[str]:
     """Image paths from files, folders (searched recursively) and CSV files with a ``path`` column."""
     import pandas as pd
 
-    from cvkit.data.sources import _files_below
+    from cvkit.data.sources import files_below
 
     paths: list[str] = []
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
-            paths.extend(os.path.abspath(f) for f in _files_below(p))
+            paths.extend(os.path.abspath(f) for f in files_below(p))
         elif p.suffix.lower() == ".csv" and p.is_file():
             frame = pd.read_csv(p, dtype=str, keep_default_na=False)
             if "path" not in frame.columns:
@@ -93,7 +93,6 @@ def predict(run: str | os.PathLike, inputs: list[str], out: str | os.PathLike | 
                           "probability": probs.max(1) if len(kept) else []})
     for i, name in enumerate(loaded.classes):
         table[f"prob_{name}"] = probs[:, i]
-    with atomic_path(out / "predictions.csv") as tmp_csv:
-        table.to_csv(tmp_csv, index=False, lineterminator="\n", float_format="%.6g")
+    write_csv(out / "predictions.csv", table, "%.6g")
     write_rejected(out / "rejected.csv", rejected)
     return PredictResult(out, kept, probs, loaded.classes, rejected)

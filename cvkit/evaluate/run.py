@@ -11,7 +11,7 @@ import numpy as np
 
 from cvkit.errors import ManifestError, OptionError
 from cvkit.evaluate.metrics import classification_metrics, confusion_matrix, top_losses
-from cvkit.io import SPLITS, atomic_path, write_json
+from cvkit.io import SPLITS, write_csv, write_json
 
 
 @dataclass
@@ -19,11 +19,6 @@ class EvalResult:
     out: Path
     metrics: dict[str, Any]
     members: list[dict[str, Any]]
-
-
-def _write_csv(path: Path, frame) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, lineterminator="\n", float_format="%.6g")
 
 
 def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = None, split: str = "test",
@@ -87,18 +82,19 @@ def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = Non
                           "predicted": [classes[i] for i in predicted]})
     for i, name in enumerate(classes):
         table[f"prob_{name}"] = probs[:, i]
-    _write_csv(out / "predictions.csv", table)
+    write_csv(out / "predictions.csv", table, "%.6g")
     matrix = confusion_matrix(labels, predicted, len(classes))
-    _write_csv(out / "confusion_matrix.csv", pd.DataFrame(matrix, columns=classes).assign(true=classes)
-               .set_index("true").reset_index())
+    counts = pd.DataFrame(matrix, columns=classes)
+    counts.insert(0, "true", classes)  # rows: true class, columns: predicted class
+    write_csv(out / "confusion_matrix.csv", counts)
     plot_confusion_matrix(matrix, classes, out / "confusion_matrix.png")
     worst = top_losses(labels, probs, min(top_n, len(labels)))
     p_true = probs[worst, labels[worst]]
     p_pred = probs[worst, predicted[worst]]
-    _write_csv(out / "top_losses.csv", pd.DataFrame({
+    write_csv(out / "top_losses.csv", pd.DataFrame({
         "path": [split_data.paths[i] for i in worst], "label": [classes[labels[i]] for i in worst],
         "predicted": [classes[predicted[i]] for i in worst], "prob_predicted": p_pred, "prob_label": p_true,
-        "loss": -np.log(np.clip(p_true, 1e-15, 1.0))}))
+        "loss": -np.log(np.clip(p_true, 1e-15, 1.0))}), "%.6g")
     plot_top_losses(np.asarray(split_data.images[worst]), labels[worst],
                     predicted[worst], p_true, p_pred, classes, out / "top_losses.png")
     write_json(out / "metrics.json", metrics)

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from cvkit.progress import progress_bar
 from cvkit.train.config import TrainConfig
@@ -37,12 +36,11 @@ def lr_find(cfg: TrainConfig, start_lr: float = 1e-6, end_lr: float = 10.0, step
     import pandas as pd
 
     from cvkit.evaluate.plots import plot_lr_find
-    from cvkit.io import atomic_path
+    from cvkit.io import write_csv
     from cvkit.train.trainer import Trainer
 
     trainer = Trainer(cfg)
     steps = max(10, min(steps, len(trainer.batches) * 5))
-    trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lambda s: 1.0)  # lr set by hand below
     factor = (end_lr / start_lr) ** (1 / (steps - 1))
     lrs, losses, smooth, best = [], [], 0.0, math.inf
     step = 0
@@ -52,7 +50,7 @@ def lr_find(cfg: TrainConfig, start_lr: float = 1e-6, end_lr: float = 10.0, step
                 lr = start_lr * factor**step
                 for group in trainer.optimizer.param_groups:
                     group["lr"] = lr
-                loss, _ = trainer._step(images, labels, trainer.precision)
+                loss, _ = trainer._step(images, labels, trainer.precision, advance_schedule=False)
                 value = float(loss)
                 smooth = 0.9 * smooth + 0.1 * value
                 debiased = smooth / (1 - 0.9 ** (step + 1))
@@ -67,7 +65,6 @@ def lr_find(cfg: TrainConfig, start_lr: float = 1e-6, end_lr: float = 10.0, step
     suggestion = suggest_lr(lrs, losses)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "lr_find.csv") as tmp:
-        pd.DataFrame({"lr": lrs, "loss": losses}).to_csv(tmp, index=False)
+    write_csv(out / "lr_find.csv", pd.DataFrame({"lr": lrs, "loss": losses}))
     plot_lr_find(lrs, losses, suggestion, out / "lr_find.png")
     return LrFindResult(lrs, losses, suggestion, out / "lr_find.csv", out / "lr_find.png")

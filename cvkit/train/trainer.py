@@ -5,7 +5,8 @@ moves it to the device, and does the rest there: scale, augment, normalize, forw
 Per epoch: validation, ``metrics.csv``, the best weights (``model.safetensors`` + ``model.json``),
 and ``last.ckpt`` for ``--resume``, each written atomically.
 
-Distributed-ready: ``Batches`` takes a rank and world size, and only rank 0 writes files.
+Distributed-ready: ``Batches`` takes a rank and world size; the process group and the rank-0-only
+file writes are left to the DistributedDataParallel work.
 """
 
 from __future__ import annotations
@@ -113,10 +114,7 @@ class Trainer:
                                           cfg.step_size, cfg.gamma))
         self.criterion = Criterion(cfg.loss, self._class_weights() if cfg.class_weights == "auto" else None)
         self.policy = self._policy(data)
-        mean_image = None
-        if self.stats.get("mean_image"):
-            mean_image = np.load(data / self.stats["mean_image"])
-            self.mean_image_path = data / self.stats["mean_image"]
+        mean_image = np.load(data / self.stats["mean_image"]) if self.stats.get("mean_image") else None
         self.pre = Preprocess(self.stats["mean"], self.stats["std"], self.device, mean_image)
         self.precision, self.memory_format = "fp32", "contiguous"
         self.scaler = None
@@ -191,7 +189,7 @@ class Trainer:
 
         def step(precision: str, memory_format: str) -> None:
             self.pre.channels_last = memory_format == "channels_last"
-            self._step(images, labels, precision, probe=True)
+            self._step(images, labels, precision, advance_schedule=False)
 
         gen_state = self.gen.get_state()  # the probe's augmentation draws must not shift training's
         (self.precision, self.memory_format), timings = speed.choose(self.model, self.optimizer, options, step)
@@ -200,8 +198,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def _step(self, images: torch.Tensor, labels: torch.Tensor, precision: str, probe: bool = False):
-        """One training step; ``probe`` (timing the speed candidates) leaves the lr schedule alone."""
+    def _step(self, images: torch.Tensor, labels: torch.Tensor, precision: str, advance_schedule: bool = True):
+        """One training step. The speed probe and the lr range test set the lr themselves: no schedule step."""
         self._train_mode()
         x = augment(self.pre.to_unit(images), self.policy, self.gen)
         targets = soft_targets(labels, len(self.classes), self.cfg.label_smoothing)
@@ -219,7 +217,7 @@ class Trainer:
         else:
             loss.backward()
             self.optimizer.step()
-        if not probe:
+        if advance_schedule:
             self.scheduler.step()
         correct = (outputs_to_probs(out.detach(), self.cfg.loss).argmax(1) == labels).sum()
         return loss.detach(), correct
@@ -287,6 +285,7 @@ class Trainer:
 
 
 def _better(monitor: str, value: float, best: float | None) -> bool:
+    """Accuracy should rise; losses (val_loss, or train_loss when there is no val split) should fall."""
     if best is None:
         return True
     return value > best if monitor == "val_acc" else value < best
@@ -325,8 +324,8 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, force: bool =
                          "input_size": list(trainer.input_size), "in_chans": trainer.in_chans,
                          "cvkit_version": __version__, "torch_version": torch.__version__})
     write_json(run / "config.json", cfg.to_json())
-    if getattr(trainer, "mean_image_path", None):
-        shutil.copyfile(trainer.mean_image_path, run / "mean_image.npy")
+    if trainer.stats.get("mean_image"):  # model.json points at it: the run must stand alone
+        shutil.copyfile(Path(cfg.data) / trainer.stats["mean_image"], run / "mean_image.npy")
     monitor = cfg.monitor if trainer.val is not None else "train_loss"
     if start_epoch == 1:
         info(f"Training {cfg.arch} on {trainer.train.images.shape[0]:,} images "
@@ -349,7 +348,7 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, force: bool =
                                    "images_per_s")}
         history.append(row)
         value = row[monitor]
-        if _better(monitor if monitor != "train_loss" else "val_loss", value, best["value"]):
+        if _better(monitor, value, best["value"]):
             best, bad_epochs = {"epoch": epoch, "value": value}, 0
             save_weights(run / "model.safetensors", trainer.model.state_dict(), {"epoch": str(epoch)})
             write_model_info(run, trainer.model_info(epoch, row))
