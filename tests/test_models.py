@@ -360,3 +360,14 @@ def test_pretrained_weights_that_cannot_be_fetched_say_what_to_do(monkeypatch):
                                               r"\[Errno -2\] Name or service not known; download them elsewhere "
                                               r"and pass --weights FILE"):
             create_model(arch, 3, 1, (64, 64), pretrained=True)
+
+
+def test_cvkit_nets_build_without_importing_timm_or_torchvision():
+    import subprocess
+    import sys
+
+    code = ("import sys; from cvkit.models import create_model, check_input_size, head_parameter_names; "
+            "m = create_model('smallcnn', 10, 1, (28, 28)); check_input_size('smallcnn', m, 1, (28, 28)); "
+            "head_parameter_names(m); print(sorted(k for k in ('timm', 'torchvision') if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import timm
 import torch
-from timm.layers import get_act_layer
 from torch import nn
 
 from cvkit.errors import CvkitError, OptionError
-from cvkit.models.adapters import timm_with_gap_head, torchvision_net
 from cvkit.models.inspection import smallest_size, takes, too_small
 from cvkit.models.layers import ACTIVATIONS, Net
 from cvkit.models.registry import CVKIT_MODELS, Options, resolve_arch
@@ -101,6 +98,8 @@ def create_model(arch: str, num_outputs: int, in_chans: int, input_size: tuple[i
             if source == "timm":
                 model = _create_timm(arch, num_outputs, in_chans, options, pretrained)
             else:
+                from cvkit.models.adapters import torchvision_net
+
                 model = torchvision_net(arch, num_outputs, in_chans, options["head"], options["dropout"], pretrained)
         except CvkitError:
             raise
@@ -137,6 +136,11 @@ def _create_cvkit(arch: str, num_outputs: int, in_chans: int, size: tuple[int, i
 
 
 def _create_timm(arch: str, num_outputs: int, in_chans: int, options: dict[str, Any], pretrained: bool) -> nn.Module:
+    import timm
+    from timm.layers import get_act_layer
+
+    from cvkit.models.adapters import timm_with_gap_head
+
     kwargs: dict[str, Any] = {}
     if options["dropout"] is not None:
         kwargs["drop_rate"] = options["dropout"]

@@ -15,7 +15,6 @@ from itertools import chain
 import torch
 from torch import nn
 from torch.func import functional_call
-from timm.models import group_parameters
 
 from cvkit.errors import OptionError
 from cvkit.models.layers import Net, TimmGap
@@ -212,6 +211,8 @@ def block_groups(model: nn.Module) -> list[list[str]]:
     freezes the first N groups. timm models group as timm's ``group_matcher(coarse=True)`` says
     (stem, then stages); cvkit's nets and adapters (and timm models without a matcher) by the
     top-level modules of their feature extractor."""
+    from timm.models import group_parameters
+
     head = head_parameter_names(model)
     if hasattr(model, "group_matcher"):
         groups = list(group_parameters(model, model.group_matcher(coarse=True)).values())

@@ -30,9 +30,15 @@ def activation_layer(name: str) -> nn.Module:
 
 
 def conv_block(in_chans: int, out_chans: int, kernel: int, activation: str, batchnorm: bool,
-               padding: int = 0) -> nn.Sequential:
-    """Conv, optional BatchNorm, activation. The conv has no bias when BatchNorm follows (BN's shift replaces it)."""
+               padding: int = 0, pool: bool = False) -> nn.Sequential:
+    """Conv, optional BatchNorm, activation. The conv has no bias when BatchNorm follows (BN's shift replaces it).
+
+    ``pool`` puts a 2x2 max-pool straight after the conv, so BatchNorm and the activation work on a
+    quarter of the values (for ReLU without BN the result is the same as pooling last).
+    """
     layers: list[nn.Module] = [nn.Conv2d(in_chans, out_chans, kernel, padding=padding, bias=not batchnorm)]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
     if batchnorm:
         layers.append(nn.BatchNorm2d(out_chans))
     layers.append(activation_layer(activation))

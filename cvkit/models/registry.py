@@ -14,9 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import timm
-import torchvision
-
 from cvkit.errors import UnknownArchitecture
 
 SOURCES = ("cvkit", "timm", "torchvision")
@@ -63,11 +60,15 @@ def register_model(name: str, **defaults: Any) -> Callable[[Callable[..., Any]],
 
 @functools.cache
 def _torchvision_names() -> tuple[str, ...]:
+    import torchvision
+
     return tuple(torchvision.models.list_models(module=torchvision.models))
 
 
 @functools.cache
 def _all_models() -> tuple[tuple[str, str], ...]:
+    import timm
+
     timm_names = timm.list_models()
     timm_set = set(timm_names)
     return (
@@ -84,7 +85,9 @@ def resolve_arch(name: str) -> str:
     :class:`UnknownArchitecture` with the closest names.
     """
     if name in CVKIT_MODELS:
-        return "cvkit"
+        return "cvkit"  # timm and torchvision (3 s to import) are only loaded for their models
+    import timm
+
     if timm.is_model(name):
         return "timm"
     if name in _torchvision_names():

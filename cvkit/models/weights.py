@@ -15,7 +15,6 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
-from timm.models import adapt_input_conv
 from torch import nn
 
 from cvkit.errors import OptionError
@@ -103,6 +102,8 @@ def load_weights(model: nn.Module, path: str | Path) -> dict[str, Any]:
         want = own[target].shape if target else None
         if (target == stem and want is not None and tensor.ndim == 4 and tensor.shape[1] == 3
                 and tensor.shape[0] == want[0] and tensor.shape[2:] == want[2:]):
+            from timm.models import adapt_input_conv
+
             tensor = adapt_input_conv(want[1], tensor)
         if target is None or tensor.shape != want or target in loaded:
             skipped.append(name)

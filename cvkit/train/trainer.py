@@ -25,7 +25,7 @@ import torch
 
 from cvkit import __version__
 from cvkit.data import load_split
-from cvkit.device import resolve_device
+from cvkit.device import keep_freed_memory, resolve_device
 from cvkit.errors import ManifestError, OptionError, OutputExists, TrainingDiverged
 from cvkit.infer import autocast, predict_batches
 from cvkit.io import (
@@ -71,6 +71,8 @@ class Trainer:
         cfg.check()
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
+        if self.device.type == "cpu":
+            cfg.resolved["keep_freed_memory"] = keep_freed_memory()
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         data = Path(cfg.data)
@@ -125,6 +127,8 @@ class Trainer:
             self._choose_speed()
         speed.set_memory_format(self.model, self.memory_format)
         self.pre.channels_last = self.memory_format == "channels_last"
+        if self.device.type == "cpu" and not cfg.compile:
+            self._tune_convs()
         if self.precision == "fp16" and self.device.type == "cuda":
             self.scaler = torch.amp.GradScaler("cuda")
         if cfg.compile:
@@ -195,6 +199,13 @@ class Trainer:
         (self.precision, self.memory_format), timings = speed.choose(self.model, self.optimizer, options, step)
         self.gen.set_state(gen_state)
         self.cfg.resolved["speed_probe_ms_per_step"] = timings
+
+    def _tune_convs(self) -> None:
+        from cvkit.train.conv_grad import tune_weight_grads
+
+        images, _ = next(self.batches.epoch(torch.Generator().manual_seed(0)))
+        switched = tune_weight_grads(self.model, self.pre(images), self.precision)
+        self.cfg.resolved["im2col_weight_grad_ms"] = switched  # {layer: [oneDNN ms, im2col ms]}
 
     # ------------------------------------------------------------------ the loop
 
