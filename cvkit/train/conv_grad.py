@@ -12,6 +12,7 @@ forward and input gradient stay oneDNN's. Weights and ``state_dict`` are untouch
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import torch
@@ -103,6 +104,7 @@ def tune_weight_grads(model: nn.Module, example: torch.Tensor, precision: str) -
         return {}
     shapes: dict[str, tuple[torch.Size, torch.Size]] = {}
     convs = {name: m for name, m in model.named_modules() if _eligible(m) and m.weight.requires_grad}
+
     def record(name: str):
         def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
             shapes[name] = (args[0].shape, out.shape)
@@ -131,9 +133,9 @@ def tune_weight_grads(model: nn.Module, example: torch.Tensor, precision: str) -
         x = torch.randn(in_shape, dtype=dtype).contiguous(memory_format=torch.channels_last)
         g = torch.randn(out_shape, dtype=dtype).contiguous(memory_format=torch.channels_last)
         w = conv.weight.detach().to(dtype)
-        onednn = _best_of(lambda: torch.ops.aten.convolution_backward(
-            g, x, w, None, list(conv.stride), list(conv.padding), [1, 1], False, [0, 0], 1, [False, True, False]))
-        im2col = _best_of(lambda: weight_grad_im2col(x, g, conv.kernel_size, conv.stride, conv.padding))
+        onednn = _best_of(partial(torch.ops.aten.convolution_backward, g, x, w, None, list(conv.stride),
+                                  list(conv.padding), [1, 1], False, [0, 0], 1, [False, True, False]))
+        im2col = _best_of(partial(weight_grad_im2col, x, g, conv.kernel_size, conv.stride, conv.padding))
         if im2col <= WIN * onednn:
             conv.__class__ = Im2colConv2d
             switched[name] = [round(onednn * 1000, 2), round(im2col * 1000, 2)]
