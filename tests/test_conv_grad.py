@@ -65,7 +65,10 @@ def test_tune_switches_only_what_wins_and_can_be_undone(monkeypatch):
     model[0].weight.requires_grad_(True)
     before = copy.deepcopy(model.state_dict())
     monkeypatch.setattr(cg, "WIN", 10.0)  # im2col "wins" wherever it is timed
-    switched = tune_weight_grads(model, torch.randn(2, 3, 12, 12), "fp32")
+    example = torch.randn(2, 3, 12, 12)
+    rng = torch.get_rng_state()
+    switched = tune_weight_grads(model, example, "fp32")
+    assert torch.equal(torch.get_rng_state(), rng)  # a seeded run draws the same dropout masks with or without it
     assert list(switched) == ["0"]  # grouped and dilated convolutions are left to PyTorch
     assert type(model[0]) is Im2colConv2d and type(model[3]) is nn.Conv2d
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics untouched

@@ -123,6 +123,7 @@ def tune_weight_grads(model: nn.Module, example: torch.Tensor, precision: str) -
         for hook in hooks:
             hook.remove()
     switched: dict[str, list[float]] = {}
+    gen = torch.Generator().manual_seed(0)  # timing data; the global RNG (dropout, ...) is left as it was
     for name, (in_shape, out_shape) in shapes.items():
         conv = convs[name]
         kh, kw = conv.kernel_size
@@ -130,8 +131,8 @@ def tune_weight_grads(model: nn.Module, example: torch.Tensor, precision: str) -
             continue
         if in_shape[0] * out_shape[2] * out_shape[3] * kh * kw * in_shape[1] * dtype.itemsize > MAX_COLUMNS_BYTES:
             continue
-        x = torch.randn(in_shape, dtype=dtype).contiguous(memory_format=torch.channels_last)
-        g = torch.randn(out_shape, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        x = torch.randn(in_shape, generator=gen, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        g = torch.randn(out_shape, generator=gen, dtype=dtype).contiguous(memory_format=torch.channels_last)
         w = conv.weight.detach().to(dtype)
         onednn = _best_of(partial(torch.ops.aten.convolution_backward, g, x, w, None, list(conv.stride),
                                   list(conv.padding), [1, 1], False, [0, 0], 1, [False, True, False]))
