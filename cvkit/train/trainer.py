@@ -121,14 +121,16 @@ class Trainer:
         self.precision, self.memory_format = "fp32", "contiguous"
         self.scaler = None
         self.forward = self.model
+        # One fixed batch for the start-up timings (its own generator: training's draws are not shifted).
+        sample = next(self.batches.epoch(torch.Generator().manual_seed(0)))
         if resume is not None:
             self.precision, self.memory_format = resume["precision"], resume["memory_format"]
         else:
-            self._choose_speed()
+            self._choose_speed(*sample)
         speed.set_memory_format(self.model, self.memory_format)
         self.pre.channels_last = self.memory_format == "channels_last"
         if self.device.type == "cpu" and not cfg.compile:
-            self._tune_convs()
+            self._tune_convs(sample[0])
         if self.precision == "fp16" and self.device.type == "cuda":
             self.scaler = torch.amp.GradScaler("cuda")
         if cfg.compile:
@@ -187,9 +189,8 @@ class Trainer:
         for m in self.frozen_modules:  # a frozen backbone keeps its normalization statistics too
             m.eval()
 
-    def _choose_speed(self) -> None:
+    def _choose_speed(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         options = speed.candidates(self.device, self.cfg.precision, self.cfg.memory_format)
-        images, labels = next(self.batches.epoch(torch.Generator().manual_seed(0)))
 
         def step(precision: str, memory_format: str) -> None:
             self.pre.channels_last = memory_format == "channels_last"
@@ -200,10 +201,9 @@ class Trainer:
         self.gen.set_state(gen_state)
         self.cfg.resolved["speed_probe_ms_per_step"] = timings
 
-    def _tune_convs(self) -> None:
+    def _tune_convs(self, images: torch.Tensor) -> None:
         from cvkit.train.conv_grad import tune_weight_grads
 
-        images, _ = next(self.batches.epoch(torch.Generator().manual_seed(0)))
         switched = tune_weight_grads(self.model, self.pre(images), self.precision)
         self.cfg.resolved["im2col_weight_grad_ms"] = switched  # {layer: [oneDNN ms, im2col ms]}
 
