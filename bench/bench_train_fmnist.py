@@ -70,22 +70,18 @@ def train_and_evaluate(data: Path, name: str, extra: list[str]) -> dict:
 
 def eval_throughput(run: Path, data: Path) -> dict:
     """Images/s of inference on the 10k test images (model loaded, cache in memory; best of 3)."""
-    import torch
 
     from cvkit.data import load_split
     from cvkit.device import resolve_device
-    from cvkit.infer import predict_batches
-    from cvkit.runs import load_run
-    from cvkit.train.loader import Batches
+    from cvkit.runtime import load_run
 
     loaded = load_run(run, resolve_device("auto"))
     test = load_split(data, "test", loaded.input_size)
-    batches = Batches(test.images, test.labels, 512, loaded.device, shuffle=False)
+    images = np.asarray(test.images)
     best = 0.0
     for _ in range(3):
         start = time.perf_counter()
-        with torch.inference_mode():
-            probs, _ = predict_batches(loaded.model, batches.epoch(), loaded.pre, loaded.info["loss"], loaded.precision)
+        probs, _ = loaded.predict(images, batch_size=512)
         best = max(best, len(probs) / (time.perf_counter() - start))
     return {"images": len(test.labels), "images_per_s": round(best, 1), "precision": loaded.precision}
 

@@ -1,7 +1,8 @@
-"""Where compute runs: ``--device auto`` picks CUDA, then Apple MPS, then the CPU."""
+"""Where compute runs and at what precision: ``--device auto`` picks CUDA, then Apple MPS, then the CPU."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import sys
 
@@ -56,3 +57,20 @@ def keep_freed_memory() -> bool:
         return False
     return all([mallopt(_M_MMAP_THRESHOLD, 1 << 30), mallopt(_M_TRIM_THRESHOLD, 2**31 - 1),
                 mallopt(_M_TOP_PAD, 64 << 20)])
+
+
+def autocast(device: "torch.device", precision: str):  # noqa: F821
+    """The autocast context for ``precision`` on ``device`` (fp32: none)."""
+    import torch
+
+    if precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(device.type, dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def set_memory_format(model: "torch.nn.Module", memory_format: str) -> None:  # noqa: F821
+    """Put the model's weights in ``channels_last`` or ``contiguous`` order."""
+    import torch
+
+    model.to(memory_format=torch.channels_last if memory_format == "channels_last" else torch.contiguous_format)

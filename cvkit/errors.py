@@ -47,3 +47,15 @@ class UnsafeCheckpoint(CvkitError):
 
 class TrainingDiverged(CvkitError):
     """The loss became NaN or infinite."""
+
+
+class DiskFull(CvkitError):
+    """A write failed for lack of room: a full disk, a quota, or a file-size limit."""
+
+
+class UnsafeOutput(OptionError):
+    """An ``--out`` that would overwrite or delete an input or files cvkit did not write."""
+
+
+class Interrupted(CvkitError):
+    """The user stopped the command (Ctrl-C); the message says what was kept and how to go on."""

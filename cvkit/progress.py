@@ -7,6 +7,7 @@ with :func:`set_quiet`. Machine-readable results never go through here (they go 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 
 from rich.console import Console
@@ -50,8 +51,10 @@ class RateColumn(ProgressColumn):
 class _Bar:
     def __init__(self, progress: Progress | None, task: int | None) -> None:
         self._progress, self._task = progress, task
+        self.done = 0
 
     def advance(self, n: int = 1) -> None:
+        self.done += n
         if self._progress is not None:
             self._progress.advance(self._task, n)
 
@@ -61,10 +64,24 @@ class _Bar:
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: int | None, unit: str = "img") -> Iterator[_Bar]:
-    """A bar with count, rate (``unit``/s) and time left; a no-op when quiet."""
+def progress_bar(description: str, total: int | None, unit: str = "img", summary: bool = True) -> Iterator[_Bar]:
+    """A bar with count, rate (``unit``/s) and time left; a no-op when quiet.
+
+    When stderr is not a terminal (a CI log, a file), no bar is drawn: a live bar there prints
+    wrapped frames. Instead one plain line is printed when the stage ends (``summary=False`` for
+    stages whose caller prints its own line, such as training epochs).
+    """
     if _quiet:
         yield _Bar(None, None)
+        return
+    if not console.is_terminal:
+        bar = _Bar(None, None)
+        start = time.perf_counter()
+        yield bar
+        if summary:
+            seconds = time.perf_counter() - start
+            rate = f", {bar.done / seconds:,.0f} {unit}/s" if seconds > 0 and bar.done else ""
+            console.print(f"{description}: {bar.done:,} {unit} in {seconds:.1f} s{rate}", highlight=False)
         return
     columns = (
         TextColumn("[bold]{task.description}"),

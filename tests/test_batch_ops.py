@@ -10,7 +10,7 @@ import torch
 
 from cvkit.device import resolve_device
 from cvkit.errors import DeviceUnavailable, ManifestError
-from cvkit.train.loader import Batches
+from cvkit.data.batches import Batches
 from cvkit.train.optim import lr_multiplier
 from cvkit.transforms.batch import AugmentPolicy, Preprocess, augment, mix, read_augment
 
@@ -89,7 +89,7 @@ def test_read_augment(tmp_path):
 
 @pytest.mark.parametrize("resident", [True, False])
 def test_batches_cover_the_split_once(resident, monkeypatch):
-    import cvkit.train.loader as loader
+    import cvkit.data.batches as loader
 
     if not resident:
         monkeypatch.setitem(loader.RESIDENT_BYTES, "cpu", 0)

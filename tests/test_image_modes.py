@@ -1,5 +1,5 @@
 """Valid but unusual images (EXIF orientation, CMYK, palette, alpha, 16-bit) are accepted and
-converted the same way by ``cvkit.io.decode_image`` and by ``cvkit prepare --size``; channels
+converted the same way by ``cvkit.files.images.decode_image`` and by ``cvkit prepare --size``; channels
 and resize modes give the cache the requested shape."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from cvkit.data import load_split
-from cvkit.io import Resize, decode_image
+from cvkit.files.images import Resize, decode_image
 from tests.conftest import make_image, run
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 from sklearn import metrics as skm
 
-from cvkit.evaluate import (classification_metrics, confusion_matrix, plot_confusion_matrix, plot_curves,
-                            plot_lr_find, plot_top_losses, top_losses)
+from cvkit.evaluate import classification_metrics, confusion_matrix, top_losses
+from cvkit.plots import plot_confusion_matrix, plot_curves, plot_lr_find, plot_top_losses
 
 # ----------------------------------------------------------------------------- inputs
 

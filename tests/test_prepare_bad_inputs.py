@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cvkit.io import BadImage, decode_image
+from cvkit.files.images import BadImage, decode_image
 from tests.conftest import make_image, run
 
 # ----------------------------------------------------------------------------- helpers

@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from cvkit.errors import Interrupted
 from tests.conftest import SAMPLE, run
 
 FAST = ["--precision", "fp32", "--memory-format", "contiguous", "--batch-size", "32"]
@@ -100,7 +101,7 @@ def test_resume_continues_at_the_right_epoch(data, tmp_path):
 
     cfg = TrainConfig(data=str(data), out=str(part), epochs=3, precision="fp32", memory_format="contiguous",
                       batch_size=32)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match=f"continue with 'cvkit train --resume {part}'"):
         fit(cfg, callbacks=(interrupt,))
     assert len(pd.read_csv(part / "metrics.csv")) == 1
     from typer.testing import CliRunner

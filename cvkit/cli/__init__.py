@@ -8,7 +8,7 @@ import typer
 
 from cvkit import __version__
 from cvkit.cli import evaluate, models, normalize, predict, prepare, train
-from cvkit.cli.common import state
+from cvkit.cli.common import handle_errors, state
 from cvkit.progress import set_quiet
 
 app = typer.Typer(
@@ -47,6 +47,8 @@ def main_options(
 
 for command in (prepare, normalize, models, train, evaluate, predict):
     command.register(app)
+for info in app.registered_commands:  # one error handler for every command, none can forget it
+    info.callback = handle_errors(info.callback)
 
 
 def main() -> None:

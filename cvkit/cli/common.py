@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -15,7 +16,8 @@ from typing import Any, TypeVar
 
 import typer
 
-from cvkit.errors import CvkitError
+from cvkit.errors import CvkitError, Interrupted
+from cvkit.files.atomic import NO_ROOM, disk_full
 from cvkit.progress import console
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -48,12 +50,23 @@ def fail(message: str) -> typer.Exit:
 
 
 def handle_errors(func: F) -> F:
-    """The single place that turns library errors into ``Error: ...`` and an exit code, no traceback."""
+    """The single place that turns library errors into ``Error: ...`` and an exit code, no traceback.
+
+    The app wraps every registered command in it (``cvkit.cli``), so no command can forget it.
+    Warnings raised while the command runs are held back and shown only when it does not end in
+    an error: a torch warning before the ``Error:`` line only hides it.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        caught: list[warnings.WarningMessage] = []
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("default")
+                result = func(*args, **kwargs)
+        except Interrupted as e:
+            console.print(f"Interrupted: {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
         except CvkitError as e:
             if state.debug:
                 raise
@@ -62,7 +75,14 @@ def handle_errors(func: F) -> F:
             console.print("Interrupted.")
             raise typer.Exit(ExitCode.INTERRUPTED) from None
         except (typer.Exit, typer.Abort, SystemExit):
+            _show(caught)
             raise
+        except OSError as e:
+            if state.debug:
+                raise
+            if e.errno in NO_ROOM:
+                raise fail(str(disk_full(e.filename or "the output", e))) from None
+            raise fail(f"{e.strerror or e}{f': {e.filename}' if e.filename else ''}") from None
         except Exception as e:
             if state.debug:
                 raise
@@ -70,8 +90,17 @@ def handle_errors(func: F) -> F:
                           f"(rerun with --debug for the traceback, and please report it)", highlight=False,
                           soft_wrap=True)
             raise typer.Exit(ExitCode.INTERNAL) from None
+        _show(caught)
+        return result
 
     return wrapper  # type: ignore[return-value]
+
+
+def _show(caught: list[warnings.WarningMessage]) -> None:
+    if state.quiet:
+        return
+    for w in caught:
+        console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
 
 
 def seed_or_global(seed: int | None) -> int:

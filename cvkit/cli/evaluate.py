@@ -8,24 +8,25 @@ from typing import Annotated, Optional
 
 import typer
 
-from cvkit.cli.common import emit, handle_errors, state
+from cvkit.cli.common import emit, state
+from cvkit.cli.options import BatchSize, Json, Out
 from cvkit.progress import console
 
 
-@handle_errors
 def evaluate_command(
     runs: Annotated[list[Path], typer.Argument(help="One run directory, or several for an ensemble.")],
     data: Annotated[Optional[Path], typer.Option(help="Dataset directory (default: the one the run was trained on).")] = None,
     split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory (default: RUN/eval_SPLIT).")] = None,
+    out: Out = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average with horizontally flipped images.")] = False,
     top: Annotated[int, typer.Option(help="How many worst predictions to show in top_losses.")] = 16,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 512,
-    as_json: Annotated[bool, typer.Option("--json", help="Print metrics.json on stdout instead of the output path.")] = False,
+    batch_size: BatchSize = 512,
+    as_json: Json = False,
 ) -> None:
     """Score RUN (or the ensemble of several RUNs: mean of their probabilities) on a dataset split.
 
-    Writes metrics.json, predictions.csv, confusion_matrix.csv/.png and top_losses.csv/.png.
+    Writes metrics.json, predictions.csv, confusion_matrix.csv/.png and top_losses.csv/.png into --out
+    (default: RUN/eval_SPLIT, replaced whole when it is run again).
 
     Example: cvkit evaluate runs/fmnist --split test
     """

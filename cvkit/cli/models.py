@@ -7,11 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from cvkit.cli.common import emit, handle_errors, state
+from cvkit.cli.common import emit, state
 from cvkit.progress import console
 
 
-@handle_errors
 def models_command(
     pattern: Annotated[Optional[str], typer.Argument(help="Filter: a glob such as 'resnet*' or a substring.")] = None,
     params: Annotated[bool, typer.Option("--params", help="Count parameters (builds each listed model).")] = False,

@@ -8,11 +8,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from cvkit.cli.common import emit, handle_errors, state
+from cvkit.cli.common import emit, state
+from cvkit.cli.options import Json, Workers
 from cvkit.progress import console
 
 
-@handle_errors
 def normalize_command(
     dataset: Annotated[Path, typer.Argument(help="A dataset directory written by 'cvkit prepare'.")],
     size: Annotated[Optional[str], typer.Option(help="N or HxW (default: the size given to prepare).")] = None,
@@ -20,30 +20,29 @@ def normalize_command(
                                            "(mean_image.npy) for per-pixel zero-centering.")] = "channel",
     from_arch: Annotated[Optional[str], typer.Option(help="Write the statistics a pretrained timm model expects "
                                                           "instead of computing them.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Decoding processes when the cache must be built.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print stats.json on stdout instead of its path.")] = False,
+    workers: Workers = None,
+    as_json: Json = False,
 ) -> None:
     """Compute per-channel mean and std over the train split only and write DATASET/stats.json.
 
     Example: cvkit normalize data/dogs
     """
-    from cvkit.io import parse_size
+    from cvkit.files.images import parse_size
     from cvkit.transforms.stats import normalize
 
     stats = normalize(dataset, parse_size(size), mode, from_arch, workers)
     if not state.quiet:
         from rich.table import Table
 
-        names = ["gray"] if len(stats["mean"]) == 1 else ["red", "green", "blue"]
-        where = (f"{stats['count']:,} train images at {stats['size'][0]}x{stats['size'][1]}" if stats["split"]
-                 else stats["source"])
+        names = ["gray"] if len(stats.mean) == 1 else ["red", "green", "blue"]
+        where = f"{stats.count:,} train images at {stats.size[0]}x{stats.size[1]}" if stats.split else stats.source
         table = Table(title=f"{dataset / 'stats.json'} ({where})")
         for col in ("channel", "mean", "std"):
             table.add_column(col, justify="right" if col != "channel" else "left")
-        for name, m, s in zip(names, stats["mean"], stats["std"]):
+        for name, m, s in zip(names, stats.mean, stats.std):
             table.add_row(name, f"{m:.4f}", f"{s:.4f}")
         console.print(table)
-    emit(json.dumps(stats) if as_json else str(dataset / "stats.json"))
+    emit(json.dumps({"format": 1, **stats.to_json()}) if as_json else str(dataset / "stats.json"))
 
 
 def register(app: typer.Typer) -> None:

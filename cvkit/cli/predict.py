@@ -7,28 +7,32 @@ from typing import Annotated, Optional
 
 import typer
 
-from cvkit.cli.common import emit, handle_errors, state
+from cvkit.cli.common import emit, state
+from cvkit.cli.options import BatchSize, Out, Workers
+from cvkit.errors import OptionError
 from cvkit.progress import console
 
 
-@handle_errors
 def predict_command(
     run: Annotated[Path, typer.Argument(help="A run directory written by 'cvkit train'.")],
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders, or CSV files with a 'path' column.")],
     k: Annotated[int, typer.Option("-k", "--top-k", help="Classes to show per image.")] = 5,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory (default: RUN/predict).")] = None,
+    out: Out = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average with horizontally flipped images.")] = False,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
-    workers: Annotated[Optional[int], typer.Option(help="Decoding processes.")] = None,
+    batch_size: BatchSize = 256,
+    workers: Workers = None,
 ) -> None:
     """Predict the class of each INPUT image with RUN's model; unreadable images are reported and skipped.
 
-    Writes predictions.csv (path, predicted, probability, one column per class) and rejected.csv.
+    Writes predictions.csv (path, predicted, probability, one column per class) and rejected.csv into --out
+    (default: RUN/predict, replaced whole when it is run again).
 
     Example: cvkit predict runs/fmnist photos/ -k 3
     """
     from cvkit.evaluate.predict import predict
 
+    if k < 1:
+        raise OptionError(f"-k {k} must be at least 1 (the number of classes to show per image)")
     result = predict(run, inputs, out, tta, state.device, batch_size, workers)
     if not state.quiet:
         from rich.table import Table

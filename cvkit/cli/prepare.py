@@ -8,15 +8,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from cvkit.cli.common import emit, handle_errors, seed_or_global, state
+from cvkit.cli.common import emit, seed_or_global, state
+from cvkit.cli.options import Force, Json, Seed, Workers
+from cvkit.errors import OptionError
 from cvkit.progress import console
 
 
-@handle_errors
 def prepare_command(
     source: Annotated[str, typer.Argument(help="Class folders, train/val/test split folders, a folder of IDX files, "
                                                "a CSV of path,label[,split], or torchvision:NAME.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The dataset directory to write.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The dataset directory to write (not inside SOURCE).")],
     val: Annotated[float, typer.Option(help="Fraction for the val split, stratified per class.")] = 0.1,
     test: Annotated[float, typer.Option(help="Fraction for the test split (a source's own test split is kept).")] = 0.1,
     folds: Annotated[int, typer.Option(help="Stratified k-fold ids over train+val in the 'fold' column (0: none).")] = 0,
@@ -27,10 +28,10 @@ def prepare_command(
     root: Annotated[Optional[Path], typer.Option(help="torchvision sources: where the files are or are downloaded.")] = None,
     max_rejected: Annotated[float, typer.Option(help="Stop with an error when more than this fraction of inputs is bad.")] = 0.5,
     max_pixels: Annotated[Optional[int], typer.Option(help="Reject images with more pixels (default: Pillow's limit).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: one per core).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for splits and folds (default: the global --seed).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace --out if it already holds files.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of the path.")] = False,
+    workers: Workers = None,
+    seed: Seed = None,
+    force: Force = False,
+    as_json: Json = False,
 ) -> None:
     """Import SOURCE into a dataset directory: manifest.csv, classes.json, rejected.csv, dataset.json, cache/.
 
@@ -40,7 +41,10 @@ are skipped and listed in rejected.csv.
     Example: cvkit prepare ~/photos/dogs --out data/dogs --size 224 --val 0.15 --test 0.15
     """
     from cvkit.data import prepare
-    from cvkit.io import parse_size
+
+    if workers is not None and workers < 1:
+        raise OptionError(f"--workers {workers} must be at least 1")
+    from cvkit.files.images import parse_size
 
     class_names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     result = prepare(source, out, size=parse_size(size), val=val, test=test, folds=folds, channels=channels,

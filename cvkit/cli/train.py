@@ -2,109 +2,51 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from click.core import ParameterSource
 
-from cvkit.cli.common import emit, handle_errors, seed_or_global, state
+from cvkit.cli.common import emit, seed_or_global, state
+from cvkit.cli.options import Force, Out, Seed, config_parameters, parse_hidden, with_parameters
 from cvkit.errors import OptionError
+from cvkit.files.config import cli_fields, flag
 from cvkit.progress import console
 
-MODEL = "Model"
-OPTIM = "Optimization"
-SPEED = "Speed"
+P = inspect.Parameter
 
 
-@handle_errors
-def train_command(
-    data: Annotated[Optional[Path], typer.Argument(help="A dataset directory written by 'cvkit prepare'.")] = None,
-    arch: Annotated[str, typer.Option(help="Architecture: see 'cvkit models'.", rich_help_panel=MODEL)] = "smallcnn",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="The run directory (default: runs/ARCH).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs to train [default: 5; with --resume, the run's, "
-                                                       "or more to extend it].", rich_help_panel=OPTIM)] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per step.", rich_help_panel=OPTIM)] = 128,
-    optimizer: Annotated[str, typer.Option(help="sgd, adam or adamw.", rich_help_panel=OPTIM)] = "adam",
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default: sgd 0.1, adam/adamw 3e-3, "
-                                                     "times batch size / 128).", rich_help_panel=OPTIM)] = None,
-    momentum: Annotated[float, typer.Option(help="SGD momentum.", rich_help_panel=OPTIM)] = 0.9,
-    nesterov: Annotated[bool, typer.Option(help="Nesterov momentum for SGD.", rich_help_panel=OPTIM)] = True,
-    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay, not on biases and norm layers "
-                                                          "(default: sgd 5e-4, adam 0, adamw 0.05).",
-                                                          rich_help_panel=OPTIM)] = None,
-    schedule: Annotated[str, typer.Option(help="onecycle, cosine, step or none.", rich_help_panel=OPTIM)] = "onecycle",
-    warmup: Annotated[float, typer.Option(help="Warm-up epochs (linear).", rich_help_panel=OPTIM)] = 0.0,
-    step_size: Annotated[int, typer.Option(help="'step' schedule: epochs between lr drops.", rich_help_panel=OPTIM)] = 30,
-    gamma: Annotated[float, typer.Option(help="'step' schedule: lr factor at each drop.", rich_help_panel=OPTIM)] = 0.1,
-    label_smoothing: Annotated[float, typer.Option(help="Label smoothing.", rich_help_panel=OPTIM)] = 0.0,
-    loss: Annotated[str, typer.Option(help="ce, bce (two classes: one sigmoid output) or mse.",
-                                      rich_help_panel=OPTIM)] = "ce",
-    class_weights: Annotated[Optional[str], typer.Option(help="'auto': weight classes by inverse frequency.",
-                                                         rich_help_panel=OPTIM)] = None,
-    patience: Annotated[Optional[int], typer.Option(help="Early stopping: epochs without improvement of --monitor.",
-                                                    rich_help_panel=OPTIM)] = None,
-    monitor: Annotated[str, typer.Option(help="val_acc or val_loss: picks the best epoch.", rich_help_panel=OPTIM)] = "val_acc",
-    lr_find: Annotated[bool, typer.Option("--lr-find", help="Run the learning-rate range test (plot + suggestion) "
-                                                             "instead of training.", rich_help_panel=OPTIM)] = False,
-    head: Annotated[str, typer.Option(help="auto (the architecture's own), fc (classic fully connected) or gap "
-                                           "(global average pooling + one linear layer).", rich_help_panel=MODEL)] = "auto",
-    activation: Annotated[Optional[str], typer.Option(help="relu, leaky_relu, elu, tanh, sigmoid, gelu.",
-                                                      rich_help_panel=MODEL)] = None,
-    dropout: Annotated[Optional[float], typer.Option(help="Dropout probability.", rich_help_panel=MODEL)] = None,
-    batchnorm: Annotated[Optional[bool], typer.Option("--batchnorm/--no-batchnorm", help="Batch normalization "
-                                                      "(cvkit's own nets).", rich_help_panel=MODEL)] = None,
-    hidden: Annotated[Optional[str], typer.Option(help="mlp: hidden layer widths, e.g. 512,256.",
-                                                  rich_help_panel=MODEL)] = None,
-    init: Annotated[str, typer.Option(help="default, xavier, he or normal.", rich_help_panel=MODEL)] = "default",
-    pretrained: Annotated[bool, typer.Option("--pretrained", help="Start from timm/torchvision pretrained weights "
-                                                                  "(needs the network).", rich_help_panel=MODEL)] = False,
-    weights: Annotated[Optional[Path], typer.Option(help="Start from a local safetensors file or state dict.",
-                                                    rich_help_panel=MODEL)] = None,
-    freeze: Annotated[Optional[str], typer.Option(help="'backbone' (train the head only) or N (the head and the "
-                                                       "last N blocks).", rich_help_panel=MODEL)] = None,
-    unfreeze_after: Annotated[Optional[int], typer.Option(help="Unfreeze everything after this many epochs.",
-                                                          rich_help_panel=MODEL)] = None,
-    backbone_lr_scale: Annotated[float, typer.Option(help="Backbone lr as a fraction of the head's once unfrozen.",
-                                                     rich_help_panel=MODEL)] = 0.1,
-    hflip: Annotated[float, typer.Option(help="Probability of a horizontal flip (0 for digits or text).")] = 0.5,
-    translate: Annotated[float, typer.Option(help="Random shift up to this fraction of the size (pad-and-crop; 0.0625 is 2 px at 28 px, worth it for runs of 15+ epochs).")] = 0.0,
-    precision: Annotated[str, typer.Option(help="auto (time the candidates), fp32, bf16 or fp16.",
-                                           rich_help_panel=SPEED)] = "auto",
-    memory_format: Annotated[str, typer.Option(help="auto, channels_last or contiguous.", rich_help_panel=SPEED)] = "auto",
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow to start).",
-                                          rich_help_panel=SPEED)] = False,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory from its last.ckpt.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed (default: the global --seed).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace --out if it already holds a run.")] = False,
-) -> None:
+def train_command(ctx: typer.Context, data: Optional[Path] = None, out: Optional[Path] = None,
+                  resume: Optional[Path] = None, lr_find: bool = False, seed: Optional[int] = None,
+                  force: bool = False, **options: Any) -> None:
     """Train --arch on DATA's train split, pick the best epoch on val, and write a run directory.
 
     The run holds model.safetensors (best epoch), model.json, last.ckpt, metrics.csv, config.json and curves.png.
 
-    Example: cvkit train data/fmnist --arch smallcnn --epochs 5 --out runs/fmnist
+    Example: cvkit train data/fmnist --arch smallcnn --out runs/fmnist
     """
-    from cvkit.train import TrainConfig, fit, load_config
+    from cvkit.files.config import TrainConfig
+    from cvkit.train import fit
     from cvkit.train import lr_find as run_lr_find
+    from cvkit.train import resume as resume_run
 
     if resume is not None:
-        cfg = load_config(resume)
-        cfg.out = str(resume)
-        if epochs is not None:
-            cfg.epochs = epochs
-        result = fit(cfg, resume=resume)
+        given = [name for name in ("data", "out", "lr_find", "seed", "force", *(f.name for f in cli_fields()))
+                 if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)]
+        if given:
+            names = ", ".join("DATA" if n == "data" else flag(n) for n in given)
+            raise OptionError(f"--resume {resume} finishes the run with the options it was started with; drop "
+                              f"{names} (to train longer or differently, start a new run with --weights "
+                              f"{resume / 'model.safetensors'})")
+        result = resume_run(resume)
     else:
         if data is None:
             raise OptionError("give DATA, a dataset directory (or --resume RUN)")
-        hidden_list = [int(h) for h in hidden.split(",")] if hidden else None
-        cfg = TrainConfig(
-            data=str(data), out=str(out or Path("runs") / arch), arch=arch, head=head, activation=activation,
-            dropout=dropout, batchnorm=batchnorm, hidden=hidden_list, init=init, pretrained=pretrained,
-            weights=str(weights) if weights else None, freeze=freeze, unfreeze_after=unfreeze_after,
-            backbone_lr_scale=backbone_lr_scale, epochs=epochs or 5, batch_size=batch_size, optimizer=optimizer, lr=lr,
-            momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, schedule=schedule, warmup=warmup,
-            step_size=step_size, gamma=gamma, label_smoothing=label_smoothing, loss=loss, class_weights=class_weights,
-            patience=patience, monitor=monitor, hflip=hflip, translate=translate, precision=precision,
-            memory_format=memory_format, compile=compile, seed=seed_or_global(seed), device=state.device)
+        options["hidden"] = parse_hidden(options.get("hidden"))
+        cfg = TrainConfig(data=str(data), out=str(out or Path("runs") / options["arch"]), seed=seed_or_global(seed),
+                          device=state.device, **options)
         if lr_find:
             found = run_lr_find(cfg)
             if not state.quiet:
@@ -116,6 +58,22 @@ def train_command(
     if not state.quiet:
         _summary(result)
     emit(str(result.run))
+
+
+with_parameters(train_command, [
+    P("ctx", P.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+    P("data", P.POSITIONAL_OR_KEYWORD, default=None, annotation=Annotated[Optional[Path], typer.Argument(
+        help="A dataset directory written by 'cvkit prepare'.")]),
+    P("out", P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="The run directory (default: runs/ARCH).")]),
+    P("resume", P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[Path], typer.Option(
+        help="Finish the interrupted run in this directory from its last.ckpt, with its own options.")]),
+    P("lr_find", P.KEYWORD_ONLY, default=False, annotation=Annotated[bool, typer.Option(
+        "--lr-find", help="Run the learning-rate range test (plot + suggestion) instead of training.",
+        rich_help_panel="Optimization")]),
+    P("seed", P.KEYWORD_ONLY, default=None, annotation=Seed),
+    P("force", P.KEYWORD_ONLY, default=False, annotation=Force),
+], config_parameters())
 
 
 def _summary(result) -> None:

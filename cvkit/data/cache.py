@@ -18,7 +18,9 @@ import numpy as np
 
 from cvkit.data.decode import Task, decode_all
 from cvkit.errors import ManifestError, OptionError
-from cvkit.io import Resize, atomic_path, read_classes, read_dataset_info, read_json, read_manifest, write_json
+from cvkit.files.atomic import atomic_path
+from cvkit.files.dataset import CacheMeta, DatasetInfo, read_classes, read_manifest
+from cvkit.files.images import Resize
 
 # Rows copied per step when filling a cache, so memory stays bounded whatever the image size.
 COPY_BYTES = 64 << 20
@@ -57,8 +59,7 @@ def write_cache(dataset: str | os.PathLike, split: str, size: tuple[int, int], c
         fill(arr)
         arr.flush()
         del arr
-    write_json(meta, {"split": split, "size": list(size), "channels": channels, "resize": resize,
-                      "count": len(rows), "key": key, "rows": rows})
+    CacheMeta(split, list(size), channels, resize, len(rows), key, list(rows)).write(meta)
 
 
 def copy_rows(src: np.ndarray, src_rows: np.ndarray, dst: np.ndarray) -> None:
@@ -75,12 +76,12 @@ def load_split(dataset: str | os.PathLike, split: str, size: tuple[int, int] | N
     dataset = Path(dataset)
     frame = read_manifest(dataset)
     classes = read_classes(dataset)
-    info = read_dataset_info(dataset)
+    info = DatasetInfo.read(dataset)
     if size is None:
-        if not info.get("size"):
+        if not info.size:
             raise OptionError(f"{dataset} was prepared without --size; pass --size N (or rerun prepare with --size)")
-        size = (int(info["size"][0]), int(info["size"][1]))
-    channels, resize = int(info["channels"]), str(info.get("resize", "crop"))
+        size = (int(info.size[0]), int(info.size[1]))
+    channels, resize = info.channels, info.resize
     part = frame[frame["split"] == split]
     if part.empty:
         raise ManifestError(f"{dataset}/manifest.csv has no '{split}' images; prepare the dataset with a {split} split")
@@ -95,8 +96,8 @@ def load_split(dataset: str | os.PathLike, split: str, size: tuple[int, int] | N
     fresh = False
     if npy.is_file() and meta.is_file():
         try:
-            fresh = read_json(meta, "")["key"] == key
-        except (ManifestError, KeyError):
+            fresh = CacheMeta.read(meta).key == key
+        except ManifestError:
             fresh = False
     if not fresh:
         build_cache(dataset, split, size, channels, resize, paths, rows, key, workers)

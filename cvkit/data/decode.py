@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cvkit.io import BadImage, Resize, decode_image, encode_png, read_image_file, sha1_bytes
+from cvkit.files.images import BadImage, Resize, decode_image, encode_png, read_image_file, sha1_bytes
 from cvkit.progress import progress_bar
 
 # Below this many images a pool costs more to start than it saves.

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,16 +18,18 @@ from cvkit.data.cache import copy_rows, rows_key, write_cache
 from cvkit.data.decode import Task, decode_all
 from cvkit.data.sources import Item, open_source
 from cvkit.data.splits import assign_folds, carve, check_fractions
-from cvkit.errors import OptionError, OutputExists, TooManyRejected
-from cvkit.io import (
+from cvkit.errors import OptionError, TooManyRejected, UnsafeOutput
+from cvkit.files.dataset import (
     MANIFEST_COLUMNS,
     SPLITS,
-    Resize,
+    DatasetInfo,
     write_classes,
-    write_json,
     write_manifest,
     write_rejected,
 )
+from cvkit.files.dataset import is_dataset
+from cvkit.files.images import Resize
+from cvkit.files.outputs import check_out, replacing
 
 SPLIT_PRIORITY = {"test": 0, "val": 1, "train": 2}  # a duplicate is kept in the first of these
 
@@ -66,30 +67,37 @@ def prepare(source: str, out: str | os.PathLike, *, size: tuple[int, int] | None
                           f"{Image.MAX_IMAGE_PIXELS}; cvkit only lowers that limit")
     if folds == 1 or folds < 0:
         raise OptionError(f"--folds {folds} must be at least 2 (or 0 for no folds)")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise OutputExists(f"--out {out} already exists and is not empty; pass --force to replace it")
+    sources = [] if source.startswith("torchvision:") else [source]
+    out = check_out(out, sources=sources, reads=[root] if root else [], own=is_dataset, force=force)
     src = open_source(source, root=root, classes=classes)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    inside = next((it.path for it in src.items if it.array is None and _within(it.path, out)), None)
+    if inside is not None:
+        raise UnsafeOutput(f"--out {out} holds {inside}, an image this import reads; choose another --out")
+    if size is not None:
+        check_room(out.parent, len(src.items), size, channels or 3)
+    with replacing(out) as stage:
         result = _prepare_into(stage, src, size, val, test, folds, channels, workers, seed, max_rejected, resize,
                                max_pixels)
-        _replace_dir(stage, out)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     result.out = out
     return result
 
 
-def _replace_dir(stage: Path, out: Path) -> None:
-    if out.exists():
-        trash = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, trash)
-        os.replace(stage, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(stage, out)
+def _within(path: str, folder: Path) -> bool:
+    real, top = os.path.realpath(path), os.path.realpath(folder)
+    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+
+
+def check_room(folder: Path, images: int, size: tuple[int, int], channels: int) -> None:
+    """Refuse a cache that would not fit on the disk (it is written twice while it is built)."""
+    need = 2 * images * size[0] * size[1] * channels
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if need > free:
+        raise OptionError(f"--size {size[0]}x{size[1]}: the packed cache of {images:,} images would take "
+                          f"{need / 2**30:,.1f} GiB while it is built, and {probe} has {free / 2**30:,.1f} GiB free; "
+                          f"choose a smaller --size")
 
 
 def _prepare_into(stage: Path, src, size, val, test, folds, channels, workers, seed, max_rejected, resize,
@@ -136,14 +144,12 @@ def _prepare_into(stage: Path, src, size, val, test, folds, channels, workers, s
                           "sha1": [sha1[i] for i in kept]}, columns=list(MANIFEST_COLUMNS))
     for col in src.extra_columns:
         frame[col] = [items[i].extra.get(col, "") for i in kept]
-    write_manifest(stage / "manifest.csv", frame)
-    write_classes(stage / "classes.json", class_names)
+    write_manifest(stage, frame)
+    write_classes(stage, class_names)
     rejected.sort()
     write_rejected(stage / "rejected.csv", rejected)
-    write_json(stage / "dataset.json", {"source_kind": src.kind, "size": list(size) if size else None,
-                                        "channels": n_channels, "resize": resize, "seed": seed,
-                                        "val": val, "test": test, "folds": folds,
-                                        "counts": {s: int((frame["split"] == s).sum()) for s in SPLITS}})
+    DatasetInfo(src.kind, list(size) if size else None, n_channels, resize, seed, val, test, folds,
+                {s: int((frame["split"] == s).sum()) for s in SPLITS}).write(stage)
     if decoded is not None:
         source = np.load(decoded, mmap_mode="r")
         for split in SPLITS:

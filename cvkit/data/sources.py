@@ -159,9 +159,12 @@ def _from_csv(csv_path: Path) -> Source:
         raw = rec["path"]
         if not raw:
             raise SourceError(f"{csv_path} row {row}: empty path")
-        # Normalise without following links, then refuse anything outside the CSV's folder.
+        if "\x00" in raw:
+            raise SourceError(f"{csv_path} row {row}: the path holds a NUL byte; fix that row")
+        # Where the path really leads, links followed: a link inside the folder that points
+        # outside it is refused like a '../' path.
         full = Path(os.path.normpath(root / raw))
-        if not _inside(full, root) and not _inside(full.resolve(), real_root):
+        if not _inside(full.resolve(), real_root):
             raise UnsafePath(f"{csv_path} row {row}: path '{raw}' is outside the CSV's folder {root}; "
                              f"move the image inside it or list it relative to the CSV")
         if not rec["label"]:

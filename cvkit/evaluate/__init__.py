@@ -1,18 +1,8 @@
-"""Metrics, confusion matrices and the pictures ``cvkit evaluate`` writes.
-
-Importing this package does not import matplotlib; the plot functions load it when called.
-"""
+"""Layer 5: ``evaluate`` (metrics, confusion matrix, worst predictions) and ``predict``, through the runtime."""
 
 from cvkit.evaluate.metrics import classification_metrics, confusion_matrix, expected_calibration_error, top_losses
-from cvkit.evaluate.plots import plot_confusion_matrix, plot_curves, plot_lr_find, plot_top_losses
+from cvkit.evaluate.predict import PredictResult, predict
+from cvkit.evaluate.run import EvalResult, evaluate
 
-__all__ = [
-    "classification_metrics",
-    "confusion_matrix",
-    "expected_calibration_error",
-    "plot_confusion_matrix",
-    "plot_curves",
-    "plot_lr_find",
-    "plot_top_losses",
-    "top_losses",
-]
+__all__ = ["EvalResult", "PredictResult", "classification_metrics", "confusion_matrix", "evaluate",
+           "expected_calibration_error", "predict", "top_losses"]

@@ -11,7 +11,10 @@ import numpy as np
 
 from cvkit.errors import ManifestError, OptionError
 from cvkit.evaluate.metrics import classification_metrics, confusion_matrix, top_losses
-from cvkit.io import SPLITS, write_csv, write_json
+from cvkit.files.atomic import write_csv
+from cvkit.files.dataset import SPLITS, is_dataset
+from cvkit.files.jsonio import write_json
+from cvkit.files.outputs import check_out, replacing
 
 
 @dataclass
@@ -26,19 +29,19 @@ def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = Non
              batch_size: int = 512) -> EvalResult:
     """Probabilities of every run on ``split`` (an ensemble averages them), metrics and pictures in ``out``."""
     import pandas as pd
-    import torch
 
     from cvkit.data import load_split
     from cvkit.device import resolve_device
-    from cvkit.evaluate.plots import plot_confusion_matrix, plot_top_losses
-    from cvkit.infer import predict_batches
-    from cvkit.runs import load_run
-    from cvkit.train.loader import Batches
+    from cvkit.plots import plot_confusion_matrix, plot_top_losses
+    from cvkit.runtime import load_run
 
     if not runs:
         raise OptionError("give at least one RUN directory")
     if split not in SPLITS:
         raise OptionError(f"--split {split} must be one of {', '.join(SPLITS)}")
+    if top_n < 0:
+        raise OptionError(f"--top {top_n} must be 0 or more (the number of worst predictions to show)")
+    check_batch_size(batch_size)
     dev = resolve_device(device)
     loaded = [load_run(r, dev) for r in runs]
     classes = loaded[0].classes
@@ -47,22 +50,20 @@ def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = Non
             raise OptionError(f"{member.run} was trained on other classes than {loaded[0].run}; "
                               f"an ensemble needs the same classes in the same order")
     data = Path(data or loaded[0].data or "")
-    if not (data / "manifest.csv").is_file():
+    if not is_dataset(data):
         raise OptionError(f"--data {data or '?'} is not a dataset directory; pass --data DIR")
+    default = loaded[0].run / (f"eval_{split}" if len(loaded) == 1 else f"ensemble_eval_{split}")
+    out = check_out(out or default, reads=[*(m.run for m in loaded), data], own=_own_output, force=True)
     members, all_probs, split_data = [], [], None
     for member in loaded:
         split_data = load_split(data, split, member.input_size)
         if split_data.classes != classes:
             raise ManifestError(f"{data}/classes.json differs from the classes of {member.run}; evaluate on the "
                                 f"dataset the run was trained on")
-        if split_data.images.shape[3] != int(member.info["in_chans"]):
+        if split_data.images.shape[3] != member.in_chans:
             raise ManifestError(f"{data} has {split_data.images.shape[3]} channel(s), {member.run} takes "
-                                f"{member.info['in_chans']}; prepare the dataset with --channels "
-                                f"{member.info['in_chans']}")
-        batches = Batches(split_data.images, split_data.labels, batch_size, dev, shuffle=False)
-        with torch.inference_mode():
-            probs, _ = predict_batches(member.model, batches.epoch(), member.pre, member.info["loss"],
-                                       member.precision, tta=tta, num_classes=len(classes))
+                                f"{member.in_chans}; prepare the dataset with --channels {member.in_chans}")
+        probs, _ = member.predict(split_data.images, split_data.labels, batch_size, tta)
         all_probs.append(probs)
         scores = classification_metrics(split_data.labels, probs, classes)
         members.append({"run": str(member.run), "accuracy": scores["accuracy"], "log_loss": scores["log_loss"],
@@ -74,28 +75,36 @@ def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = Non
     if len(loaded) > 1:
         metrics["members"] = members
 
-    default = loaded[0].run / (f"eval_{split}" if len(loaded) == 1 else f"ensemble_eval_{split}")
-    out = Path(out) if out else default
-    out.mkdir(parents=True, exist_ok=True)
     predicted = probs.argmax(1)
-    table = pd.DataFrame({"path": split_data.paths, "label": [classes[i] for i in labels],
-                          "predicted": [classes[i] for i in predicted]})
-    for i, name in enumerate(classes):
-        table[f"prob_{name}"] = probs[:, i]
-    write_csv(out / "predictions.csv", table, "%.6g")
-    matrix = confusion_matrix(labels, predicted, len(classes))
-    counts = pd.DataFrame(matrix, columns=classes)
-    counts.insert(0, "true", classes)  # rows: true class, columns: predicted class
-    write_csv(out / "confusion_matrix.csv", counts)
-    plot_confusion_matrix(matrix, classes, out / "confusion_matrix.png")
-    worst = top_losses(labels, probs, min(top_n, len(labels)))
-    p_true = probs[worst, labels[worst]]
-    p_pred = probs[worst, predicted[worst]]
-    write_csv(out / "top_losses.csv", pd.DataFrame({
-        "path": [split_data.paths[i] for i in worst], "label": [classes[labels[i]] for i in worst],
-        "predicted": [classes[predicted[i]] for i in worst], "prob_predicted": p_pred, "prob_label": p_true,
-        "loss": -np.log(np.clip(p_true, 1e-15, 1.0))}), "%.6g")
-    plot_top_losses(np.asarray(split_data.images[worst]), labels[worst],
-                    predicted[worst], p_true, p_pred, classes, out / "top_losses.png")
-    write_json(out / "metrics.json", metrics)
+    with replacing(out) as stage:
+        table = pd.DataFrame({"path": split_data.paths, "label": [classes[i] for i in labels],
+                              "predicted": [classes[i] for i in predicted]})
+        for i, name in enumerate(classes):
+            table[f"prob_{name}"] = probs[:, i]
+        write_csv(stage / "predictions.csv", table, "%.6g")
+        matrix = confusion_matrix(labels, predicted, len(classes))
+        counts = pd.DataFrame(matrix, columns=classes)
+        counts.insert(0, "true", classes)  # rows: true class, columns: predicted class
+        write_csv(stage / "confusion_matrix.csv", counts)
+        plot_confusion_matrix(matrix, classes, stage / "confusion_matrix.png")
+        worst = top_losses(labels, probs, min(top_n, len(labels)))
+        p_true = probs[worst, labels[worst]]
+        p_pred = probs[worst, predicted[worst]]
+        write_csv(stage / "top_losses.csv", pd.DataFrame({
+            "path": [split_data.paths[i] for i in worst], "label": [classes[labels[i]] for i in worst],
+            "predicted": [classes[predicted[i]] for i in worst], "prob_predicted": p_pred, "prob_label": p_true,
+            "loss": -np.log(np.clip(p_true, 1e-15, 1.0))}), "%.6g")
+        if len(worst):
+            plot_top_losses(np.asarray(split_data.images[np.sort(worst)])[np.argsort(np.argsort(worst))],
+                            labels[worst], predicted[worst], p_true, p_pred, classes, stage / "top_losses.png")
+        write_json(stage / "metrics.json", metrics)
     return EvalResult(out, metrics, members)
+
+
+def _own_output(folder: Path) -> bool:
+    return (folder / "metrics.json").is_file() or (folder / "predictions.csv").is_file()
+
+
+def check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise OptionError(f"--batch-size {batch_size} must be at least 1")

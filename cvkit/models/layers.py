@@ -13,7 +13,9 @@ from torch import nn
 
 from cvkit.errors import OptionError
 
-# Not in-place: CAM and activation plots hook these modules and need their inputs intact.
+# Never in-place: the runtime's feature hooks (CAM, activation plots, retrieval) keep a layer's
+# output, and an in-place activation after it would overwrite that output (and break Grad-CAM's
+# backward pass through it).
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,
@@ -25,8 +27,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 
 def activation_layer(name: str) -> nn.Module:
-    # In place where the layer allows it: one activation-sized buffer less per layer in training.
-    return ACTIVATIONS[name](inplace=True) if name in ("relu", "leaky_relu", "elu") else ACTIVATIONS[name]()
+    return ACTIVATIONS[name]()
 
 
 def conv_block(in_chans: int, out_chans: int, kernel: int, activation: str, batchnorm: bool,

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from cvkit.errors import OptionError
-from cvkit.io import torch_load_safe
+from cvkit.files.run import torch_load_safe
 from cvkit.models.inspection import first_conv
 
 NESTED_KEYS = ("state_dict", "model", "model_state")  # where checkpoints keep the state dict

@@ -1,21 +1,8 @@
-"""Training: the fit loop, optimizers and schedules, early stopping, checkpoints, resume.
+"""Layer 5: training. ``fit(cfg, train=..., val=...)`` trains on any data selection; ``resume``
+finishes an interrupted run; ``lr_find`` runs the learning-rate range test."""
 
-``from cvkit.train import fit, TrainConfig`` works as usual; the names load on first use so that
-``cvkit.train.losses`` (which inference needs) imports without pulling in the fit loop.
-"""
+from cvkit.files.config import TrainConfig
+from cvkit.train.fit import TrainResult, fit, resume
+from cvkit.train.range_test import LrFindResult, lr_find
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-_EXPORTS = {"TrainConfig": "cvkit.train.config", "TrainResult": "cvkit.train.trainer", "fit": "cvkit.train.trainer",
-            "load_config": "cvkit.train.trainer", "lr_find": "cvkit.train.range_test"}
-
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'cvkit.train' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__all__ = ["LrFindResult", "TrainConfig", "TrainResult", "fit", "lr_find", "resume"]

@@ -13,9 +13,8 @@ import torch
 from torch import nn
 
 from cvkit.errors import OptionError
+from cvkit.files.config import OPTIMIZERS, SCHEDULES
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("onecycle", "cosine", "step", "none")
 DEFAULT_LR = {"sgd": 0.1, "adam": 3e-3, "adamw": 3e-3}  # peak lr per 128 images per step
 # Adam's weight_decay is an L2 term that fights its per-parameter scaling: off by default; AdamW's is decoupled.
 DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adam": 0.0, "adamw": 0.05}

@@ -9,8 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
+from cvkit.files.atomic import write_csv
+from cvkit.files.config import TrainConfig
+from cvkit.files.outputs import check_out
+from cvkit.files.run import is_run
+from cvkit.plots import plot_lr_find
 from cvkit.progress import progress_bar
-from cvkit.train.config import TrainConfig
+from cvkit.train.trainer import Trainer
 
 
 @dataclass
@@ -23,23 +28,28 @@ class LrFindResult:
 
 
 def suggest_lr(lrs: list[float], losses: list[float]) -> float | None:
-    """The lr of the steepest descent of the smoothed loss (in log-lr), ignoring the noisy ends."""
-    if len(losses) < 5:
+    """The lr of the steepest descent of the smoothed loss (in log-lr), ignoring the noisy ends.
+
+    Only the points before the loss first turns non-finite count: a diverged tail has no slope.
+    """
+    finite = np.isfinite(np.asarray(losses, dtype=np.float64))
+    n = int(np.argmin(finite)) if not finite.all() else len(losses)
+    if n < 5:
         return None
-    slopes = np.gradient(np.asarray(losses), np.log(np.asarray(lrs)))
-    lo, hi = len(losses) // 10, max(len(losses) // 10 + 1, len(losses) - len(losses) // 10)
-    return float(lrs[lo + int(np.argmin(slopes[lo:hi]))])
+    slopes = np.gradient(np.asarray(losses[:n], dtype=np.float64), np.log(np.asarray(lrs[:n], dtype=np.float64)))
+    lo, hi = n // 10, max(n // 10 + 1, n - n // 10)
+    window = slopes[lo:hi]
+    if not np.isfinite(window).any():
+        return None
+    return float(lrs[lo + int(np.nanargmin(np.where(np.isfinite(window), window, np.nan)))])
 
 
 def lr_find(cfg: TrainConfig, start_lr: float = 1e-6, end_lr: float = 10.0, steps: int = 100) -> LrFindResult:
     """Run the range test on ``cfg``'s model and data; writes lr_find.csv and lr_find.png into ``cfg.out``."""
     import pandas as pd
 
-    from cvkit.evaluate.plots import plot_lr_find
-    from cvkit.io import write_csv
-    from cvkit.train.trainer import Trainer
-
-    trainer = Trainer(cfg)
+    out = check_out(cfg.out, reads=[cfg.data], own=lambda d: (d / "lr_find.csv").is_file() or is_run(d), force=True)
+    trainer = Trainer.build(cfg)
     steps = max(10, min(steps, len(trainer.batches) * 5))
     factor = (end_lr / start_lr) ** (1 / (steps - 1))
     lrs, losses, smooth, best = [], [], 0.0, math.inf
@@ -48,9 +58,8 @@ def lr_find(cfg: TrainConfig, start_lr: float = 1e-6, end_lr: float = 10.0, step
         while step < steps:
             for images, labels in trainer.batches.epoch(trainer.gen):
                 lr = start_lr * factor**step
-                for group in trainer.optimizer.param_groups:
-                    group["lr"] = lr
-                loss, _ = trainer._step(images, labels, trainer.precision, advance_schedule=False)
+                trainer.set_lr(lr)
+                loss, _ = trainer.step(images, labels, advance_schedule=False)
                 value = float(loss)
                 smooth = 0.9 * smooth + 0.1 * value
                 debiased = smooth / (1 - 0.9 ** (step + 1))
@@ -63,7 +72,6 @@ def lr_find(cfg: TrainConfig, start_lr: float = 1e-6, end_lr: float = 10.0, step
                     step = steps
                     break
     suggestion = suggest_lr(lrs, losses)
-    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "lr_find.csv", pd.DataFrame({"lr": lrs, "loss": losses}))
     plot_lr_find(lrs, losses, suggestion, out / "lr_find.png")

@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from cvkit.device import set_memory_format
+
 Candidate = tuple[str, str]  # (precision, memory format)
 
 
@@ -30,10 +32,6 @@ def candidates(device: torch.device, precision: str, memory_format: str) -> list
         precs = [precision] if precision != "auto" else ["fp32", "bf16"]  # fp16 autocast is slow on CPUs
         fmts = [memory_format] if memory_format != "auto" else ["contiguous", "channels_last"]
     return [(p, f) for p in precs for f in fmts]
-
-
-def set_memory_format(model: nn.Module, memory_format: str) -> None:
-    model.to(memory_format=torch.channels_last if memory_format == "channels_last" else torch.contiguous_format)
 
 
 def choose(model: nn.Module, optimizer: torch.optim.Optimizer, options: list[Candidate],

@@ -11,13 +11,12 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
-from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cvkit.errors import ManifestError
+from cvkit.files.dataset import AugmentFile
 
 
 @dataclass
@@ -46,20 +45,10 @@ class AugmentPolicy:
         return asdict(self)
 
 
-def read_augment(dataset: str | os.PathLike) -> dict[str, Any] | None:
+def read_augment(dataset: str | os.PathLike) -> dict[str, float] | None:
     """The dataset's ``augment.json`` as a dict of policy fields, or None when there is none."""
-    from cvkit.io import read_json
-
-    path = Path(dataset) / "augment.json"
-    if not path.is_file():
-        return None
-    data = read_json(path, "")
-    known = {f.name for f in fields(AugmentPolicy)}
-    policy = data.get("policy", {})
-    unknown = sorted(set(policy) - known)
-    if unknown:
-        raise ManifestError(f"{path}: unknown augmentation(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return {k: float(v) for k, v in policy.items()}
+    found = AugmentFile.read(dataset, {f.name for f in fields(AugmentPolicy)})
+    return None if found is None else found.policy
 
 
 class Preprocess:
@@ -69,7 +58,7 @@ class Preprocess:
     """
 
     def __init__(self, mean: list[float], std: list[float], device: torch.device,
-                 mean_image: "np.ndarray | None" = None, channels_last: bool = True) -> None:  # noqa: F821
+                 mean_image: np.ndarray | None = None, channels_last: bool = True) -> None:
         c = len(mean)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, c, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, c, 1, 1)
@@ -143,6 +132,13 @@ def _affine(x: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator) -> tor
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def _beta(alpha: float, gen: torch.Generator) -> float:
+    """A Beta(alpha, alpha) draw from the augmentation generator, so the same seed mixes the same way
+    (torch.distributions samples from the global RNG)."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+    return float(np.random.default_rng(seed).beta(alpha, alpha))
+
+
 def mix(x: torch.Tensor, targets: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Mixup or cutmix (one of them per batch, half the time each when both are on).
 
@@ -150,7 +146,7 @@ def mix(x: torch.Tensor, targets: torch.Tensor, policy: AugmentPolicy, gen: torc
     """
     use_cutmix = policy.cutmix and (not policy.mixup or torch.rand(1, generator=gen).item() < 0.5)
     alpha = policy.cutmix if use_cutmix else policy.mixup
-    lam = float(torch.distributions.Beta(alpha, alpha).sample().item()) if alpha else 1.0
+    lam = _beta(alpha, gen) if alpha else 1.0
     perm = torch.randperm(x.shape[0], generator=gen).to(x.device)
     if use_cutmix:
         h, w = x.shape[2:]

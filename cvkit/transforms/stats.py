@@ -2,7 +2,8 @@
 
 Statistics come from the train split only (val and test must not leak into preprocessing), read
 from the packed cache in bounded chunks with exact integer sums, so memory stays constant and the
-result does not depend on the chunk size.
+result does not depend on the chunk size. :func:`image_stats` does the same for any array of
+images, such as the training part of a fold.
 """
 
 from __future__ import annotations
@@ -10,27 +11,22 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from cvkit.data.cache import COPY_BYTES, load_split
 from cvkit.errors import OptionError, UnknownArchitecture
-from cvkit.io import atomic_path, read_dataset_info, write_json
+from cvkit.files.atomic import write_npy
+from cvkit.files.dataset import DatasetInfo, Stats
 from cvkit.progress import progress_bar
 
 
-def compute_stats(dataset: str | os.PathLike, size: tuple[int, int] | None = None, mode: str = "channel",
-                  workers: int | None = None) -> tuple[dict[str, Any], np.ndarray | None]:
-    """Mean and std per channel (in [0, 1] units) over the train split; with ``mode="pixel"`` also the mean image."""
-    if mode not in ("channel", "pixel"):
-        raise OptionError(f"--mode {mode} must be channel or pixel")
-    data = load_split(dataset, "train", size, workers)
-    images = data.images
+def image_stats(images: np.ndarray, want_mean_image: bool = False) -> tuple[list[float], list[float], np.ndarray | None]:
+    """Mean and std per channel (in [0, 1] units) of N x H x W x C uint8 images; optionally the mean image."""
     n, h, w, c = images.shape
     total = np.zeros(c, dtype=np.uint64)
     squares = np.zeros(c, dtype=np.uint64)
-    pixel_sum = np.zeros((h, w, c), dtype=np.uint64) if mode == "pixel" else None
+    pixel_sum = np.zeros((h, w, c), dtype=np.uint64) if want_mean_image else None
     step = max(1, COPY_BYTES // (h * w * c * 4))
     with progress_bar("Statistics", total=n) as bar:
         for i in range(0, n, step):
@@ -42,14 +38,24 @@ def compute_stats(dataset: str | os.PathLike, size: tuple[int, int] | None = Non
             if pixel_sum is not None:
                 pixel_sum += chunk.sum(0, dtype=np.uint64)
             bar.advance(len(chunk))
-    count = n * h * w
+    count = max(1, n * h * w)
     mean = total.astype(np.float64) / count / 255.0
     var = squares.astype(np.float64) / count / 255.0**2 - mean**2
     std = np.sqrt(np.maximum(var, 0.0))
-    stats = {"mean": [round(float(m), 6) for m in mean], "std": [round(float(s), 6) for s in std],
-             "split": "train", "count": int(n), "size": [h, w], "channels": c, "mode": mode, "source": "computed"}
-    mean_image = (pixel_sum.astype(np.float64) / n / 255.0).astype(np.float32) if pixel_sum is not None else None
-    return stats, mean_image
+    std = np.where(std > 0, std, 1.0)  # a constant channel: leave its scale alone rather than divide by 0
+    mean_image = (pixel_sum.astype(np.float64) / max(1, n) / 255.0).astype(np.float32) if pixel_sum is not None else None
+    return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std], mean_image
+
+
+def compute_stats(dataset: str | os.PathLike, size: tuple[int, int] | None = None, mode: str = "channel",
+                  workers: int | None = None) -> tuple[Stats, np.ndarray | None]:
+    """Mean and std per channel over the train split; with ``mode="pixel"`` also the mean image."""
+    if mode not in ("channel", "pixel"):
+        raise OptionError(f"--mode {mode} must be channel or pixel")
+    data = load_split(dataset, "train", size, workers)
+    n, h, w, c = data.images.shape
+    mean, std, mean_image = image_stats(data.images, mode == "pixel")
+    return Stats(mean, std, "train", int(n), [h, w], c, mode, "computed"), mean_image
 
 
 def timm_arch_names() -> list[str]:
@@ -58,7 +64,7 @@ def timm_arch_names() -> list[str]:
     return timm.list_models()
 
 
-def stats_from_arch(arch: str, channels: int) -> dict[str, Any]:
+def stats_from_arch(arch: str, channels: int) -> Stats:
     """The preprocessing statistics a pretrained timm model expects, folded to ``channels``."""
     import timm
     from timm.models import get_pretrained_cfg
@@ -72,27 +78,25 @@ def stats_from_arch(arch: str, channels: int) -> dict[str, Any]:
     std = list(getattr(cfg, "std", None) or (0.229, 0.224, 0.225))
     if channels == 1 and len(mean) == 3:  # a grayscale dataset: one channel with the average statistics
         mean, std = [sum(mean) / 3], [sum(std) / 3]
-    return {"mean": [round(float(m), 6) for m in mean], "std": [round(float(s), 6) for s in std],
-            "split": None, "count": 0, "channels": channels, "mode": "channel", "source": f"timm:{arch}"}
+    return Stats([round(float(m), 6) for m in mean], [round(float(s), 6) for s in std], None, 0, None, channels,
+                 "channel", f"timm:{arch}")
 
 
 def normalize(dataset: str | os.PathLike, size: tuple[int, int] | None = None, mode: str = "channel",
-              from_arch: str | None = None, workers: int | None = None) -> dict[str, Any]:
+              from_arch: str | None = None, workers: int | None = None) -> Stats:
     """Write ``DATASET/stats.json`` (and ``mean_image.npy`` in pixel mode); returns the statistics."""
     dataset = Path(dataset)
-    info = read_dataset_info(dataset)
+    info = DatasetInfo.read(dataset)
     if from_arch:
         if mode != "channel":
             raise OptionError("--from-arch gives per-channel statistics only; drop --mode pixel")
-        stats = stats_from_arch(from_arch, int(info["channels"]))
-        stats["size"] = list(size) if size else info.get("size")
+        stats = stats_from_arch(from_arch, info.channels)
+        stats.size = list(size) if size else info.size
         mean_image = None
     else:
         stats, mean_image = compute_stats(dataset, size, mode, workers)
     if mean_image is not None:
-        with atomic_path(dataset / "mean_image.npy") as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, mean_image)
-        stats["mean_image"] = "mean_image.npy"
-    write_json(dataset / "stats.json", stats)
+        write_npy(dataset / "mean_image.npy", mean_image)
+        stats.mean_image = "mean_image.npy"
+    stats.write(dataset)
     return stats

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
 
 import numpy as np
 import torch
 from torch import nn
 
-from cvkit.train.losses import Criterion, outputs_to_probs, soft_targets
+from cvkit.device import autocast
+from cvkit.models.losses import Criterion, outputs_to_probs, soft_targets
 from cvkit.transforms.batch import Preprocess
-
-
-def autocast(device: torch.device, precision: str):
-    """The autocast context for ``precision`` (fp32: none)."""
-    if precision in ("bf16", "fp16"):
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast(device.type, dtype=dtype)
-    return contextlib.nullcontext()
 
 
 @torch.no_grad()

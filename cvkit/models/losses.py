@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from cvkit.errors import OptionError
-
-LOSSES = ("ce", "bce", "mse")
+from cvkit.files.config import LOSSES
 
 
 def num_outputs(loss: str, num_classes: int) -> int:

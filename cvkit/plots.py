@@ -1,6 +1,6 @@
-"""PNG pictures of evaluation and training results.
+"""Every picture cvkit draws: training curves, the lr range test, confusion matrices, top losses.
 
-matplotlib is imported inside each function so that ``import cvkit.evaluate`` stays light. Figures
+matplotlib is imported inside each function so that importing a command stays light. Figures
 are built on the Agg canvas directly (no pyplot), so there is no global backend or figure registry
 to leak memory or clash with a user's own plotting; each PNG is written atomically.
 """
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cvkit.io import atomic_path
+from cvkit.files.atomic import atomic_path
 
 if TYPE_CHECKING:
     import pandas as pd

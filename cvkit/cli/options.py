@@ -1,0 +1,70 @@
+"""Options defined once: those several commands share, and ``train``'s, built from TrainConfig.
+
+``train`` and (later) ``crossval`` take their training options from :func:`config_parameters`, so
+a default or help text changes in one place, :class:`cvkit.files.config.TrainConfig`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from cvkit.files.config import TrainConfig, cli_fields
+
+Out = Annotated[Optional[Path], typer.Option("--out", "-o", help="The output directory.")]
+Force = Annotated[bool, typer.Option("--force", help="Replace --out if it already holds this command's output "
+                                                     "(only once the new output is complete).")]
+Json = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout instead of the output path.")]
+BatchSize = Annotated[int, typer.Option(help="Images per forward pass.")]
+Workers = Annotated[Optional[int], typer.Option(help="Decoding processes (default: one per core).")]
+Seed = Annotated[Optional[int], typer.Option(help="Seed (default: the global --seed).")]
+
+
+def _cli_type(f: Any) -> Any:
+    """The type the command line reads for a TrainConfig field (Optional where None is allowed)."""
+    hint = typing.get_type_hints(TrainConfig)[f.name]
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = f.metadata.get("cli_type") or next((a for a in args if a is not type(None)), hint)
+    if typing.get_origin(base) in (list, types.UnionType, typing.Union):
+        base = str
+    return Optional[base] if optional or f.default is None else base
+
+
+def config_parameters(exclude: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+    """One keyword parameter per TrainConfig option, with its default, help text and help panel."""
+    params = []
+    for f in cli_fields():
+        if f.name in exclude:
+            continue
+        decls = [f.metadata["flags"]] if f.metadata.get("flags") else []
+        opt = typer.Option(*decls, help=f.metadata["help"], rich_help_panel=f.metadata.get("panel"))
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                                        annotation=Annotated[_cli_type(f), opt]))
+    return params
+
+
+def with_parameters(func: Any, before: list[inspect.Parameter], after: list[inspect.Parameter]) -> Any:
+    """Give ``func(**kwargs)`` the signature Typer reads its options from."""
+    func.__signature__ = inspect.Signature([*before, *after])
+    return func
+
+
+def parse_hidden(text: str | None) -> list[int] | None:
+    """``--hidden 512,256`` -> [512, 256]."""
+    if text is None:
+        return None
+    try:
+        widths = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        widths = []
+    if not widths or min(widths) < 1:
+        from cvkit.errors import OptionError
+
+        raise OptionError(f"--hidden {text} must be layer widths separated by commas, for example --hidden 512,256")
+    return widths

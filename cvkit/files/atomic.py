@@ -1,0 +1,79 @@
+"""Atomic writes: a file or a folder appears complete or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from cvkit.errors import DiskFull
+
+# errno values that mean "no room": a full disk, a quota, or a file-size limit (ulimit -f).
+NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+def disk_full(path: str | os.PathLike, error: BaseException) -> DiskFull:
+    return DiskFull(f"the disk is full (or a file-size limit was reached) while writing {path} ({error}); "
+                    f"free some space and rerun")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        if e.errno in NO_ROOM:
+            raise disk_full(path, e) from None
+        raise
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_csv(path: str | os.PathLike, frame: "pd.DataFrame", float_format: str | None = None) -> None:  # noqa: F821
+    """Every CSV cvkit writes: no index, ``\\n`` line ends, atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, lineterminator="\n", float_format=float_format)
+
+
+def write_npy(path: str | os.PathLike, array: "np.ndarray") -> None:  # noqa: F821
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+
+def stage_dir(out: Path) -> Path:
+    """A fresh hidden folder beside ``out`` to build its successor in."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".new", dir=out.parent))
+
+
+def swap_dir(stage: Path, out: Path) -> None:
+    """Put the complete folder ``stage`` at ``out``; an old ``out`` is removed only after the swap."""
+    if out.exists() or out.is_symlink():
+        trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, trash)
+        os.replace(stage, out)
+        if trash.is_dir() and not trash.is_symlink():
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            trash.unlink()
+    else:
+        os.replace(stage, out)

@@ -1,0 +1,200 @@
+"""``config.json``: every option of ``cvkit train``, defined once.
+
+Each field of :class:`TrainConfig` carries its help text and help panel as metadata; the CLI builds
+``cvkit train``'s options from these fields (and ``crossval`` will reuse them), so a default or a
+help text lives in one place. This module imports nothing heavy: the CLI reads it at start-up.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from cvkit.errors import ManifestError, OptionError
+from cvkit.files.jsonio import read_json, write_json
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("onecycle", "cosine", "step", "none")
+LOSSES = ("ce", "bce", "mse")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+HEADS = ("auto", "fc", "gap")
+INITS = ("default", "xavier", "he", "normal")
+MONITORS = ("val_acc", "val_loss")
+
+MODEL, OPTIM, AUGMENT, SPEED = "Model", "Optimization", "Augmentation", "Speed"
+
+
+def option(default: Any, help: str, panel: str | None = None, flags: str | None = None, cli: bool = True,
+           cli_type: type | None = None) -> Any:
+    """A config field that is also a ``cvkit train`` option (``flags`` overrides the ``--name`` spelling,
+    ``cli_type`` the type the command line reads, e.g. str for ``--hidden 512,256``)."""
+    return field(default=default, metadata={"help": help, "panel": panel, "flags": flags, "cli": cli,
+                                            "cli_type": cli_type})
+
+
+def internal(default: Any = None, factory: Any = None) -> Any:
+    """A config field that is not a command-line option."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"cli": False})
+    return field(default=default, metadata={"cli": False})
+
+
+@dataclass
+class TrainConfig:
+    data: str = internal("")
+    out: str = internal("")
+    arch: str = option("smallcnn", "Architecture: see 'cvkit models'.", MODEL)
+    head: str = option("auto", "auto (the architecture's own), fc (classic fully connected) or gap (global "
+                               "average pooling + one linear layer).", MODEL)
+    activation: str | None = option(None, "relu, leaky_relu, elu, tanh, sigmoid, gelu.", MODEL)
+    dropout: float | None = option(None, "Dropout probability.", MODEL)
+    batchnorm: bool | None = option(None, "Batch normalization (cvkit's own nets).", MODEL,
+                                    flags="--batchnorm/--no-batchnorm")
+    hidden: list[int] | None = option(None, "mlp: hidden layer widths, e.g. 512,256.", MODEL, cli_type=str)
+    init: str = option("default", "default, xavier, he or normal.", MODEL)
+    pretrained: bool = option(False, "Start from timm/torchvision pretrained weights (needs the network).", MODEL,
+                              flags="--pretrained")
+    weights: str | None = option(None, "Start from a local safetensors file or state dict.", MODEL)
+    freeze: str | None = option(None, "'backbone' (train the head only) or N (train the head and the last N "
+                                      "block groups; the rest stays frozen).", MODEL)
+    unfreeze_after: int | None = option(None, "Unfreeze everything after this many epochs.", MODEL)
+    backbone_lr_scale: float = option(0.1, "Backbone lr as a fraction of the head's once unfrozen.", MODEL)
+    # optimisation
+    epochs: int | str = option("auto", "Epochs, or auto: 5, or more on a small dataset so that training takes "
+                                       "at least a measured number of optimizer steps (printed at the start).",
+                               OPTIM, cli_type=str)
+    batch_size: int = option(128, "Images per step (at most the train split's size).", OPTIM)
+    optimizer: str = option("adam", "sgd, adam or adamw.", OPTIM)
+    lr: float | None = option(None, "Peak learning rate (default: sgd 0.1, adam/adamw 3e-3, times batch size / 128).",
+                              OPTIM)
+    momentum: float = option(0.9, "SGD momentum.", OPTIM)
+    nesterov: bool = option(True, "Nesterov momentum for SGD.", OPTIM, flags="--nesterov/--no-nesterov")
+    weight_decay: float | None = option(None, "Weight decay, not on biases and norm layers (default: sgd 5e-4, "
+                                              "adam 0, adamw 0.05).", OPTIM)
+    schedule: str = option("onecycle", "onecycle, cosine, step or none.", OPTIM)
+    warmup: float = option(0.0, "Warm-up epochs (linear).", OPTIM)
+    step_size: int = option(30, "'step' schedule: epochs between lr drops.", OPTIM)
+    gamma: float = option(0.1, "'step' schedule: lr factor at each drop.", OPTIM)
+    label_smoothing: float = option(0.0, "Label smoothing.", OPTIM)
+    loss: str = option("ce", "ce, bce (two classes: one sigmoid output) or mse.", OPTIM)
+    class_weights: str | None = option(None, "'auto': weight classes by inverse frequency.", OPTIM)
+    patience: int | None = option(None, "Early stopping: epochs without improvement of --monitor.", OPTIM)
+    monitor: str = option("val_acc", "val_acc or val_loss: picks the best epoch.", OPTIM)
+    # data and augmentation
+    size: list[int] | None = internal(None)
+    hflip: float = option(0.5, "Probability of a horizontal flip (0 for digits or text).", AUGMENT)
+    # Pad-and-crop is off by default: it cost accuracy in 5-6 epoch runs on Fashion-MNIST (the net
+    # underfits that soon; bench/results/train_fmnist.json); --translate 0.0625 for long runs.
+    translate: float = option(0.0, "Random shift up to this fraction of the size (pad-and-crop; 0.0625 is 2 px at "
+                                   "28 px, worth it for runs of 15+ epochs).", AUGMENT)
+    # speed
+    precision: str = option("auto", "auto (time the candidates), fp32, bf16 or fp16.", SPEED)
+    memory_format: str = option("auto", "auto, channels_last or contiguous.", SPEED)
+    compile: bool = option(False, "torch.compile the model (slow to start).", SPEED, flags="--compile")
+    eval_batch_size: int = internal(512)
+    # run
+    seed: int = internal(0)
+    device: str = internal("auto")
+    resolved: dict[str, Any] = internal(factory=dict)  # what "auto" became, filled in by fit
+
+    def check(self) -> None:
+        """Refuse option values that cannot work, naming the option and the fix."""
+        choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES, "precision": PRECISIONS,
+                   "memory_format": MEMORY_FORMATS, "monitor": MONITORS, "head": HEADS, "init": INITS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise OptionError(f"{flag(name)} {getattr(self, name)} must be one of {', '.join(allowed)}")
+        self.epochs = parse_epochs(self.epochs)
+        for name in ("batch_size", "eval_batch_size", "step_size"):
+            if getattr(self, name) < 1:
+                raise OptionError(f"{flag(name)} {getattr(self, name)} must be at least 1")
+        if self.weight_decay is not None and self.weight_decay < 0:
+            raise OptionError(f"--weight-decay {self.weight_decay} must be 0 or more")
+        if self.lr is not None and not self.lr > 0:
+            raise OptionError(f"--lr {self.lr} must be positive")
+        for name in ("hflip", "dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1:
+                raise OptionError(f"{flag(name)} {value} must be a probability from 0 to 1")
+        if not 0 <= self.translate < 0.5:
+            raise OptionError(f"--translate {self.translate} must be a fraction from 0 to below 0.5")
+        if not 0 <= self.label_smoothing < 1:
+            raise OptionError(f"--label-smoothing {self.label_smoothing} must be from 0 to below 1")
+        if self.warmup < 0 or self.momentum < 0 or self.backbone_lr_scale < 0 or self.gamma <= 0:
+            raise OptionError("--warmup, --momentum and --backbone-lr-scale must be 0 or more, --gamma above 0")
+        if self.class_weights not in (None, "auto"):
+            raise OptionError(f"--class-weights {self.class_weights} must be 'auto' (or left out)")
+        if self.freeze not in (None, "backbone") and not (str(self.freeze).isdigit() and int(self.freeze) >= 1):
+            raise OptionError(f"--freeze {self.freeze} must be 'backbone' or a number of block groups (1 or more) "
+                              f"to train besides the head")
+        if self.unfreeze_after is not None and (self.unfreeze_after < 0 or self.freeze is None):
+            raise OptionError("--unfreeze-after needs --freeze and a number of epochs of 0 or more")
+        if self.patience is not None and self.patience < 1:
+            raise OptionError("--patience must be at least 1")
+        if self.pretrained and self.weights:
+            raise OptionError("--pretrained and --weights both give starting weights; pick one")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def model_options(self) -> dict[str, Any]:
+        """The options that change the architecture (rebuilt from model.json by every later command)."""
+        return {"head": self.head, "activation": self.activation, "dropout": self.dropout,
+                "batchnorm": self.batchnorm, "hidden": self.hidden}
+
+    # ------------------------------------------------------------------ config.json
+
+    def write(self, run: str | os.PathLike) -> None:
+        write_json(Path(run) / "config.json", self.to_json())
+
+    @classmethod
+    def read(cls, run: str | os.PathLike) -> "TrainConfig":
+        path = Path(run) / "config.json"
+        if not path.is_file():
+            raise ManifestError(f"{path} is missing: {run} is not a run directory written by 'cvkit train'")
+        data = read_json(path, "it was written by 'cvkit train'; start a new run")
+        data.pop("format", None)
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ManifestError(f"{path} has unknown key(s) {', '.join(unknown)}; it is from another cvkit version")
+        try:
+            return cls(**data)
+        except TypeError as e:
+            raise ManifestError(f"{path} cannot be read ({e}); start a new run") from None
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def parse_epochs(value: int | str) -> int | str:
+    """``auto`` or a positive whole number of epochs."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        epochs = int(value)
+    except (TypeError, ValueError):
+        epochs = 0
+    if isinstance(value, float) and value != epochs:
+        epochs = 0
+    if epochs < 1:
+        raise OptionError(f"--epochs {value} must be 'auto' or a whole number of epochs, 1 or more")
+    return epochs
+
+
+def cli_fields() -> list[Any]:
+    """The TrainConfig fields that are ``cvkit train`` options, in declaration order."""
+    return [f for f in fields(TrainConfig) if f.metadata.get("cli", True)]
+
+
+def default(name: str) -> Any:
+    f = next(f for f in fields(TrainConfig) if f.name == name)
+    return f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]

@@ -1,0 +1,244 @@
+"""The dataset directory's files: ``manifest.csv``, ``classes.json``, ``rejected.csv``,
+``dataset.json``, ``stats.json``, ``augment.json`` and the cache's ``cache/{split}_{H}x{W}.json``.
+
+Each has a typed reader and writer here and nowhere else (README.md, "File contracts").
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cvkit.errors import ManifestError
+from cvkit.files.atomic import write_csv
+from cvkit.files.jsonio import from_json, read_json, write_json
+
+SPLITS = ("train", "val", "test")
+MANIFEST_COLUMNS = ("path", "label", "split", "fold", "sha1")
+REJECTED_COLUMNS = ("path", "reason")
+PREPARE_AGAIN = "rerun 'cvkit prepare' to write it"
+
+
+def is_dataset(folder: str | os.PathLike) -> bool:
+    """A folder written by ``cvkit prepare`` (it has a manifest and a class list)."""
+    folder = Path(folder)
+    return (folder / "manifest.csv").is_file() and (folder / "classes.json").is_file()
+
+
+def _not_a_dataset(dataset: Path, missing: str) -> ManifestError:
+    if dataset.exists() and not dataset.is_dir():
+        return ManifestError(f"{dataset} is a file, not a dataset directory; give the folder written by 'cvkit prepare'")
+    return ManifestError(f"{dataset / missing} is missing: {dataset} is not a dataset directory; "
+                         f"create one with 'cvkit prepare'")
+
+
+# ----------------------------------------------------------------------------- manifest.csv
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One image of a dataset. ``path`` is relative to the dataset directory, or absolute."""
+
+    path: str
+    label: str
+    split: str
+    fold: int = -1
+    sha1: str = ""
+
+
+def read_manifest(dataset: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
+    """``DATASET/manifest.csv`` as a DataFrame (one row per :class:`ManifestRow`, extra columns kept),
+    with its columns, splits, folds and paths checked."""
+    import pandas as pd
+
+    dataset = Path(dataset)
+    path = dataset / "manifest.csv"
+    if not path.is_file():
+        raise _not_a_dataset(dataset, "manifest.csv")
+    try:
+        frame = pd.read_csv(path, dtype={"path": str, "label": str, "split": str, "sha1": str}, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        raise ManifestError(f"{path} cannot be parsed ({e}); rerun 'cvkit prepare'") from None
+    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ManifestError(f"{path} lacks the column(s) {', '.join(missing)}; rerun 'cvkit prepare'")
+    bad = ~frame["split"].isin(SPLITS)
+    if bad.any():
+        row = int(bad.idxmax())
+        raise ManifestError(f"{path} row {row + 2}: split '{frame['split'][row]}' is not one of {', '.join(SPLITS)}")
+    try:
+        frame["fold"] = frame["fold"].astype(int)
+    except (TypeError, ValueError):
+        raise ManifestError(f"{path}: the fold column must hold integers (-1 when unused)") from None
+    nul = frame["path"].str.contains("\x00", regex=False)
+    if nul.any():
+        raise ManifestError(f"{path} row {int(nul.idxmax()) + 2}: the path holds a NUL byte; rerun 'cvkit prepare'")
+    return frame
+
+
+def write_manifest(dataset: str | os.PathLike, frame: "pd.DataFrame") -> None:  # noqa: F821
+    write_csv(Path(dataset) / "manifest.csv", frame)
+
+
+# ----------------------------------------------------------------------------- classes.json
+
+
+def write_classes(dataset: str | os.PathLike, classes: list[str]) -> None:
+    write_json(Path(dataset) / "classes.json", {"classes": list(classes)})
+
+
+def read_classes(dataset: str | os.PathLike) -> list[str]:
+    dataset = Path(dataset)
+    if not (dataset / "classes.json").exists():
+        raise _not_a_dataset(dataset, "classes.json")
+    path = dataset / "classes.json"
+    data = read_json(path, PREPARE_AGAIN)
+    classes = data.get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise ManifestError(f"{path}: 'classes' must be a non-empty list of names; rerun 'cvkit prepare'")
+    if len(set(classes)) != len(classes):
+        raise ManifestError(f"{path}: 'classes' names a class twice; rerun 'cvkit prepare'")
+    return classes
+
+
+# ----------------------------------------------------------------------------- rejected.csv
+
+
+def write_rejected(path: str | os.PathLike, rows: list[tuple[str, str]]) -> None:
+    """``rejected.csv`` (``path,reason``) at ``path``: a dataset's, or a ``predict`` output's."""
+    import pandas as pd
+
+    write_csv(path, pd.DataFrame(rows, columns=list(REJECTED_COLUMNS)))
+
+
+def read_rejected(path: str | os.PathLike) -> list[tuple[str, str]]:
+    import pandas as pd
+
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return list(zip(frame["path"], frame["reason"]))
+
+
+# ----------------------------------------------------------------------------- dataset.json
+
+
+@dataclass
+class DatasetInfo:
+    """How a dataset was prepared: later commands need its size and channels without decoding."""
+
+    source_kind: str
+    size: list[int] | None
+    channels: int
+    resize: str = "crop"
+    seed: int = 0
+    val: float = 0.1
+    test: float = 0.1
+    folds: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, dataset: str | os.PathLike) -> "DatasetInfo":
+        path = Path(dataset) / "dataset.json"
+        if not path.exists() and not (Path(dataset) / "manifest.csv").is_file():
+            raise _not_a_dataset(Path(dataset), "dataset.json")
+        info = from_json(cls, read_json(path, PREPARE_AGAIN), path, PREPARE_AGAIN)
+        if info.channels not in (1, 3):
+            raise ManifestError(f"{path}: 'channels' must be 1 or 3; {PREPARE_AGAIN}")
+        return info
+
+    def write(self, dataset: str | os.PathLike) -> None:
+        write_json(Path(dataset) / "dataset.json", asdict(self))
+
+
+# ----------------------------------------------------------------------------- stats.json
+
+
+@dataclass
+class Stats:
+    """Normalization statistics (``cvkit normalize``), per channel in [0, 1] units."""
+
+    mean: list[float]
+    std: list[float]
+    split: str | None = "train"
+    count: int = 0
+    size: list[int] | None = None
+    channels: int = 1
+    mode: str = "channel"
+    source: str = "computed"
+    mean_image: str | None = None  # "mean_image.npy" in pixel mode
+
+    @classmethod
+    def read(cls, dataset: str | os.PathLike) -> "Stats":
+        dataset = Path(dataset)
+        fix = f"compute it with 'cvkit normalize {dataset}'"
+        if dataset.exists() and not dataset.is_dir():
+            raise _not_a_dataset(dataset, "stats.json")
+        path = dataset / "stats.json"
+        stats = from_json(cls, read_json(path, fix), path, fix)
+        if len(stats.mean) != len(stats.std) or not stats.mean or min(stats.std) <= 0:
+            raise ManifestError(f"{path}: 'mean' and 'std' need one value per channel and std above 0; {fix}")
+        return stats
+
+    @staticmethod
+    def exists(dataset: str | os.PathLike) -> bool:
+        return (Path(dataset) / "stats.json").is_file()
+
+    def write(self, dataset: str | os.PathLike) -> None:
+        write_json(Path(dataset) / "stats.json", asdict(self))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------- augment.json
+
+
+@dataclass
+class AugmentFile:
+    """``augment.json``: the augmentation policy ``train`` applies (field names of AugmentPolicy)."""
+
+    policy: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, dataset: str | os.PathLike, known: set[str]) -> "AugmentFile | None":
+        """The dataset's policy, or None when it has no augment.json; ``known`` are the valid names."""
+        path = Path(dataset) / "augment.json"
+        if not path.is_file():
+            return None
+        fix = "rewrite it with 'cvkit augment' or delete it"
+        data = from_json(cls, read_json(path, fix), path, fix)
+        unknown = sorted(set(data.policy) - known)
+        if unknown:
+            raise ManifestError(f"{path}: unknown augmentation(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        bad = [k for k, v in data.policy.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0]
+        if bad:
+            raise ManifestError(f"{path}: '{bad[0]}' must be a number of 0 or more; {fix}")
+        return cls({k: float(v) for k, v in data.policy.items()})
+
+    def write(self, dataset: str | os.PathLike) -> None:
+        write_json(Path(dataset) / "augment.json", asdict(self))
+
+
+# ----------------------------------------------------------------------------- cache/{split}_{H}x{W}.json
+
+
+@dataclass
+class CacheMeta:
+    """What a packed cache holds: its manifest rows and a key over their paths and content."""
+
+    split: str
+    size: list[int]
+    channels: int
+    resize: str
+    count: int
+    key: str
+    rows: list[int]
+
+    @classmethod
+    def read(cls, path: Path) -> "CacheMeta":
+        fix = "delete it to rebuild the cache"
+        return from_json(cls, read_json(path, fix), path, fix)
+
+    def write(self, path: Path) -> None:
+        write_json(path, asdict(self))

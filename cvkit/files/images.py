@@ -1,0 +1,175 @@
+"""Safe image decoding, the same everywhere: ``prepare``, the cache, and the runtime's new images.
+
+Every input is checked while it is decoded; a bad one raises :class:`BadImage` with the reason,
+which ends up in a ``rejected.csv``. Modes are normalized to ``L`` or ``RGB`` one way only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cvkit.errors import OptionError
+
+# Larger sizes would make a cache of many GB per thousand images and decode buffers that the
+# machine cannot hold; no CNN cvkit trains takes more than this side.
+MAX_SIDE = 4096
+
+
+def sha1_bytes(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+class BadImage(Exception):
+    """An input image that is skipped and listed in rejected.csv.
+
+    The message is the reason, ``"KIND: detail"`` with KIND one of ``empty``, ``not an image``,
+    ``truncated``, ``unreadable``, ``too large``, ``duplicate`` (summaries count by KIND).
+    """
+
+
+@dataclass(frozen=True)
+class Resize:
+    """How images are brought to a fixed size: ``crop`` (shorter side, then centre crop) or ``squash``."""
+
+    height: int
+    width: int
+    mode: str = "crop"
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """``"64"`` -> (64, 64); ``"48x64"`` -> (48, 64) (height x width)."""
+    if text is None or text == "":
+        return None
+    parts = str(text).lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise OptionError(f"--size '{text}' is not a size; use N (square) or HxW, for example --size 64 or --size 48x64")
+    if max(values) > MAX_SIDE:
+        raise OptionError(f"--size '{text}' is over the largest side cvkit handles, {MAX_SIDE} pixels; "
+                          f"images are resized to --size for every image, so use a smaller size such as 224")
+    return values[0], values[1]
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """Scale 16/32-bit integer and float images to 8 bits by their range, not by clipping."""
+    arr = np.asarray(img)
+    if img.mode == "F":
+        hi = 1.0 if float(np.nanmax(arr, initial=0.0)) <= 1.0 else 255.0
+        out = np.clip(np.nan_to_num(arr) / hi * 255.0, 0, 255)
+    else:  # I;16, I;16B, I;16L, I: 16-bit samples (a value of 40000 becomes 156)
+        out = np.clip(arr.astype(np.float64) / 257.0, 0, 255)
+    return Image.fromarray(np.rint(out).astype(np.uint8), "L")
+
+
+def normalize_mode(img: Image.Image, channels: int | None) -> Image.Image:
+    """Convert any Pillow mode to ``L`` or ``RGB`` the same way everywhere.
+
+    ``channels`` None keeps grayscale images as ``L`` and makes everything else ``RGB``.
+    Alpha is dropped (as torchvision and timm loaders do); palette transparency goes through RGBA
+    so Pillow applies it rather than warning.
+    """
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        img = _to_8bit(img)
+    elif img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif img.mode == "PA":
+        img = img.convert("RGBA")
+    if img.mode in ("1", "LA", "La"):
+        img = img.convert("L")
+    elif img.mode not in ("L", "RGB"):
+        img = img.convert("RGB")  # RGBA, RGBa, CMYK, YCbCr, LAB, HSV
+    if channels == 1 and img.mode != "L":
+        img = img.convert("L")
+    elif channels == 3 and img.mode != "RGB":
+        img = img.convert("RGB")
+    return img
+
+
+@dataclass
+class Decoded:
+    array: np.ndarray  # H x W x C uint8
+    gray: bool  # the image had one channel, or three equal ones
+
+
+def decode_image(data: bytes, channels: int | None = None, resize: Resize | None = None,
+                 max_pixels: int | None = None) -> Decoded:
+    """Decode and check image bytes; raise :class:`BadImage` with the reason when unusable.
+
+    Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) is enforced here, per call, and
+    ``max_pixels`` may only lower it: cvkit never lifts it. EXIF orientation is applied. With ``resize``, JPEG draft mode decodes
+    at a reduced scale first when shrinking.
+    """
+    if not data:
+        raise BadImage("empty: the file has 0 bytes")
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    try:
+        with warnings.catch_warnings():
+            # We check the pixel count ourselves below; Pillow's warning would only be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        w, h = img.size
+        if limit and w * h > limit:
+            raise BadImage(f"too large: {w}x{h} pixels is over the {limit:,}-pixel limit (decompression bomb guard)")
+        if resize is not None and img.format == "JPEG":
+            side = max(resize.height, resize.width)
+            img.draft(img.mode if img.mode in ("L", "RGB") else None, (side, side))
+        img.load()
+        img = ImageOps.exif_transpose(img)
+    except BadImage:
+        raise
+    except Image.DecompressionBombError as e:
+        raise BadImage(f"too large: {e}") from None
+    except UnidentifiedImageError:
+        raise BadImage("not an image: Pillow cannot identify the file") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        message = str(e)
+        if "truncated" in message.lower() or isinstance(e, EOFError):
+            raise BadImage(f"truncated: {message or 'unexpected end of data'}") from None
+        raise BadImage(f"unreadable: {message}") from None
+    img = normalize_mode(img, channels)
+    if resize is not None and img.size != (resize.width, resize.height):
+        if resize.mode == "squash":
+            img = img.resize((resize.width, resize.height), Image.Resampling.BILINEAR)
+        else:
+            img = ImageOps.fit(img, (resize.width, resize.height), Image.Resampling.BILINEAR)
+    arr = np.asarray(img)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+        gray = True
+    else:
+        gray = bool((arr[:, :, 0] == arr[:, :, 1]).all() and (arr[:, :, 1] == arr[:, :, 2]).all())
+    return Decoded(arr, gray)
+
+
+def read_image_file(path: str | os.PathLike, channels: int | None = None, resize: Resize | None = None,
+                    max_pixels: int | None = None) -> tuple[Decoded, str]:
+    """Read, hash and decode one image file; returns the decoded image and the sha1 of its bytes."""
+    try:
+        data = Path(path).read_bytes()
+    except IsADirectoryError:
+        raise BadImage("unreadable: is a directory") from None
+    except OSError as e:
+        raise BadImage(f"unreadable: {e.strerror or e}") from None
+    return decode_image(data, channels, resize, max_pixels), sha1_bytes(data)
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """Encode an H x W (x 1|3) uint8 array as PNG bytes (deterministic, so its sha1 is stable)."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buf, "PNG", compress_level=1)
+    return buf.getvalue()

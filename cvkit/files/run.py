@@ -1,0 +1,188 @@
+"""The run directory's files: ``model.json``, ``model.safetensors``, ``metrics.csv``, ``last.ckpt``.
+
+(``config.json`` is :class:`cvkit.files.config.TrainConfig`.) Weights are safetensors and the
+checkpoint loads with ``weights_only=True``: reading a run never executes code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cvkit.errors import ManifestError, UnsafeCheckpoint
+from cvkit.files.atomic import NO_ROOM, atomic_path, disk_full, write_csv
+from cvkit.files.jsonio import from_json, read_json, write_json
+
+RETRAIN = "retrain with 'cvkit train'"
+METRICS_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
+
+
+def is_run(folder: str | os.PathLike) -> bool:
+    """A folder written by ``cvkit train`` (it has model.json or config.json)."""
+    folder = Path(folder)
+    return (folder / "model.json").is_file() or (folder / "config.json").is_file()
+
+
+# ----------------------------------------------------------------------------- model.json
+
+
+@dataclass
+class ModelInfo:
+    """Everything needed to rebuild and use the model with no other file."""
+
+    arch: str
+    num_classes: int
+    num_outputs: int
+    in_chans: int
+    input_size: list[int]
+    classes: list[str]
+    loss: str
+    mean: list[float]
+    std: list[float]
+    arch_options: dict[str, Any] = field(default_factory=dict)
+    mean_image: str | None = None
+    resize: str = "crop"
+    epoch: int = 0
+    val_acc: float | None = None
+    val_loss: float | None = None
+    cvkit_version: str = ""
+
+    @classmethod
+    def read(cls, run: str | os.PathLike) -> "ModelInfo":
+        run = Path(run)
+        path = run / "model.json"
+        if not path.is_file():
+            what = "is a file" if run.is_file() else "has no model.json"
+            raise ManifestError(f"{run} {what}: it is not a run directory; create one with 'cvkit train'")
+        info = from_json(cls, read_json(path, RETRAIN), path, RETRAIN)
+        if info.num_classes != len(info.classes):
+            raise ManifestError(f"{path}: 'num_classes' is {info.num_classes} but 'classes' names "
+                                f"{len(info.classes)}; restore model.json or {RETRAIN}")
+        expected = 1 if info.loss == "bce" and info.num_classes == 2 else info.num_classes
+        if info.num_outputs != expected:
+            raise ManifestError(f"{path}: 'num_outputs' {info.num_outputs} does not fit {info.num_classes} classes "
+                                f"with loss {info.loss} (expected {expected}); restore model.json or {RETRAIN}")
+        if len(info.input_size) != 2 or min(info.input_size) < 1 or len(info.mean) != info.in_chans:
+            raise ManifestError(f"{path}: 'input_size' or 'mean' does not fit 'in_chans'; restore model.json or {RETRAIN}")
+        return info
+
+    def write(self, run: str | os.PathLike) -> None:
+        write_json(Path(run) / "model.json", asdict(self))
+
+
+# ----------------------------------------------------------------------------- metrics.csv
+
+
+def write_metrics(run: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    """``metrics.csv``: one row per epoch (METRICS_COLUMNS first), rewritten whole after each epoch."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    frame = frame[[c for c in METRICS_COLUMNS if c in frame] + [c for c in frame if c not in METRICS_COLUMNS]]
+    write_csv(Path(run) / "metrics.csv", frame, "%.6g")
+
+
+def read_metrics(run: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
+    import pandas as pd
+
+    path = Path(run) / "metrics.csv"
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError:
+        raise ManifestError(f"{path} is missing; {RETRAIN}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{path} cannot be parsed ({e}); {RETRAIN}") from None
+    missing = [c for c in METRICS_COLUMNS if c not in frame]
+    if missing:
+        raise ManifestError(f"{path} lacks the column(s) {', '.join(missing)}; {RETRAIN}")
+    return frame
+
+
+# ----------------------------------------------------------------------------- model.safetensors
+
+
+def save_weights(path: str | os.PathLike, state: dict[str, "torch.Tensor"],  # noqa: F821
+                 metadata: dict[str, str] | None = None) -> None:
+    """Weights as safetensors: loading them never executes code."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def load_weights_file(path: str | os.PathLike) -> dict[str, "torch.Tensor"]:  # noqa: F821
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ManifestError(f"{path} is not a readable safetensors file ({str(e)[:160]}); {RETRAIN} "
+                            f"or restore the file") from None
+
+
+# ----------------------------------------------------------------------------- last.ckpt and torch files
+
+
+def torch_save(path: str | os.PathLike, obj: Any) -> None:
+    import torch
+
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except RuntimeError as e:  # torch's zip writer reports a failed write (ENOSPC, EFBIG) this way
+        message = str(e)
+        if "write" in message.lower() or "unexpected pos" in message:
+            raise disk_full(path, message.splitlines()[0][:120]) from None
+        raise
+
+
+def torch_load_safe(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors and plain containers only, never code."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ManifestError(f"{path} is missing: there is no {what} there") from None
+    except IsADirectoryError:
+        raise ManifestError(f"{path} is a folder, not a {what}") from None
+    except pickle.UnpicklingError as e:
+        # torch's allow-list stopped at something other than tensors and plain containers: a function
+        # or class (code that would run), or bytes that are not a torch.save file at all.
+        raise UnsafeCheckpoint(f"{path} is not a plain file of tensors that loads without running code "
+                               f"({str(e).splitlines()[0][:120]}); cvkit refuses to unpickle anything else: use "
+                               f"a safetensors file or a state dict saved with torch.save") from None
+    except OSError as e:
+        if e.errno in NO_ROOM:
+            raise disk_full(path, e) from None
+        raise ManifestError(f"{path} is not a readable {what} ({str(e).splitlines()[0][:160]})") from None
+    except Exception as e:  # noqa: BLE001 - a damaged file can fail in torch's zip and unpickling code in many ways
+        raise ManifestError(f"{path} is not a readable {what} ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:160] if str(e) else 'damaged'})") from None
+
+
+CHECKPOINT_KEYS = ("format", "epoch", "model", "optimizer", "scheduler", "rng_torch", "rng_gen", "history", "best",
+                   "bad_epochs", "precision", "memory_format", "unfrozen")
+
+
+def read_checkpoint(run: str | os.PathLike) -> dict[str, Any]:
+    """``RUN/last.ckpt``: the state needed to resume, checked for the keys cvkit writes."""
+    path = Path(run) / "last.ckpt"
+    if not path.is_file():
+        raise ManifestError(f"{path} is missing: {run} has no checkpoint to resume from; start a new run instead")
+    ckpt = torch_load_safe(path, "checkpoint")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != 1:
+        raise ManifestError(f"{path} is not a cvkit checkpoint; start a new run instead")
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    if missing:
+        raise ManifestError(f"{path} lacks {', '.join(missing)}; start a new run instead")
+    return ckpt
+
+
+def write_checkpoint(run: str | os.PathLike, ckpt: dict[str, Any]) -> None:
+    torch_save(Path(run) / "last.ckpt", {"format": 1, **ckpt})

@@ -1,0 +1,106 @@
+"""A trained run as a ready object: the model and its preprocessing, from ``model.json`` alone."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from cvkit.data.batches import Batches
+from cvkit.device import set_memory_format
+from cvkit.errors import ManifestError
+from cvkit.files.config import TrainConfig
+from cvkit.files.run import ModelInfo, load_weights_file
+from cvkit.runtime.features import capture
+from cvkit.runtime.infer import predict_batches
+from cvkit.transforms.batch import Preprocess
+
+
+@dataclass
+class LoadedRun:
+    """A run's model on a device, in eval mode, with the preprocessing it was trained with."""
+
+    run: Path
+    model: nn.Module
+    info: ModelInfo
+    pre: Preprocess
+    precision: str
+    device: torch.device
+
+    @property
+    def classes(self) -> list[str]:
+        return self.info.classes
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return int(self.info.input_size[0]), int(self.info.input_size[1])
+
+    @property
+    def in_chans(self) -> int:
+        return self.info.in_chans
+
+    @property
+    def data(self) -> str | None:
+        """The dataset the run was trained on, from config.json (None when the run has none)."""
+        return TrainConfig.read(self.run).data if (self.run / "config.json").is_file() else None
+
+    def batches(self, images: np.ndarray, batch_size: int = 256, labels: np.ndarray | None = None) -> Iterable:
+        """(uint8 batch, labels or None) on this run's device, in order."""
+        fake = np.zeros(len(images), np.int64) if labels is None else labels
+        for x, y in Batches(images, fake, batch_size, self.device, shuffle=False).epoch():
+            yield x, (None if labels is None else y)
+
+    def predict(self, images: np.ndarray, labels: np.ndarray | None = None, batch_size: int = 256,
+                tta: bool = False) -> tuple[np.ndarray, float | None]:
+        """Class probabilities (N x K) of N x H x W x C uint8 images, and the mean loss when labels are given."""
+        if len(images) == 0:
+            return np.zeros((0, len(self.classes))), None
+        with torch.inference_mode():
+            return predict_batches(self.model, self.batches(images, batch_size, labels), self.pre, self.info.loss,
+                                   self.precision, tta=tta, num_classes=len(self.classes))
+
+    def features(self, images: np.ndarray, layers: list[str], batch_size: int = 256) -> dict[str, torch.Tensor]:
+        """The outputs of the named modules (``cvkit inspect`` lists the names) for uint8 images, on the CPU."""
+        out: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+        with torch.inference_mode():
+            for x, _ in self.batches(images, batch_size):
+                with capture(self.model, layers) as seen:
+                    self.model(self.pre(x))
+                for name in layers:
+                    out[name].append(seen[name].float().cpu())
+        return {name: torch.cat(parts) for name, parts in out.items()}
+
+
+def load_run(run: str | os.PathLike, device: torch.device, precision: str = "auto") -> LoadedRun:
+    """Rebuild the model of ``run`` from model.json alone and load its best weights (safetensors).
+
+    ``precision="auto"`` reuses what training chose when this is the same kind of device, else fp32.
+    """
+    from cvkit.models import create_model
+
+    run = Path(run)
+    info = ModelInfo.read(run)
+    model = create_model(info.arch, info.num_outputs, info.in_chans, (info.input_size[0], info.input_size[1]),
+                         **(info.arch_options or {}))
+    state = load_weights_file(run / "model.safetensors")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ManifestError(f"{run / 'model.safetensors'} does not fit the model of model.json "
+                            f"({str(e).splitlines()[0][:200]}); restore model.json or retrain the run") from None
+    model.to(device).eval()
+    memory_format = "contiguous"
+    resolved = TrainConfig.read(run).resolved if (run / "config.json").is_file() else {}
+    if precision == "auto":
+        same_device = str(resolved.get("device", "cpu")).split(":")[0] == device.type
+        precision = resolved.get("precision", "fp32") if same_device else "fp32"
+        memory_format = resolved.get("memory_format", "contiguous") if same_device else "contiguous"
+    set_memory_format(model, memory_format)
+    mean_image = np.load(run / info.mean_image) if info.mean_image else None
+    pre = Preprocess(info.mean, info.std, device, mean_image, channels_last=memory_format == "channels_last")
+    return LoadedRun(run, model, info, pre, precision, device)

@@ -1,0 +1,199 @@
+"""``cvkit train``: the fit loop and the run directory it writes.
+
+Per epoch: recalibrated BatchNorm statistics, validation, ``metrics.csv``, the best weights
+(``model.safetensors`` + ``model.json``), and ``last.ckpt`` for ``--resume``, each written
+atomically. A run that replaces an old one (``--force``) is built beside it and swapped in only
+when complete.
+
+Distributed-ready: ``Batches`` takes a rank and world size; the process group and the rank-0-only
+file writes are left to the DistributedDataParallel work.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cvkit import __version__
+from cvkit.data.selection import Selection
+from cvkit.errors import Interrupted, OptionError
+from cvkit.files.atomic import write_npy
+from cvkit.files.config import TrainConfig
+from cvkit.files.outputs import check_out, replacing
+from cvkit.files.run import (
+    METRICS_COLUMNS,
+    ModelInfo,
+    is_run,
+    read_checkpoint,
+    save_weights,
+    write_checkpoint,
+    write_metrics,
+)
+from cvkit.models.losses import num_outputs
+from cvkit.progress import info
+from cvkit.train.trainer import Trainer
+
+
+@dataclass
+class TrainResult:
+    run: Path
+    best_epoch: int
+    best_metric: float | None
+    monitor: str
+    epochs_run: int
+    seconds: float
+    stopped_early: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+Callback = Callable[[int, dict[str, Any]], None]  # (epoch, metrics row) after each epoch
+
+
+def fit(cfg: TrainConfig, train: Selection | None = None, val: Selection | None = None, *, force: bool = False,
+        callbacks: tuple[Callback, ...] = ()) -> TrainResult:
+    """Train ``cfg.arch`` on ``cfg.data`` into the run directory ``cfg.out``; see ``cvkit train --help``.
+
+    ``train`` and ``val`` select the images (default: the train split, and the val split when the
+    dataset has one): a split, a fold of train+val, or listed manifest rows. Normalization
+    statistics come from the training images only. ``val`` None with a train selection given:
+    no validation, the last epoch is kept.
+    """
+    run = check_out(cfg.out, reads=[cfg.data, *([cfg.weights] if cfg.weights else [])], own=is_run, force=force)
+    trainer = Trainer.build(cfg, train, val)
+    cfg.resolved["selections"] = {"train": trainer.data.train_selection.to_json(),
+                                  "val": trainer.data.val_selection.to_json() if trainer.data.val_selection else None}
+    if run.exists() and any(run.iterdir()):
+        with replacing(run) as stage:  # the old run stays whole until the new one is complete
+            result = _loop(trainer, stage, None, resumable=False, callbacks=callbacks)
+        result.run = run
+        return result
+    run.mkdir(parents=True, exist_ok=True)
+    return _loop(trainer, run, None, resumable=True, callbacks=callbacks)
+
+
+def resume(run: str | os.PathLike, callbacks: tuple[Callback, ...] = ()) -> TrainResult:
+    """Finish an interrupted run from its ``last.ckpt``, with the options and schedule it was started with."""
+    run = Path(run)
+    if not run.is_dir():
+        raise OptionError(f"--resume {run}: no such run directory")
+    cfg = TrainConfig.read(run)
+    ckpt = read_checkpoint(run)
+    done = int(ckpt["epoch"])
+    cfg.epochs = int(cfg.resolved.get("epochs", cfg.epochs))
+    if done >= cfg.epochs or ckpt.get("stopped_early"):
+        raise OptionError(f"--resume {run}: the run is complete ({done} of {cfg.epochs} epochs); to train longer, "
+                          f"start a new run from its weights with --weights {run / 'model.safetensors'}")
+    cfg.out = str(run)
+    selections = cfg.resolved.get("selections") or {}
+    train = Selection.from_json(selections["train"]) if selections.get("train") else None
+    val = Selection.from_json(selections["val"]) if selections.get("val") else None
+    trainer = Trainer.build(cfg, train, val, resume=ckpt)
+    return _loop(trainer, run, ckpt, resumable=True, callbacks=callbacks)
+
+
+def _better(monitor: str, value: float, best: float | None) -> bool:
+    """Accuracy should rise; losses (val_loss, or train_loss when there is no val split) should fall."""
+    if best is None:
+        return True
+    return value > best if monitor == "val_acc" else value < best
+
+
+def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: bool,
+          callbacks: tuple[Callback, ...] = ()) -> TrainResult:
+    cfg, data = trainer.cfg, trainer.data
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"epoch": 0, "value": None}
+    bad_epochs, start_epoch = 0, 1
+    if ckpt is not None:
+        trainer.restore(ckpt)
+        history, best, bad_epochs = list(ckpt["history"]), dict(ckpt["best"]), int(ckpt["bad_epochs"])
+        start_epoch = int(ckpt["epoch"]) + 1
+    cfg.resolved.update({"precision": trainer.precision, "memory_format": trainer.memory_format,
+                         "device": str(trainer.device), "lr": trainer.base_lr, "epochs": trainer.epochs,
+                         "batch_size": trainer.batch_size,
+                         "weight_decay": trainer.optimizer.param_groups[-1]["weight_decay"], "loader_workers": 0,
+                         "resident": trainer.batches.resident, "augment": trainer.policy.to_json(),
+                         "input_size": list(data.input_size), "in_chans": data.in_chans,
+                         "stats": data.stats.to_json(), "cvkit_version": __version__,
+                         "torch_version": torch.__version__})
+    cfg.write(run)
+    if data.mean_image is not None:  # model.json points at it: the run must stand alone
+        write_npy(run / "mean_image.npy", data.mean_image)
+    monitor = cfg.monitor if data.val is not None else "train_loss"
+    if start_epoch == 1:
+        info(f"Training {cfg.arch} on {len(data.train.labels):,} images ({data.train_selection.describe()}, "
+             f"{data.input_size[0]}x{data.input_size[1]}x{data.in_chans}, {len(data.classes)} classes) on "
+             f"{trainer.device}, {trainer.precision} {trainer.memory_format}; {trainer.epochs_reason}; "
+             f"monitoring {monitor}")
+    started = time.perf_counter()
+    stopped_early = False
+    epoch = start_epoch - 1
+    try:
+        for epoch in range(start_epoch, trainer.epochs + 1):
+            if cfg.unfreeze_after is not None and cfg.freeze and epoch == cfg.unfreeze_after + 1:
+                trainer.set_frozen(False)
+                info(f"epoch {epoch}: backbone unfrozen (its lr is {cfg.backbone_lr_scale:g} x the head's)")
+            row: dict[str, Any] = {"epoch": epoch, **trainer.train_epoch(epoch)}
+            trainer.recalibrate_batchnorm()
+            if data.val is not None:
+                row["val_loss"], row["val_acc"] = trainer.validate()
+            else:
+                row["val_loss"], row["val_acc"] = float("nan"), float("nan")
+            row["lr"] = trainer.optimizer.param_groups[-1]["lr"]
+            row = {k: row[k] for k in METRICS_COLUMNS}
+            history.append(row)
+            value = row[monitor]
+            if _better(monitor, value, best["value"]):
+                best, bad_epochs = {"epoch": epoch, "value": value}, 0
+                save_weights(run / "model.safetensors", trainer.model.state_dict(), {"epoch": str(epoch)})
+                _model_info(trainer, epoch, row).write(run)
+            else:
+                bad_epochs += 1
+            write_metrics(run, history)
+            stop = cfg.patience is not None and bad_epochs >= cfg.patience
+            write_checkpoint(run, {**trainer.checkpoint(epoch, history, best, bad_epochs), "stopped_early": stop})
+            info(f"epoch {epoch}/{trainer.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
+                 f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  lr {row['lr']:.3g}  "
+                 f"{row['seconds']:.1f} s, {row['images_per_s']:,.0f} img/s" + ("  *" if best["epoch"] == epoch else ""))
+            for callback in callbacks:
+                callback(epoch, row)
+            if stop:
+                info(f"Early stop: {monitor} has not improved for {bad_epochs} epochs (best {best['value']:.4f} "
+                     f"at epoch {best['epoch']})")
+                stopped_early = True
+                break
+    except KeyboardInterrupt:
+        if resumable and history:
+            raise Interrupted(f"interrupted in epoch {epoch} of {trainer.epochs}; epochs 1-{history[-1]['epoch']} are "
+                              f"saved: continue with 'cvkit train --resume {run}'") from None
+        if resumable:
+            raise Interrupted(f"interrupted in epoch {epoch}, before any epoch was saved; start the run again") from None
+        raise Interrupted(f"interrupted in epoch {epoch}; the old run in {cfg.out} is unchanged") from None
+    _plot_curves(run, history)
+    return TrainResult(run, best["epoch"], best["value"], monitor, epoch - start_epoch + 1,
+                       time.perf_counter() - started, stopped_early, history)
+
+
+def _model_info(trainer: Trainer, epoch: int, row: dict[str, Any]) -> ModelInfo:
+    from cvkit.models import arch_options
+
+    cfg, data = trainer.cfg, trainer.data
+    return ModelInfo(cfg.arch, len(data.classes), num_outputs(cfg.loss, len(data.classes)), data.in_chans, list(data.input_size), data.classes,
+                     cfg.loss, data.stats.mean, data.stats.std, arch_options(cfg.arch, **cfg.model_options()),
+                     "mean_image.npy" if data.mean_image is not None else None, data.info.resize, epoch,
+                     row.get("val_acc"), row.get("val_loss"), __version__)
+
+
+def _plot_curves(run: Path, history: list[dict[str, Any]]) -> None:
+    import pandas as pd
+
+    from cvkit.plots import plot_curves
+
+    if history:
+        plot_curves(pd.DataFrame(history), run / "curves.png")

@@ -1,0 +1,163 @@
+"""The named steps that build a training run: its data, model, epochs, optimizer and schedule.
+
+Each step is a small function of the config and what the steps before it made, so ``fit``,
+``lr_find`` and (later) ``crossval`` assemble the same run from the same parts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from cvkit.data.cache import SplitData
+from cvkit.data.selection import Selection, load_selection
+from cvkit.errors import ManifestError, OptionError
+from cvkit.files.config import TrainConfig
+from cvkit.files.dataset import DatasetInfo, Stats, read_manifest
+from cvkit.progress import info
+from cvkit.train.optim import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, lr_multiplier, make_optimizer, param_groups
+from cvkit.transforms.batch import AugmentPolicy, read_augment
+from cvkit.transforms.stats import image_stats
+
+# --epochs auto: train for at least this many optimizer steps (measured on the val split of small
+# datasets: bench/results/small_data.json), but never fewer than DEFAULT_EPOCHS epochs (Fashion-MNIST's
+# 422 steps per epoch keep their 5 epochs) nor more than MAX_AUTO_EPOCHS.
+DEFAULT_EPOCHS = 5
+MIN_STEPS = 500
+MAX_AUTO_EPOCHS = 100
+
+
+@dataclass
+class TrainingData:
+    """What a run trains and validates on, at one size, with its normalization and augmentation."""
+
+    dataset: Path
+    info: DatasetInfo
+    train: SplitData
+    val: SplitData | None
+    train_selection: Selection
+    val_selection: Selection | None
+    stats: Stats
+    mean_image: np.ndarray | None
+    policy: AugmentPolicy
+
+    @property
+    def classes(self) -> list[str]:
+        return self.train.classes
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return int(self.train.images.shape[1]), int(self.train.images.shape[2])
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.train.images.shape[3])
+
+
+def default_selections(dataset: Path) -> tuple[Selection, Selection | None]:
+    """The train split, and the val split when the dataset has one."""
+    has_val = bool((read_manifest(dataset)["split"] == "val").any())
+    return Selection.of_split("train"), (Selection.of_split("val") if has_val else None)
+
+
+def load_data(cfg: TrainConfig, train: Selection, val: Selection | None) -> TrainingData:
+    dataset = Path(cfg.data)
+    dataset_info = DatasetInfo.read(dataset)
+    size = tuple(cfg.size) if cfg.size else None
+    train_data = load_selection(dataset, train, size)
+    input_size = (int(train_data.images.shape[1]), int(train_data.images.shape[2]))
+    val_data = load_selection(dataset, val, input_size) if val is not None else None
+    present = np.unique(train_data.labels)
+    if len(present) < 2:
+        raise ManifestError(f"{dataset}: {train.describe()} has images of one class only "
+                            f"({train_data.classes[int(present[0])]}); a classifier needs at least two classes")
+    stats, mean_image = training_stats(dataset, train, train_data)
+    fields = {"hflip": cfg.hflip, "translate": cfg.translate}
+    fields.update(read_augment(dataset) or {})  # the dataset's augment.json wins
+    return TrainingData(dataset, dataset_info, train_data, val_data, train, val, stats, mean_image,
+                        AugmentPolicy(**fields))
+
+
+def training_stats(dataset: Path, selection: Selection, data: SplitData) -> tuple[Stats, np.ndarray | None]:
+    """Normalization statistics of the images trained on: ``stats.json`` when it describes them (or is a
+    pretrained model's), else computed now over the training images only."""
+    in_chans = int(data.images.shape[3])
+    if Stats.exists(dataset):
+        stats = Stats.read(dataset)
+        if len(stats.mean) != in_chans:
+            raise ManifestError(f"{dataset}/stats.json has {len(stats.mean)} channel(s), the images have "
+                                f"{in_chans}; rerun 'cvkit normalize {dataset}'")
+        if stats.source != "computed" or selection.whole_split == stats.split:
+            mean_image = np.load(dataset / stats.mean_image) if stats.mean_image else None
+            return stats, mean_image
+        pixel = stats.mode == "pixel"
+    else:
+        pixel = False
+        info(f"[yellow]{dataset}/stats.json is missing:[/] using statistics of the training images computed now "
+             f"(store them with 'cvkit normalize {dataset}')")
+    mean, std, mean_image = image_stats(data.images, pixel)
+    n, h, w, c = data.images.shape
+    return Stats(mean, std, selection.describe(), int(n), [h, w], c, "pixel" if pixel else "channel"), mean_image
+
+
+def build_model(cfg: TrainConfig, data: TrainingData, num_outputs: int, device: torch.device) -> nn.Module:
+    from cvkit.models import check_input_size, create_model, load_weights
+
+    model = create_model(cfg.arch, num_outputs, data.in_chans, data.input_size, init=cfg.init,
+                         pretrained=cfg.pretrained, **cfg.model_options())
+    check_input_size(cfg.arch, model, data.in_chans, data.input_size)
+    if cfg.weights:
+        report = load_weights(model, cfg.weights)
+        info(f"--weights {cfg.weights}: {report['loaded']} tensors loaded, {len(report['skipped'])} skipped "
+             f"(shape differs), {len(report['missing'])} left at their initial values")
+    return model.to(device)
+
+
+def plan_batch(cfg: TrainConfig, n_train: int) -> int:
+    """The batch size: ``--batch-size``, but never more images than the training set has."""
+    if cfg.batch_size > n_train:
+        info(f"--batch-size {cfg.batch_size} is more than the {n_train} training images: using batches of {n_train}")
+        return n_train
+    return cfg.batch_size
+
+
+def plan_epochs(cfg: TrainConfig, steps_per_epoch: int) -> tuple[int, str]:
+    """How many epochs, and why (printed at the start of the run)."""
+    if cfg.epochs != "auto":
+        return int(cfg.epochs), "--epochs"
+    wanted = math.ceil(MIN_STEPS / max(1, steps_per_epoch))
+    epochs = min(MAX_AUTO_EPOCHS, max(DEFAULT_EPOCHS, wanted))
+    if epochs == DEFAULT_EPOCHS:
+        why = f"--epochs auto: {DEFAULT_EPOCHS} epochs of {steps_per_epoch} steps"
+    elif epochs == MAX_AUTO_EPOCHS and wanted > MAX_AUTO_EPOCHS:
+        why = f"--epochs auto: {epochs} epochs (the most auto chooses) of {steps_per_epoch} steps"
+    else:
+        why = f"--epochs auto: {epochs} epochs of {steps_per_epoch} step(s), so that training takes {MIN_STEPS}+ steps"
+    return epochs, why
+
+
+def base_lr(cfg: TrainConfig, batch_size: int) -> float:
+    """``--lr``, or the optimizer's default lr per 128 images scaled to the batch size."""
+    if cfg.lr is not None:
+        return cfg.lr
+    return DEFAULT_LR[cfg.optimizer] * batch_size / 128
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module, backbone: set[str], lr: float) -> torch.optim.Optimizer:
+    decay = cfg.weight_decay if cfg.weight_decay is not None else DEFAULT_WEIGHT_DECAY[cfg.optimizer]
+    groups = param_groups(model, decay, lr, backbone if cfg.freeze else None, cfg.backbone_lr_scale)
+    return make_optimizer(cfg.optimizer, groups, lr, cfg.momentum, cfg.nesterov)
+
+
+def build_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
+                   epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
+    if cfg.step_size < 1:
+        raise OptionError("--step-size must be at least 1")
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_multiplier(cfg.schedule, steps_per_epoch * epochs, steps_per_epoch,
+                                 round(cfg.warmup * steps_per_epoch), cfg.step_size, cfg.gamma))
