@@ -76,3 +76,43 @@ def idx_folder(tmp_path: Path) -> Path:
         write_idx(root / f"{part}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 8, 8)))
         write_idx(root / f"{part}-labels-idx1-ubyte.gz", np.arange(n) % 5)
     return root
+
+
+# ----------------------------------------------------------------------------- a prepared dataset and a run
+
+FAST = ["--precision", "fp32", "--memory-format", "contiguous", "--batch-size", "32"]
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory) -> Path:
+    from typer.testing import CliRunner
+
+    out = tmp_path_factory.mktemp("data") / "fashion"
+    r = CliRunner()
+    assert run(r, "-q", "prepare", SAMPLE / "fashion", "--out", out, "--size", "28", "--val", "0.2", "--test", "0.2").exit_code == 0
+    assert run(r, "-q", "normalize", out).exit_code == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained(data, tmp_path_factory) -> Path:
+    from typer.testing import CliRunner
+
+    out = tmp_path_factory.mktemp("runs") / "small"
+    result = run(CliRunner(), "train", data, "--out", out, "--epochs", "2", *FAST)
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+def run_ok(*args) -> bool:
+    from typer.testing import CliRunner
+
+    result = run(CliRunner(), *args)
+    assert result.exit_code == 0, result.stderr
+    return True
+
+
+def run_stdout(*args) -> str:
+    result = run(CliRunner(), *args)
+    assert result.exit_code == 0, result.stderr
+    return result.stdout

@@ -10,7 +10,7 @@ import typer
 from click.core import ParameterSource
 
 from cvkit.cli.common import emit, seed_or_global, state
-from cvkit.cli.options import Force, Out, Seed, config_parameters, parse_hidden, with_parameters
+from cvkit.cli.options import Force, Seed, config_parameters, parse_hidden, with_parameters
 from cvkit.errors import OptionError
 from cvkit.files.config import cli_fields, flag
 from cvkit.progress import console

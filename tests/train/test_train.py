@@ -1,4 +1,4 @@
-"""`cvkit train`, `evaluate`, `predict` and `models` through the CLI, on sample_data with tiny runs."""
+"""`cvkit train` through the CLI and the library, on sample_data with tiny runs."""
 
 from __future__ import annotations
 
@@ -15,30 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cvkit.errors import Interrupted
-from tests.conftest import SAMPLE, run
-
-FAST = ["--precision", "fp32", "--memory-format", "contiguous", "--batch-size", "32"]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    from typer.testing import CliRunner
-
-    out = tmp_path_factory.mktemp("data") / "fashion"
-    r = CliRunner()
-    assert run(r, "-q", "prepare", SAMPLE / "fashion", "--out", out, "--size", "28", "--val", "0.2", "--test", "0.2").exit_code == 0
-    assert run(r, "-q", "normalize", out).exit_code == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def trained(data, tmp_path_factory) -> Path:
-    from typer.testing import CliRunner
-
-    out = tmp_path_factory.mktemp("runs") / "small"
-    result = run(CliRunner(), "train", data, "--out", out, "--epochs", "2", *FAST)
-    assert result.exit_code == 0, result.stderr
-    return out
+from tests.conftest import FAST, SAMPLE, run, run_ok, run_stdout
 
 
 def test_train_writes_the_whole_run_directory(trained):
@@ -79,14 +56,6 @@ def test_same_seed_same_weights_on_cpu(data, tmp_path):
         assert run_ok("-q", "train", data, "--out", out, "--epochs", "1", *FAST)
     wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-
-
-def run_ok(*args) -> bool:
-    from typer.testing import CliRunner
-
-    result = run(CliRunner(), *args)
-    assert result.exit_code == 0, result.stderr
-    return True
 
 
 def test_resume_continues_at_the_right_epoch(data, tmp_path):
@@ -175,87 +144,6 @@ def test_freeze_backbone_leaves_backbone_weights_unchanged(data, tmp_path):
     assert any(not torch.equal(trained[k], start[k]) for k in head)
 
 
-def test_evaluate_metrics_match_predictions_csv(trained):
-    from sklearn.metrics import accuracy_score, f1_score, log_loss
-
-    from typer.testing import CliRunner
-
-    result = run(CliRunner(), "evaluate", trained, "--split", "test", "--json")
-    assert result.exit_code == 0, result.stderr
-    metrics = json.loads(result.stdout)
-    out = trained / "eval_test"
-    for name in ("metrics.json", "predictions.csv", "confusion_matrix.csv", "confusion_matrix.png", "top_losses.csv",
-                 "top_losses.png"):
-        assert (out / name).is_file(), name
-    preds = pd.read_csv(out / "predictions.csv")
-    classes = json.loads((trained / "model.json").read_text())["classes"]
-    probs = preds[[f"prob_{c}" for c in classes]].to_numpy()
-    labels = np.array([classes.index(c) for c in preds["label"]])
-    assert len(preds) == metrics["count"] == 40
-    assert metrics["accuracy"] == pytest.approx(accuracy_score(labels, probs.argmax(1)))
-    assert metrics["accuracy"] == pytest.approx((preds["label"] == preds["predicted"]).mean())
-    normalized = probs / probs.sum(1, keepdims=True)  # the CSV keeps 6 significant digits
-    assert metrics["log_loss"] == pytest.approx(log_loss(labels, normalized, labels=range(10)), rel=1e-4)
-    assert metrics["macro_f1"] == pytest.approx(f1_score(labels, probs.argmax(1), average="macro", labels=range(10),
-                                                         zero_division=0), rel=1e-6)
-    assert "top5_accuracy" in metrics and "ece" in metrics and "most_confused" in metrics
-    matrix = pd.read_csv(out / "confusion_matrix.csv", index_col=0)
-    assert matrix.to_numpy().sum() == 40 and list(matrix.columns) == classes
-    assert "accuracy" in result.stderr
-
-
-def test_ensemble_of_a_run_with_itself_equals_the_run(trained, tmp_path):
-    single = json.loads(run_stdout("-q", "evaluate", trained, "--json", "--out", tmp_path / "s"))
-    double = json.loads(run_stdout("-q", "evaluate", trained, trained, "--json", "--out", tmp_path / "d"))
-    for key in ("accuracy", "log_loss", "macro_f1", "balanced_accuracy", "ece"):
-        assert double[key] == pytest.approx(single[key], abs=1e-12), key
-    assert len(double["members"]) == 2 and double["members"][0]["accuracy"] == pytest.approx(single["accuracy"])
-    a = pd.read_csv(tmp_path / "s" / "predictions.csv")
-    b = pd.read_csv(tmp_path / "d" / "predictions.csv")
-    pd.testing.assert_frame_equal(a, b)
-
-
-def run_stdout(*args) -> str:
-    from typer.testing import CliRunner
-
-    result = run(CliRunner(), *args)
-    assert result.exit_code == 0, result.stderr
-    return result.stdout
-
-
-def test_tta_runs(trained, tmp_path):
-    metrics = json.loads(run_stdout("-q", "evaluate", trained, "--tta", "--json", "--split", "val", "--out", tmp_path / "t"))
-    assert metrics["tta"] is True and 0.0 <= metrics["accuracy"] <= 1.0
-
-
-def test_predict_files_folders_and_bad_images(trained, tmp_path):
-    bad = tmp_path / "broken.png"
-    bad.write_bytes(b"\x89PNG\r\n\x1a\n-not-really")
-    listing = tmp_path / "list.csv"
-    listing.write_text("path\n" + str(SAMPLE / "fashion" / "bag" / "001.png") + "\n")
-    from typer.testing import CliRunner
-
-    result = run(CliRunner(), "predict", trained, str(SAMPLE / "fashion" / "bag"), str(bad), str(listing),
-                 str(SAMPLE / "photos" / "cat.jpg"), "-k", "3", "--out", tmp_path / "p")
-    assert result.exit_code == 0, result.stderr
-    preds = pd.read_csv(tmp_path / "p" / "predictions.csv")
-    assert len(preds) == 20 + 1 + 1
-    classes = json.loads((trained / "model.json").read_text())["classes"]
-    probs = preds[[f"prob_{c}" for c in classes]].to_numpy()
-    assert np.allclose(probs.sum(1), 1, atol=1e-5)
-    assert (preds["predicted"] == [classes[i] for i in probs.argmax(1)]).all()
-    rejected = pd.read_csv(tmp_path / "p" / "rejected.csv")
-    assert list(rejected["path"]) == [str(bad)]
-    assert "skipped" in result.stderr and "#3" in result.stderr
-    # The same images through evaluate's path give the same probabilities (one preprocessing everywhere).
-    ev = pd.read_csv(trained / "eval_test" / "predictions.csv") if (trained / "eval_test").exists() else None
-    if ev is not None:
-        common = set(ev["path"]) & set(preds["path"])
-        for path in common:
-            assert np.allclose(ev[ev["path"] == path][[f"prob_{c}" for c in classes]].to_numpy(),
-                               preds[preds["path"] == path][[f"prob_{c}" for c in classes]].to_numpy(), atol=1e-5)
-
-
 class Exploit:
     def __reduce__(self):
         return (os.system, (f"touch {MARKER}",))
@@ -311,14 +199,6 @@ def test_arch_errors(data, tmp_path):
     result = run(CliRunner(), "train", data, "--arch", "vgg11", "--out", tmp_path / "y", *FAST)
     assert result.exit_code == 2 and "at least 32x32" in result.stderr and "--size" in result.stderr
     assert not (tmp_path / "y" / "model.safetensors").exists()
-
-
-def test_models_command_lists_cvkit_nets_first():
-    names = run_stdout("-q", "models").split()
-    assert names[:5] == ["perceptron", "mlp", "lenet5", "nin", "smallcnn"]
-    assert "resnet18" in names and "alexnet" in names
-    rows = json.loads(run_stdout("models", "lenet*", "--params", "--input-size", "28", "--channels", "1", "--json"))
-    assert rows[0]["name"] == "lenet5" and rows[0]["parameters"] > 10_000
 
 
 @pytest.mark.parametrize("arch", ["perceptron", "mlp", "lenet5", "nin"])

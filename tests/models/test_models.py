@@ -29,6 +29,7 @@ from cvkit.models import (
     resolve_arch,
 )
 from cvkit.models.registry import CVKIT_MODELS
+from tests.conftest import run_stdout
 
 
 @functools.cache
@@ -371,3 +372,11 @@ def test_cvkit_nets_build_without_importing_timm_or_torchvision():
             "head_parameter_names(m); print(sorted(k for k in ('timm', 'torchvision') if k in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_models_command_lists_cvkit_nets_first():
+    names = run_stdout("-q", "models").split()
+    assert names[:5] == ["perceptron", "mlp", "lenet5", "nin", "smallcnn"]
+    assert "resnet18" in names and "alexnet" in names
+    rows = json.loads(run_stdout("models", "lenet*", "--params", "--input-size", "28", "--channels", "1", "--json"))
+    assert rows[0]["name"] == "lenet5" and rows[0]["parameters"] > 10_000

@@ -1,0 +1,56 @@
+"""`cvkit evaluate`: metrics, ensembles and TTA of a tiny trained run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import run, run_stdout
+
+
+def test_evaluate_metrics_match_predictions_csv(trained):
+    from sklearn.metrics import accuracy_score, f1_score, log_loss
+
+    from typer.testing import CliRunner
+
+    result = run(CliRunner(), "evaluate", trained, "--split", "test", "--json")
+    assert result.exit_code == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    out = trained / "eval_test"
+    for name in ("metrics.json", "predictions.csv", "confusion_matrix.csv", "confusion_matrix.png", "top_losses.csv",
+                 "top_losses.png"):
+        assert (out / name).is_file(), name
+    preds = pd.read_csv(out / "predictions.csv")
+    classes = json.loads((trained / "model.json").read_text())["classes"]
+    probs = preds[[f"prob_{c}" for c in classes]].to_numpy()
+    labels = np.array([classes.index(c) for c in preds["label"]])
+    assert len(preds) == metrics["count"] == 40
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(labels, probs.argmax(1)))
+    assert metrics["accuracy"] == pytest.approx((preds["label"] == preds["predicted"]).mean())
+    normalized = probs / probs.sum(1, keepdims=True)  # the CSV keeps 6 significant digits
+    assert metrics["log_loss"] == pytest.approx(log_loss(labels, normalized, labels=range(10)), rel=1e-4)
+    assert metrics["macro_f1"] == pytest.approx(f1_score(labels, probs.argmax(1), average="macro", labels=range(10),
+                                                         zero_division=0), rel=1e-6)
+    assert "top5_accuracy" in metrics and "ece" in metrics and "most_confused" in metrics
+    matrix = pd.read_csv(out / "confusion_matrix.csv", index_col=0)
+    assert matrix.to_numpy().sum() == 40 and list(matrix.columns) == classes
+    assert "accuracy" in result.stderr
+
+
+def test_ensemble_of_a_run_with_itself_equals_the_run(trained, tmp_path):
+    single = json.loads(run_stdout("-q", "evaluate", trained, "--json", "--out", tmp_path / "s"))
+    double = json.loads(run_stdout("-q", "evaluate", trained, trained, "--json", "--out", tmp_path / "d"))
+    for key in ("accuracy", "log_loss", "macro_f1", "balanced_accuracy", "ece"):
+        assert double[key] == pytest.approx(single[key], abs=1e-12), key
+    assert len(double["members"]) == 2 and double["members"][0]["accuracy"] == pytest.approx(single["accuracy"])
+    a = pd.read_csv(tmp_path / "s" / "predictions.csv")
+    b = pd.read_csv(tmp_path / "d" / "predictions.csv")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_tta_runs(trained, tmp_path):
+    metrics = json.loads(run_stdout("-q", "evaluate", trained, "--tta", "--json", "--split", "val", "--out", tmp_path / "t"))
+    assert metrics["tta"] is True and 0.0 <= metrics["accuracy"] <= 1.0
