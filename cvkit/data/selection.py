@@ -72,7 +72,7 @@ class Selection:
 
 def selected_rows(frame: "pd.DataFrame", sel: Selection, dataset: Path) -> np.ndarray:  # noqa: F821
     """The manifest row numbers of ``sel``, in manifest order."""
-    mask = frame["split"].isin(sel.splits).to_numpy()
+    mask = frame["split"].isin(sel.splits).to_numpy().copy()
     if sel.fold is not None:
         folds = frame["fold"].to_numpy()
         if (folds[mask] < 0).any():
