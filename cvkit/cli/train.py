@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from click.core import ParameterSource
 
 from cvkit.cli.common import emit, seed_or_global, state
 from cvkit.cli.options import Force, Seed, config_parameters, parse_hidden, with_parameters
@@ -34,7 +33,7 @@ def train_command(ctx: typer.Context, data: Optional[Path] = None, out: Optional
 
     if resume is not None:
         given = [name for name in ("data", "out", "lr_find", "seed", "force", *(f.name for f in cli_fields()))
-                 if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)]
+                 if _given(ctx, name)]
         if given:
             names = ", ".join("DATA" if n == "data" else flag(n) for n in given)
             raise OptionError(f"--resume {resume} finishes the run with the options it was started with; drop "
@@ -58,6 +57,11 @@ def train_command(ctx: typer.Context, data: Optional[Path] = None, out: Optional
     if not state.quiet:
         _summary(result)
     emit(str(result.run))
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    # By name: typer vendors its own click, whose ParameterSource is not click.core's.
+    return getattr(ctx.get_parameter_source(name), "name", None) in ("COMMANDLINE", "ENVIRONMENT")
 
 
 with_parameters(train_command, [

@@ -208,7 +208,8 @@ def head_parameter_names(model: nn.Module) -> set[str]:
 
 def block_groups(model: nn.Module) -> list[list[str]]:
     """Parameter names grouped from the stem to the last block, the head left out: ``--freeze N``
-    freezes the first N groups. timm models group as timm's ``group_matcher(coarse=True)`` says
+    trains the head and the last N groups and freezes the rest (N at least the number of groups
+    trains them all). timm models group as timm's ``group_matcher(coarse=True)`` says
     (stem, then stages); cvkit's nets and adapters (and timm models without a matcher) by the
     top-level modules of their feature extractor."""
     from timm.models import group_parameters
