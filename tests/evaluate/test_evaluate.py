@@ -51,6 +51,26 @@ def test_ensemble_of_a_run_with_itself_equals_the_run(trained, tmp_path):
     pd.testing.assert_frame_equal(a, b)
 
 
-def test_tta_runs(trained, tmp_path):
+def test_tta_runs(trained, data, tmp_path):
+    import torch
+
+    from cvkit.data import load_split
+    from cvkit.runtime import load_run
+
     metrics = json.loads(run_stdout("-q", "evaluate", trained, "--tta", "--json", "--split", "val", "--out", tmp_path / "t"))
     assert metrics["tta"] is True and 0.0 <= metrics["accuracy"] <= 1.0
+    assert run_stdout("-q", "evaluate", trained, "--split", "val", "--out", tmp_path / "p")
+    classes = json.loads((trained / "model.json").read_text())["classes"]
+    columns = [f"prob_{c}" for c in classes]
+    tta = pd.read_csv(tmp_path / "t" / "predictions.csv")
+    plain = pd.read_csv(tmp_path / "p" / "predictions.csv")
+    assert list(tta["path"]) == list(plain["path"])
+    assert np.abs(tta[columns].to_numpy() - plain[columns].to_numpy()).max() > 1e-3  # --tta changed something
+    # ... and it is the mean of the plain and the mirrored images' probabilities, through the library
+    loaded = load_run(trained, torch.device("cpu"))
+    images = load_split(data, "val", loaded.input_size)
+    assert list(images.paths) == list(plain["path"])
+    mirrored = np.ascontiguousarray(images.images[:, :, ::-1])
+    expected = (loaded.predict(images.images)[0] + loaded.predict(mirrored)[0]) / 2
+    assert np.allclose(tta[columns].to_numpy(), expected, atol=2e-5)
+    assert np.allclose(plain[columns].to_numpy(), loaded.predict(images.images)[0], atol=2e-5)
