@@ -27,6 +27,7 @@ def normalize_command(
 
     Example: cvkit normalize data/dogs
     """
+    from cvkit.files.dataset import Stats
     from cvkit.files.images import parse_size
     from cvkit.transforms.stats import normalize
 
@@ -36,13 +37,13 @@ def normalize_command(
 
         names = ["gray"] if len(stats.mean) == 1 else ["red", "green", "blue"]
         where = f"{stats.count:,} train images at {stats.size[0]}x{stats.size[1]}" if stats.split else stats.source
-        table = Table(title=f"{dataset / 'stats.json'} ({where})")
+        table = Table(title=f"{Stats.path(dataset)} ({where})")
         for col in ("channel", "mean", "std"):
             table.add_column(col, justify="right" if col != "channel" else "left")
         for name, m, s in zip(names, stats.mean, stats.std):
             table.add_row(name, f"{m:.4f}", f"{s:.4f}")
         console.print(table)
-    emit(json.dumps({"format": 1, **stats.to_json()}) if as_json else str(dataset / "stats.json"))
+    emit(json.dumps({"format": 1, **stats.to_json()}) if as_json else str(Stats.path(dataset)))
 
 
 def register(app: typer.Typer) -> None:

@@ -147,7 +147,7 @@ def _prepare_into(stage: Path, src, size, val, test, folds, channels, workers, s
     write_manifest(stage, frame)
     write_classes(stage, class_names)
     rejected.sort()
-    write_rejected(stage / "rejected.csv", rejected)
+    write_rejected(stage, rejected)
     DatasetInfo(src.kind, list(size) if size else None, n_channels, resize, seed, val, test, folds,
                 {s: int((frame["split"] == s).sum()) for s in SPLITS}).write(stage)
     if decoded is not None:

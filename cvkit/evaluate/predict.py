@@ -58,5 +58,5 @@ def predict(run: str | os.PathLike, inputs: list[str], out: str | os.PathLike | 
         for i, name in enumerate(loaded.classes):
             table[f"prob_{name}"] = probs[:, i]
         write_csv(stage / "predictions.csv", table, "%.6g")
-        write_rejected(stage / "rejected.csv", found.rejected)
+        write_rejected(stage, found.rejected)
     return PredictResult(out, found.paths, probs, loaded.classes, found.rejected)

@@ -156,6 +156,11 @@ class TrainConfig:
         write_json(Path(run) / "config.json", self.to_json())
 
     @classmethod
+    def read_if_present(cls, run: str | os.PathLike) -> "TrainConfig | None":
+        """The run's config.json, or None for a run directory that has none (model.json alone suffices)."""
+        return cls.read(run) if (Path(run) / "config.json").is_file() else None
+
+    @classmethod
     def read(cls, run: str | os.PathLike) -> "TrainConfig":
         path = Path(run) / "config.json"
         if not path.is_file():

@@ -106,17 +106,17 @@ def read_classes(dataset: str | os.PathLike) -> list[str]:
 # ----------------------------------------------------------------------------- rejected.csv
 
 
-def write_rejected(path: str | os.PathLike, rows: list[tuple[str, str]]) -> None:
-    """``rejected.csv`` (``path,reason``) at ``path``: a dataset's, or a ``predict`` output's."""
+def write_rejected(folder: str | os.PathLike, rows: list[tuple[str, str]]) -> None:
+    """``FOLDER/rejected.csv`` (``path,reason``): a dataset's, or a ``predict`` output's."""
     import pandas as pd
 
-    write_csv(path, pd.DataFrame(rows, columns=list(REJECTED_COLUMNS)))
+    write_csv(Path(folder) / "rejected.csv", pd.DataFrame(rows, columns=list(REJECTED_COLUMNS)))
 
 
-def read_rejected(path: str | os.PathLike) -> list[tuple[str, str]]:
+def read_rejected(folder: str | os.PathLike) -> list[tuple[str, str]]:
     import pandas as pd
 
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = pd.read_csv(Path(folder) / "rejected.csv", dtype=str, keep_default_na=False)
     return list(zip(frame["path"], frame["reason"]))
 
 
@@ -182,7 +182,11 @@ class Stats:
 
     @staticmethod
     def exists(dataset: str | os.PathLike) -> bool:
-        return (Path(dataset) / "stats.json").is_file()
+        return Stats.path(dataset).is_file()
+
+    @staticmethod
+    def path(dataset: str | os.PathLike) -> Path:
+        return Path(dataset) / "stats.json"
 
     def write(self, dataset: str | os.PathLike) -> None:
         write_json(Path(dataset) / "stats.json", asdict(self))

@@ -125,6 +125,18 @@ def load_weights_file(path: str | os.PathLike) -> dict[str, "torch.Tensor"]:  # 
                             f"or restore the file") from None
 
 
+def save_model_weights(run: str | os.PathLike, state: dict[str, "torch.Tensor"], epoch: int) -> None:  # noqa: F821
+    """``RUN/model.safetensors``: the best epoch's weights."""
+    save_weights(Path(run) / "model.safetensors", state, {"epoch": str(epoch)})
+
+
+def load_model_weights(run: str | os.PathLike) -> dict[str, "torch.Tensor"]:  # noqa: F821
+    path = Path(run) / "model.safetensors"
+    if not path.is_file():
+        raise ManifestError(f"{path} is missing; {RETRAIN}")
+    return load_weights_file(path)
+
+
 # ----------------------------------------------------------------------------- last.ckpt and torch files
 
 

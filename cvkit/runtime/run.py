@@ -15,7 +15,7 @@ from cvkit.data.batches import Batches
 from cvkit.device import set_memory_format
 from cvkit.errors import ManifestError
 from cvkit.files.config import TrainConfig
-from cvkit.files.run import ModelInfo, load_weights_file
+from cvkit.files.run import ModelInfo, load_model_weights
 from cvkit.runtime.features import capture
 from cvkit.runtime.infer import predict_batches
 from cvkit.transforms.batch import Preprocess
@@ -47,7 +47,8 @@ class LoadedRun:
     @property
     def data(self) -> str | None:
         """The dataset the run was trained on, from config.json (None when the run has none)."""
-        return TrainConfig.read(self.run).data if (self.run / "config.json").is_file() else None
+        cfg = TrainConfig.read_if_present(self.run)
+        return cfg.data if cfg is not None else None
 
     def batches(self, images: np.ndarray, batch_size: int = 256, labels: np.ndarray | None = None) -> Iterable:
         """(uint8 batch, labels or None) on this run's device, in order."""
@@ -87,15 +88,16 @@ def load_run(run: str | os.PathLike, device: torch.device, precision: str = "aut
     info = ModelInfo.read(run)
     model = create_model(info.arch, info.num_outputs, info.in_chans, (info.input_size[0], info.input_size[1]),
                          **(info.arch_options or {}))
-    state = load_weights_file(run / "model.safetensors")
+    state = load_model_weights(run)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise ManifestError(f"{run / 'model.safetensors'} does not fit the model of model.json "
+        raise ManifestError(f"{run}/model.safetensors does not fit the model of model.json "
                             f"({str(e).splitlines()[0][:200]}); restore model.json or retrain the run") from None
     model.to(device).eval()
     memory_format = "contiguous"
-    resolved = TrainConfig.read(run).resolved if (run / "config.json").is_file() else {}
+    cfg = TrainConfig.read_if_present(run)
+    resolved = cfg.resolved if cfg is not None else {}
     if precision == "auto":
         same_device = str(resolved.get("device", "cpu")).split(":")[0] == device.type
         precision = resolved.get("precision", "fp32") if same_device else "fp32"

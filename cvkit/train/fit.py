@@ -31,7 +31,7 @@ from cvkit.files.run import (
     ModelInfo,
     is_run,
     read_checkpoint,
-    save_weights,
+    save_model_weights,
     write_checkpoint,
     write_metrics,
 )
@@ -151,7 +151,7 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
             value = row[monitor]
             if _better(monitor, value, best["value"]):
                 best, bad_epochs = {"epoch": epoch, "value": value}, 0
-                save_weights(run / "model.safetensors", trainer.model.state_dict(), {"epoch": str(epoch)})
+                save_model_weights(run, trainer.model.state_dict(), epoch)
                 _model_info(trainer, epoch, row).write(run)
             else:
                 bad_epochs += 1
