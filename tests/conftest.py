@@ -116,3 +116,38 @@ def run_stdout(*args) -> str:
     result = run(CliRunner(), *args)
     assert result.exit_code == 0, result.stderr
     return result.stdout
+
+
+# ----------------------------------------------------------------------------- a command that runs out of room
+
+
+def _limit_file_size(limit: int) -> None:
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def run_with_file_limit(limit: int, *args, cwd: Path | None = None):
+    """``python -m cvkit ARGS`` in a child process whose files cannot grow past ``limit`` bytes (as on a full
+    disk, every write past it fails with EFBIG); returns the CompletedProcess."""
+    import functools
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "cvkit", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or REPO, env=env, preexec_fn=functools.partial(_limit_file_size, limit), timeout=300)
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path -> bytes): to check that a folder is byte-identical."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Hidden staging or temporary files cvkit left in ``folder`` (``.NAME.*.new``, ``.*.tmp``, ``.*.old-*``)."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and
+                  (p.name.endswith((".new", ".tmp")) or ".old-" in p.name))

@@ -63,9 +63,15 @@ def assign_folds(indices: Sequence[int], labels: Sequence[str], k: int, rng: np.
     so folds differ in size by at most one image overall and per class."""
     if k < 2:
         raise OptionError(f"--folds {k} must be at least 2 (or 0 for no folds)")
+    groups = _by_class(indices, labels)
+    smallest = min(groups, key=lambda name: len(groups[name]), default=None)
+    if smallest is not None and (n := len(groups[smallest])) < k:
+        fix = f"use --folds {n} or fewer" if n >= 2 else "add images of it, or use --folds 0"
+        raise OptionError(f"--folds {k}: class '{smallest}' has only {n} image(s) in train+val, so some folds "
+                          f"would have none of it; {fix}")
     out: dict[int, int] = {}
     offset = 0
-    for members in _by_class(indices, labels).values():
+    for members in groups.values():
         for j, pos in enumerate(rng.permutation(len(members))):
             out[members[pos]] = (offset + j) % k
         offset = (offset + len(members)) % k
