@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,11 +108,18 @@ def read_metrics(run: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
 def save_weights(path: str | os.PathLike, state: dict[str, "torch.Tensor"],  # noqa: F821
                  metadata: dict[str, str] | None = None) -> None:
     """Weights as safetensors: loading them never executes code."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as e:  # its Rust writer reports a failed write as "... (os error 28)"
+            code = re.search(r"os error (\d+)", str(e))
+            if code and int(code.group(1)) in NO_ROOM:
+                raise disk_full(path, str(e).splitlines()[0][:120]) from None
+            raise
 
 
 def load_weights_file(path: str | os.PathLike) -> dict[str, "torch.Tensor"]:  # noqa: F821
@@ -158,7 +166,10 @@ def torch_load_safe(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # Through an open file: given a path, recent torch picks its reader by the suffix, so a
+        # torch.save file named *.safetensors would be read as safetensors and fail.
+        with open(path, "rb") as f:
+            return torch.load(f, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ManifestError(f"{path} is missing: there is no {what} there") from None
     except IsADirectoryError:
