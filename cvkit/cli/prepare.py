@@ -10,7 +10,6 @@ import typer
 
 from cvkit.cli.common import emit, seed_or_global, state
 from cvkit.cli.options import Force, Json, Seed, Workers
-from cvkit.errors import OptionError
 from cvkit.progress import console
 
 
@@ -42,8 +41,6 @@ are skipped and listed in rejected.csv.
     """
     from cvkit.data import prepare
 
-    if workers is not None and workers < 1:
-        raise OptionError(f"--workers {workers} must be at least 1")
     from cvkit.files.images import parse_size
 
     class_names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cvkit.errors import OptionError
 from cvkit.files.images import BadImage, Resize, decode_image, encode_png, read_image_file, sha1_bytes
 from cvkit.progress import progress_bar
 
@@ -73,6 +74,12 @@ def _run_chunk(tasks: list[Task], channels: int | None, resize: Resize | None, m
             out[t.index] = decoded.array  # broadcasts one channel to three when channels are mixed
         results.append(Result(t.index, sha1, None, decoded.gray))
     return results
+
+
+def check_workers(workers: int | None) -> None:
+    """``--workers``: None (one per core) or at least 1."""
+    if workers is not None and workers < 1:
+        raise OptionError(f"--workers {workers} must be at least 1 (or left out: one per core)")
 
 
 def default_workers() -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cvkit.data.cache import copy_rows, rows_key, write_cache
-from cvkit.data.decode import Task, decode_all
+from cvkit.data.decode import Task, check_workers, decode_all
 from cvkit.data.sources import Item, open_source
 from cvkit.data.splits import assign_folds, carve, check_fractions
 from cvkit.errors import OptionError, TooManyRejected, UnsafeOutput
@@ -65,6 +65,7 @@ def prepare(source: str, out: str | os.PathLike, *, size: tuple[int, int] | None
     if max_pixels is not None and not 0 < max_pixels <= Image.MAX_IMAGE_PIXELS:
         raise OptionError(f"--max-pixels {max_pixels} must be from 1 to Pillow's decompression-bomb limit "
                           f"{Image.MAX_IMAGE_PIXELS}; cvkit only lowers that limit")
+    check_workers(workers)
     if folds == 1 or folds < 0:
         raise OptionError(f"--folds {folds} must be at least 2 (or 0 for no folds)")
     sources = [] if source.startswith("torchvision:") else [source]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cvkit.errors import OptionError, SourceError
+from cvkit.errors import SourceError
+from cvkit.data.decode import check_workers
 from cvkit.evaluate.run import check_batch_size
 from cvkit.files.atomic import write_csv
 from cvkit.files.dataset import write_rejected
@@ -41,8 +42,7 @@ def predict(run: str | os.PathLike, inputs: list[str], out: str | os.PathLike | 
     from cvkit.runtime import collect_inputs, load_run, read_images
 
     check_batch_size(batch_size)
-    if workers is not None and workers < 1:
-        raise OptionError(f"--workers {workers} must be at least 1")
+    check_workers(workers)
     loaded = load_run(run, resolve_device(device))
     paths = collect_inputs(inputs)
     out = check_out(out or loaded.run / "predict", reads=[loaded.run, *inputs], own=_own_output, force=True)

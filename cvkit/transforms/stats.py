@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cvkit.data.cache import COPY_BYTES, load_split
+from cvkit.data.decode import check_workers
 from cvkit.errors import OptionError, UnknownArchitecture
 from cvkit.files.atomic import write_npy
 from cvkit.files.dataset import DatasetInfo, Stats
@@ -85,6 +86,7 @@ def stats_from_arch(arch: str, channels: int) -> Stats:
 def normalize(dataset: str | os.PathLike, size: tuple[int, int] | None = None, mode: str = "channel",
               from_arch: str | None = None, workers: int | None = None) -> Stats:
     """Write ``DATASET/stats.json`` (and ``mean_image.npy`` in pixel mode); returns the statistics."""
+    check_workers(workers)
     dataset = Path(dataset)
     info = DatasetInfo.read(dataset)
     if from_arch:

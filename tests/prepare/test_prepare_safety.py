@@ -123,7 +123,7 @@ def test_nul_byte_in_a_csv_path_is_a_clean_error(runner, tmp_path):
 def test_negative_workers_is_refused(runner, class_folders, tmp_path):
     result = run(runner, "prepare", class_folders, "--out", tmp_path / "ds", "--workers", "-3")
     assert result.exit_code == 2
-    assert result.stderr.startswith("Error: --workers -3 must be at least 1")
+    assert result.stderr.startswith("Error: --workers -3 must be at least 1 (or left out: one per core)")
 
 
 def test_more_folds_than_the_smallest_class_is_refused(runner, class_folders, tmp_path):

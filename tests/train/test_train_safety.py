@@ -12,7 +12,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tests.conftest import FAST, SAMPLE, leftovers, make_image, run, run_ok, run_with_file_limit, tree
+from tests.conftest import (
+    FAST,
+    leftovers,
+    make_image,
+    run,
+    run_ok,
+    run_with_file_limit,
+    tree,
+)
 
 # ----------------------------------------------------------------------------- 11. --out over the dataset
 
