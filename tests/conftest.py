@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import struct
 from pathlib import Path
@@ -151,3 +152,18 @@ def leftovers(folder: Path) -> list[str]:
     """Hidden staging or temporary files cvkit left in ``folder`` (``.NAME.*.new``, ``.*.tmp``, ``.*.old-*``)."""
     return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and
                   (p.name.endswith((".new", ".tmp")) or ".old-" in p.name))
+
+
+@contextlib.contextmanager
+def warnings_printed():
+    """Warnings print to (the current) sys.stderr as they would outside pytest, which records them."""
+    import sys
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        yield

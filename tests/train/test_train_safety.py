@@ -12,15 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tests.conftest import (
-    FAST,
-    leftovers,
-    make_image,
-    run,
-    run_ok,
-    run_with_file_limit,
-    tree,
-)
+from tests.conftest import FAST, leftovers, make_image, run, run_ok, run_with_file_limit, tree, warnings_printed
 
 # ----------------------------------------------------------------------------- 11. --out over the dataset
 
@@ -168,9 +160,7 @@ def test_warnings_do_not_print_before_the_error(data, tmp_path, monkeypatch):
         raise OptionError("this run cannot start")
 
     monkeypatch.setattr(trainer.Trainer, "build", classmethod(warn_then_fail))
-    with warnings.catch_warnings():  # let warnings print as they would outside pytest
-        warnings.simplefilter("always")
-        warnings.showwarning = warnings._showwarning_orig
+    with warnings_printed():
         result = run(CliRunner(), "train", data, "--out", tmp_path / "r", "--epochs", "1", *FAST)
     assert result.exit_code == 2
     assert result.stderr == "Error: this run cannot start\n"
