@@ -14,7 +14,6 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from cvkit.errors import Interrupted
 from tests.conftest import FAST, SAMPLE, run, run_ok, run_stdout
 
 
@@ -56,33 +55,6 @@ def test_same_seed_same_weights_on_cpu(data, tmp_path):
         assert run_ok("-q", "train", data, "--out", out, "--epochs", "1", *FAST)
     wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-
-
-def test_resume_continues_at_the_right_epoch(data, tmp_path):
-    from cvkit.train import TrainConfig, fit
-
-    whole, part = tmp_path / "whole", tmp_path / "part"
-    assert run_ok("-q", "train", data, "--out", whole, "--epochs", "3", *FAST)
-
-    def interrupt(epoch, row):
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    cfg = TrainConfig(data=str(data), out=str(part), epochs=3, precision="fp32", memory_format="contiguous",
-                      batch_size=32)
-    with pytest.raises(Interrupted, match=f"continue with 'cvkit train --resume {part}'"):
-        fit(cfg, callbacks=(interrupt,))
-    assert len(pd.read_csv(part / "metrics.csv")) == 1
-    from typer.testing import CliRunner
-
-    result = run(CliRunner(), "train", "--resume", part)
-    assert result.exit_code == 0, result.stderr
-    assert "epoch 2/3" in result.stderr and "epoch 1/3" not in result.stderr
-    metrics = pd.read_csv(part / "metrics.csv")
-    assert list(metrics["epoch"]) == [1, 2, 3]
-    a, b = load_file(whole / "model.safetensors"), load_file(part / "model.safetensors")
-    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)  # as if never interrupted
-    assert json.loads((whole / "model.json").read_text())["epoch"] == json.loads((part / "model.json").read_text())["epoch"]
 
 
 def test_early_stopping_stops(data, tmp_path):

@@ -93,8 +93,8 @@ def test_resume_refuses_a_complete_run_and_points_to_weights(trained):
     assert f"--weights {trained / 'model.safetensors'}" in result.stderr.replace("\n", "")
 
 
-def test_resumed_run_keeps_its_lr_schedule(data, tmp_path):
-    from cvkit.errors import CvkitError
+def test_resumed_run_continues_at_the_right_epoch_with_its_lr_schedule(data, tmp_path):
+    from cvkit.errors import Interrupted
     from cvkit.train import TrainConfig, fit
 
     whole, part = tmp_path / "whole", tmp_path / "part"
@@ -106,12 +106,15 @@ def test_resumed_run_keeps_its_lr_schedule(data, tmp_path):
 
     cfg = TrainConfig(data=str(data), out=str(part), epochs=3, precision="fp32", memory_format="contiguous",
                       batch_size=32)
-    with pytest.raises((CvkitError, KeyboardInterrupt)):  # cvkit.errors.Interrupted
+    with pytest.raises(Interrupted, match=f"continue with 'cvkit train --resume {part}'"):
         fit(cfg, callbacks=(interrupt,))
-    assert run_ok("-q", "train", "--resume", part)
+    assert len(pd.read_csv(part / "metrics.csv")) == 1
+    result = run(CliRunner(), "train", "--resume", part)
+    assert result.exit_code == 0, result.stderr
+    assert "epoch 2/3" in result.stderr and "epoch 1/3" not in result.stderr
     a, b = pd.read_csv(whole / "metrics.csv"), pd.read_csv(part / "metrics.csv")
     assert list(b["epoch"]) == [1, 2, 3]
-    assert list(a["lr"]) == list(b["lr"])
+    assert list(a["lr"]) == list(b["lr"])  # the one-cycle schedule goes on where it stopped
 
 
 # ----------------------------------------------------------------------------- 5. mixup draws from the generator
