@@ -37,6 +37,7 @@ from cvkit.files.run import (
 )
 from cvkit.models.losses import num_outputs
 from cvkit.progress import info
+from cvkit.train.batchnorm import RECALIBRATE_BELOW_STEPS
 from cvkit.train.trainer import Trainer
 
 
@@ -121,6 +122,8 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
                          "resident": trainer.batches.resident, "augment": trainer.policy.to_json(),
                          "input_size": list(data.input_size), "in_chans": data.in_chans,
                          "stats": data.stats.to_json(), "cvkit_version": __version__,
+                         "batchnorm_recalibration": {"images": int(len(trainer.recalibration)),
+                                                     "while_steps_below": RECALIBRATE_BELOW_STEPS},
                          "torch_version": torch.__version__})
     cfg.write(run)
     if data.mean_image is not None:  # model.json points at it: the run must stand alone

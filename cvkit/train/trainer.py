@@ -25,7 +25,7 @@ from cvkit.models.losses import Criterion, num_outputs, outputs_to_probs, soft_t
 from cvkit.progress import progress_bar
 from cvkit.runtime.infer import predict_batches
 from cvkit.train import setup, speed
-from cvkit.train.batchnorm import recalibrate, sample_indices
+from cvkit.train.batchnorm import RECALIBRATE_BELOW_STEPS, recalibrate, sample_indices
 from cvkit.train.setup import TrainingData
 from cvkit.transforms.batch import Preprocess, augment, mix
 
@@ -210,8 +210,16 @@ class Trainer:
         return {"train_loss": float(total_loss) / max(1, seen), "train_acc": float(total_correct) / max(1, seen),
                 "seconds": seconds, "images_per_s": seen / seconds}
 
+    @property
+    def steps_done(self) -> int:
+        """Optimizer steps taken so far (the schedule counts them, and resumes with them)."""
+        return int(self.scheduler.last_epoch)
+
     def recalibrate_batchnorm(self) -> int:
-        """Running BatchNorm statistics from training images at eval-time preprocessing (see batchnorm.py)."""
+        """Running BatchNorm statistics from training images at eval-time preprocessing, while the run is
+        short (see batchnorm.py); returns the number of layers recalibrated."""
+        if self.steps_done >= RECALIBRATE_BELOW_STEPS:
+            return 0
         images = self.data.train.images
         sample = images if len(self.recalibration) == len(images) else np.asarray(images[self.recalibration])
         return recalibrate(self.model, sample, self.pre, self.precision, self.cfg.eval_batch_size, self.frozen_modules)

@@ -109,3 +109,22 @@ def test_fit_on_listed_rows_and_the_selection_contents(folded, tmp_path):
     cfg = TrainConfig(data=str(folded), out=str(tmp_path / "rows"), epochs=1, precision="fp32",
                       memory_format="contiguous", batch_size=16)
     assert fit(cfg, train=Selection.of_rows(rows), val=Selection.of_split("val")).epochs_run == 1
+
+
+def test_recalibration_runs_only_while_the_run_is_short(data, tmp_path):
+    import torch
+
+    from cvkit.files.config import TrainConfig
+    from cvkit.train.batchnorm import RECALIBRATE_BELOW_STEPS
+    from cvkit.train.trainer import Trainer
+
+    cfg = TrainConfig(data=str(data), out=str(tmp_path / "r"), epochs=1, precision="fp32",
+                      memory_format="contiguous", batch_size=32)
+    trainer = Trainer.build(cfg)
+    bn = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert trainer.recalibrate_batchnorm() == 4  # smallcnn's four BatchNorm layers
+    assert int(bn.num_batches_tracked) > 0 and bn.momentum == 0.1
+    before = bn.running_mean.clone()
+    trainer.scheduler.last_epoch = RECALIBRATE_BELOW_STEPS  # a long run: Fashion-MNIST is past it after epoch 1
+    assert trainer.recalibrate_batchnorm() == 0
+    assert torch.equal(bn.running_mean, before)
