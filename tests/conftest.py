@@ -167,3 +167,15 @@ def warnings_printed():
         warnings.simplefilter("always")
         warnings.showwarning = show
         yield
+
+
+def copy_run_with(trained: Path, folder: Path, **model_json: object) -> Path:
+    """A copy of the run ``trained`` in ``folder`` whose model.json has the given keys changed or added."""
+    import json
+    import shutil
+
+    shutil.copytree(trained, folder)
+    info = json.loads((folder / "model.json").read_text())
+    info.update(model_json)
+    (folder / "model.json").write_text(json.dumps(info))
+    return folder

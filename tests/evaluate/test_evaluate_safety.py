@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import leftovers, run, tree
+from tests.conftest import copy_run_with, leftovers, run, tree
 
 
 def test_out_over_the_dataset_is_refused(trained, data):
@@ -35,11 +33,7 @@ def test_impossible_options_are_refused_and_write_nothing(trained, tmp_path, opt
 
 
 def test_edited_num_classes_in_model_json_is_refused(trained, tmp_path):
-    run_dir = tmp_path / "run"
-    shutil.copytree(trained, run_dir)
-    info = json.loads((run_dir / "model.json").read_text())
-    info["num_classes"] = 3
-    (run_dir / "model.json").write_text(json.dumps(info))
+    run_dir = copy_run_with(trained, tmp_path / "run", num_classes=3)
     result = run(CliRunner(), "evaluate", run_dir, "--out", tmp_path / "ev")
     assert result.exit_code == 2
     assert result.stderr.startswith(f"Error: {run_dir / 'model.json'}") and "num_classes" in result.stderr

@@ -13,7 +13,7 @@ from PIL import Image
 from cvkit.device import resolve_device
 from cvkit.errors import ManifestError, OptionError
 from cvkit.runtime import capture, collect_inputs, load_run, read_images
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, copy_run_with
 
 
 def test_a_run_loads_from_model_json_alone(trained, tmp_path):
@@ -58,14 +58,9 @@ def test_features_by_layer_name_and_the_hooks_are_removed(trained):
 
 
 def test_an_edited_model_json_is_refused(trained, tmp_path):
-    edited = tmp_path / "edited"
-    shutil.copytree(trained, edited)
-    info = json.loads((edited / "model.json").read_text())
-    info["num_classes"] = 3
-    (edited / "model.json").write_text(json.dumps(info))
+    edited = copy_run_with(trained, tmp_path / "edited", num_classes=3)
     with pytest.raises(ManifestError, match="'num_classes' is 3 but 'classes' names 10"):
         load_run(edited, resolve_device("cpu"))
-    info["num_classes"], info["surprise"] = 10, 1
-    (edited / "model.json").write_text(json.dumps(info))
+    surprise = copy_run_with(trained, tmp_path / "surprise", surprise=1)
     with pytest.raises(ManifestError, match="unknown key"):
-        load_run(edited, torch.device("cpu"))
+        load_run(surprise, torch.device("cpu"))
