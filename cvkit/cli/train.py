@@ -67,6 +67,7 @@ def _given(ctx: typer.Context, name: str) -> bool:
 with_parameters(train_command, [
     P("ctx", P.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
     P("data", P.POSITIONAL_OR_KEYWORD, default=None, annotation=Annotated[Optional[Path], typer.Argument(
+        metavar="DATA",
         help="A dataset directory written by 'cvkit prepare'.")]),
     P("out", P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="The run directory (default: runs/ARCH).")]),
