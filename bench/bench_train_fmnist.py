@@ -153,7 +153,8 @@ def main() -> None:
         previous = json.loads((RESULTS / "train_fmnist.json").read_text())
     if parts != set(ALL_PARTS.split(",")) and previous:
         # A partial run updates what it measures and keeps the rest, each with its own measured_at.
-        result = {k: {"measured_at": previous.get("date"), **v} for k, v in previous.items() if isinstance(v, dict)}
+        result = {k: {"measured_at": previous.get("date"), "cpu": previous.get("cpu", "not recorded"), **v}
+                  for k, v in previous.items() if isinstance(v, dict)}
     measured: set[str] = set()
     if "default" in parts:
         seeds = [int(s) for s in args.seeds.split(",")]

@@ -35,10 +35,22 @@ def run_measured(args: list[str]) -> tuple[float, int, str]:
     return seconds, usage.ru_maxrss * 1024, out
 
 
+def cpu() -> str:
+    """The CPU model and whether it has the bf16 matrix instructions cvkit's speed depends on."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    has = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{model} ({', '.join(has) if has else 'no AVX-512, no bf16 matrix instructions'})"
+
+
 def write_result(name: str, data: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     data = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(), **data}
+            "cpu": cpu(), "cores": os.cpu_count(), **data}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=2) + "\n")
     print(json.dumps(data))
