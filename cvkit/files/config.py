@@ -86,8 +86,8 @@ class TrainConfig:
     # data and augmentation
     size: list[int] | None = internal(None)
     hflip: float = option(0.5, "Probability of a horizontal flip (0 for digits or text).", AUGMENT)
-    # Pad-and-crop is off by default: it cost accuracy in 5-6 epoch runs on Fashion-MNIST (the net
-    # underfits that soon; bench/results/train_fmnist.json); --translate 0.0625 for long runs.
+    # Pad-and-crop is off by default: in 5-epoch Fashion-MNIST runs it lowered the best val accuracy
+    # (the net underfits that soon; bench/results/defaults_val.json); --translate 0.0625 for long runs.
     translate: float = option(0.0, "Random shift up to this fraction of the size (pad-and-crop; 0.0625 is 2 px at "
                                    "28 px, worth it for runs of 15+ epochs).", AUGMENT)
     # speed
