@@ -20,6 +20,13 @@ import torch
 RESIDENT_BYTES = {"cpu": 4 << 30, "cuda": 2 << 30, "mps": 1 << 30}
 
 
+def steps_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
+    """Batches in an epoch of ``n`` images; ``drop_last`` drops a last partial batch (unless it is the only one)."""
+    if drop_last and n >= batch_size:
+        return n // batch_size
+    return -(-n // batch_size)
+
+
 class Batches:
     """Shuffled (or ordered) batches of (uint8 images N x H x W x C, int64 labels)."""
 
@@ -42,10 +49,7 @@ class Batches:
         return order[self.rank::self.world_size]  # each process of a distributed run takes its share
 
     def __len__(self) -> int:
-        per_rank = len(range(self.rank, self.n, self.world_size))
-        if self.drop_last and per_rank >= self.batch_size:
-            return per_rank // self.batch_size
-        return -(-per_rank // self.batch_size)
+        return steps_per_epoch(len(range(self.rank, self.n, self.world_size)), self.batch_size, self.drop_last)
 
     def epoch(self, gen: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self._order(gen)

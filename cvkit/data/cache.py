@@ -70,6 +70,15 @@ def copy_rows(src: np.ndarray, src_rows: np.ndarray, dst: np.ndarray) -> None:
         dst[i:i + step] = src[src_rows[i:i + step], :, :, :c]
 
 
+def take(images: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``images[index]`` in memory, read from a memory map in sorted order (sequential reads)."""
+    index = np.asarray(index, dtype=np.int64)
+    order = np.argsort(index, kind="stable")
+    out = np.empty((len(index), *images.shape[1:]), dtype=images.dtype)
+    out[order] = images[index[order]]
+    return out
+
+
 def load_split(dataset: str | os.PathLike, split: str, size: tuple[int, int] | None = None,
                workers: int | None = None) -> SplitData:
     """The images and labels of ``split``, from the cache; the cache is (re)built when missing or stale."""

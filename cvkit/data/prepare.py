@@ -20,6 +20,7 @@ from cvkit.data.sources import Item, open_source
 from cvkit.data.splits import assign_folds, carve, check_fractions
 from cvkit.errors import OptionError, TooManyRejected, UnsafeOutput
 from cvkit.files.dataset import (
+    DATASET_FILES,
     MANIFEST_COLUMNS,
     SPLITS,
     DatasetInfo,
@@ -27,9 +28,8 @@ from cvkit.files.dataset import (
     write_manifest,
     write_rejected,
 )
-from cvkit.files.dataset import is_dataset
 from cvkit.files.images import Resize
-from cvkit.files.outputs import check_out, replacing
+from cvkit.files.outputs import check_out, holds_only, replacing
 
 SPLIT_PRIORITY = {"test": 0, "val": 1, "train": 2}  # a duplicate is kept in the first of these
 
@@ -69,7 +69,7 @@ def prepare(source: str, out: str | os.PathLike, *, size: tuple[int, int] | None
     if folds == 1 or folds < 0:
         raise OptionError(f"--folds {folds} must be at least 2 (or 0 for no folds)")
     sources = [] if source.startswith("torchvision:") else [source]
-    out = check_out(out, sources=sources, reads=[root] if root else [], own=is_dataset, force=force)
+    out = check_out(out, sources=sources, reads=[root] if root else [], own=holds_only(DATASET_FILES), force=force)
     src = open_source(source, root=root, classes=classes)
     inside = next((it.path for it in src.items if it.array is None and _within(it.path, out)), None)
     if inside is not None:

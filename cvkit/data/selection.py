@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from cvkit.data.cache import SplitData, load_split
+from cvkit.data.cache import SplitData, load_split, take
 from cvkit.errors import ManifestError, OptionError
 from cvkit.files.dataset import SPLITS, read_manifest
 
@@ -113,7 +113,7 @@ def load_selection(dataset: str | os.PathLike, sel: Selection, size: tuple[int, 
         parts.append((wanted, data, index))
     classes = parts[0][1].classes
     order = np.argsort(np.concatenate([w for w, _, _ in parts]), kind="stable")
-    images = np.concatenate([np.asarray(d.images[np.sort(i)])[np.argsort(np.argsort(i))] for _, d, i in parts])[order]
+    images = np.concatenate([take(d.images, i) for _, d, i in parts])[order]
     labels = np.concatenate([d.labels[i] for _, d, i in parts])[order]
     paths_all = [d.paths[j] for _, d, i in parts for j in i]
     row_all = np.concatenate([w for w, _, _ in parts])

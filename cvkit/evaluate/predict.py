@@ -13,7 +13,7 @@ from cvkit.data.decode import check_workers
 from cvkit.evaluate.run import check_batch_size
 from cvkit.files.atomic import write_csv
 from cvkit.files.dataset import write_rejected
-from cvkit.files.outputs import check_out, replacing
+from cvkit.files.outputs import check_out, holds_only, replacing
 
 
 @dataclass
@@ -29,8 +29,7 @@ class PredictResult:
         return [[(self.classes[j], float(self.probs[i, j])) for j in row] for i, row in enumerate(order)]
 
 
-def _own_output(folder: Path) -> bool:
-    return (folder / "predictions.csv").is_file()
+PREDICT_FILES = ("predictions.csv", "rejected.csv")
 
 
 def predict(run: str | os.PathLike, inputs: list[str], out: str | os.PathLike | None = None, tta: bool = False,
@@ -45,7 +44,7 @@ def predict(run: str | os.PathLike, inputs: list[str], out: str | os.PathLike | 
     check_workers(workers)
     loaded = load_run(run, resolve_device(device))
     paths = collect_inputs(inputs)
-    out = check_out(out or loaded.run / "predict", reads=[loaded.run, *inputs], own=_own_output, force=True)
+    out = check_out(out or loaded.run / "predict", reads=[loaded.run, *inputs], own=holds_only(PREDICT_FILES), force=True)
     found = read_images(paths, loaded.input_size, loaded.in_chans, loaded.info.resize, workers)
     if not found.paths:
         first = found.rejected[0]

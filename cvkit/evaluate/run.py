@@ -9,12 +9,16 @@ from typing import Any
 
 import numpy as np
 
+from cvkit.data.cache import take
 from cvkit.errors import ManifestError, OptionError
 from cvkit.evaluate.metrics import classification_metrics, confusion_matrix, top_losses
 from cvkit.files.atomic import write_csv
 from cvkit.files.dataset import SPLITS, is_dataset
 from cvkit.files.jsonio import write_json
-from cvkit.files.outputs import check_out, replacing
+from cvkit.files.outputs import check_out, holds_only, replacing
+
+EVALUATE_FILES = ("metrics.json", "predictions.csv", "confusion_matrix.csv", "confusion_matrix.png",
+                  "top_losses.csv", "top_losses.png")
 
 
 @dataclass
@@ -53,7 +57,7 @@ def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = Non
     if not is_dataset(data):
         raise OptionError(f"--data {data or '?'} is not a dataset directory; pass --data DIR")
     default = loaded[0].run / (f"eval_{split}" if len(loaded) == 1 else f"ensemble_eval_{split}")
-    out = check_out(out or default, reads=[*(m.run for m in loaded), data], own=_own_output, force=True)
+    out = check_out(out or default, reads=[*(m.run for m in loaded), data], own=holds_only(EVALUATE_FILES), force=True)
     members, all_probs, split_data = [], [], None
     for member in loaded:
         split_data = load_split(data, split, member.input_size)
@@ -95,14 +99,9 @@ def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = Non
             "predicted": [classes[predicted[i]] for i in worst], "prob_predicted": p_pred, "prob_label": p_true,
             "loss": -np.log(np.clip(p_true, 1e-15, 1.0))}), "%.6g")
         if len(worst):
-            plot_top_losses(np.asarray(split_data.images[np.sort(worst)])[np.argsort(np.argsort(worst))],
-                            labels[worst], predicted[worst], p_true, p_pred, classes, stage / "top_losses.png")
+            plot_top_losses(take(split_data.images, worst), labels[worst], predicted[worst], p_true, p_pred, classes, stage / "top_losses.png")
         write_json(stage / "metrics.json", metrics)
     return EvalResult(out, metrics, members)
-
-
-def _own_output(folder: Path) -> bool:
-    return (folder / "metrics.json").is_file() or (folder / "predictions.csv").is_file()
 
 
 def check_batch_size(batch_size: int) -> None:

@@ -8,7 +8,7 @@ help text lives in one place. This module imports nothing heavy: the CLI reads i
 from __future__ import annotations
 
 import os
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +199,3 @@ def cli_fields() -> list[Any]:
     """The TrainConfig fields that are ``cvkit train`` options, in declaration order."""
     return [f for f in fields(TrainConfig) if f.metadata.get("cli", True)]
 
-
-def default(name: str) -> Any:
-    f = next(f for f in fields(TrainConfig) if f.name == name)
-    return f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]

@@ -7,7 +7,7 @@ Each has a typed reader and writer here and nowhere else (README.md, "File contr
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,9 @@ from cvkit.files.atomic import write_csv
 from cvkit.files.jsonio import from_json, read_json, write_json
 
 SPLITS = ("train", "val", "test")
-MANIFEST_COLUMNS = ("path", "label", "split", "fold", "sha1")
+# Everything `prepare`, `normalize` and `augment` write into a dataset directory.
+DATASET_FILES = ("manifest.csv", "classes.json", "rejected.csv", "dataset.json", "stats.json", "augment.json",
+                 "mean_image.npy", "cache", "images")
 REJECTED_COLUMNS = ("path", "reason")
 PREPARE_AGAIN = "rerun 'cvkit prepare' to write it"
 
@@ -46,6 +48,9 @@ class ManifestRow:
     split: str
     fold: int = -1
     sha1: str = ""
+
+
+MANIFEST_COLUMNS = tuple(f.name for f in fields(ManifestRow))  # first in manifest.csv, in this order
 
 
 def read_manifest(dataset: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
@@ -111,13 +116,6 @@ def write_rejected(folder: str | os.PathLike, rows: list[tuple[str, str]]) -> No
     import pandas as pd
 
     write_csv(Path(folder) / "rejected.csv", pd.DataFrame(rows, columns=list(REJECTED_COLUMNS)))
-
-
-def read_rejected(folder: str | os.PathLike) -> list[tuple[str, str]]:
-    import pandas as pd
-
-    frame = pd.read_csv(Path(folder) / "rejected.csv", dtype=str, keep_default_na=False)
-    return list(zip(frame["path"], frame["reason"]))
 
 
 # ----------------------------------------------------------------------------- dataset.json

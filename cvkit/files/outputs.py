@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from fnmatch import fnmatch
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -71,6 +72,15 @@ def check_out(out: str | os.PathLike, *, reads: Sequence[str | os.PathLike] = ()
                 raise UnsafeOutput(f"{what} {out} holds files cvkit did not write there, and --force replaces only "
                                    f"cvkit's own output; empty it yourself or choose another {what}")
     return out
+
+
+def holds_only(names: Sequence[str]) -> Callable[[Path], bool]:
+    """An ``own`` test for :func:`check_out`: the folder holds nothing but entries named like ``names``
+    (the files a command writes; shell patterns allowed), so ``--force`` never deletes a file cvkit
+    did not write there. Hidden leftovers of an interrupted atomic write count as cvkit's."""
+    def own(folder: Path) -> bool:
+        return all(any(fnmatch(entry.name, n) for n in (*names, ".*.tmp", ".*.new")) for entry in folder.iterdir())
+    return own
 
 
 @contextlib.contextmanager

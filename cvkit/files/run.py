@@ -21,10 +21,9 @@ RETRAIN = "retrain with 'cvkit train'"
 METRICS_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
 
 
-def is_run(folder: str | os.PathLike) -> bool:
-    """A folder written by ``cvkit train`` (it has model.json or config.json)."""
-    folder = Path(folder)
-    return (folder / "model.json").is_file() or (folder / "config.json").is_file()
+# Everything `train` writes into a run, and the output folders later commands put there by default.
+RUN_FILES = ("model.safetensors", "model.json", "last.ckpt", "metrics.csv", "config.json", "curves.png",
+             "mean_image.npy", "lr_find.csv", "lr_find.png", "eval_*", "ensemble_eval_*", "predict")
 
 
 # ----------------------------------------------------------------------------- model.json
@@ -84,22 +83,6 @@ def write_metrics(run: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
     frame = pd.DataFrame(rows)
     frame = frame[[c for c in METRICS_COLUMNS if c in frame] + [c for c in frame if c not in METRICS_COLUMNS]]
     write_csv(Path(run) / "metrics.csv", frame, "%.6g")
-
-
-def read_metrics(run: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
-    import pandas as pd
-
-    path = Path(run) / "metrics.csv"
-    try:
-        frame = pd.read_csv(path)
-    except FileNotFoundError:
-        raise ManifestError(f"{path} is missing; {RETRAIN}") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise ManifestError(f"{path} cannot be parsed ({e}); {RETRAIN}") from None
-    missing = [c for c in METRICS_COLUMNS if c not in frame]
-    if missing:
-        raise ManifestError(f"{path} lacks the column(s) {', '.join(missing)}; {RETRAIN}")
-    return frame
 
 
 # ----------------------------------------------------------------------------- model.safetensors

@@ -25,11 +25,11 @@ from cvkit.data.selection import Selection
 from cvkit.errors import Interrupted, OptionError
 from cvkit.files.atomic import write_npy
 from cvkit.files.config import TrainConfig
-from cvkit.files.outputs import check_out, replacing
+from cvkit.files.outputs import check_out, holds_only, replacing
 from cvkit.files.run import (
     METRICS_COLUMNS,
+    RUN_FILES,
     ModelInfo,
-    is_run,
     read_checkpoint,
     save_model_weights,
     write_checkpoint,
@@ -65,7 +65,7 @@ def fit(cfg: TrainConfig, train: Selection | None = None, val: Selection | None 
     statistics come from the training images only. ``val`` None with a train selection given:
     no validation, the last epoch is kept.
     """
-    run = check_out(cfg.out, reads=[cfg.data, *([cfg.weights] if cfg.weights else [])], own=is_run, force=force)
+    run = check_out(cfg.out, reads=[cfg.data, *([cfg.weights] if cfg.weights else [])], own=holds_only(RUN_FILES), force=force)
     trainer = Trainer.build(cfg, train, val)
     cfg.resolved["selections"] = {"train": trainer.data.train_selection.to_json(),
                                   "val": trainer.data.val_selection.to_json() if trainer.data.val_selection else None}

@@ -11,8 +11,8 @@ import numpy as np
 
 from cvkit.files.atomic import write_csv
 from cvkit.files.config import TrainConfig
-from cvkit.files.outputs import check_out
-from cvkit.files.run import is_run
+from cvkit.files.outputs import check_out, holds_only
+from cvkit.files.run import RUN_FILES
 from cvkit.plots import plot_lr_find
 from cvkit.progress import progress_bar
 from cvkit.train.trainer import Trainer
@@ -48,7 +48,7 @@ def lr_find(cfg: TrainConfig, start_lr: float = 1e-6, end_lr: float = 10.0, step
     """Run the range test on ``cfg``'s model and data; writes lr_find.csv and lr_find.png into ``cfg.out``."""
     import pandas as pd
 
-    out = check_out(cfg.out, reads=[cfg.data], own=lambda d: (d / "lr_find.csv").is_file() or is_run(d), force=True)
+    out = check_out(cfg.out, reads=[cfg.data], own=holds_only(RUN_FILES), force=True)
     trainer = Trainer.build(cfg)
     steps = max(10, min(steps, len(trainer.batches) * 5))
     factor = (end_lr / start_lr) ** (1 / (steps - 1))

@@ -16,7 +16,7 @@ from torch import nn
 
 from cvkit.data.cache import SplitData
 from cvkit.data.selection import Selection, load_selection
-from cvkit.errors import ManifestError, OptionError
+from cvkit.errors import ManifestError
 from cvkit.files.config import TrainConfig
 from cvkit.files.dataset import DatasetInfo, Stats, read_manifest
 from cvkit.progress import info
@@ -157,8 +157,6 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, backbone: set[str], lr: 
 
 def build_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
                    epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
-    if cfg.step_size < 1:
-        raise OptionError("--step-size must be at least 1")
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_multiplier(cfg.schedule, steps_per_epoch * epochs, steps_per_epoch,
                                  round(cfg.warmup * steps_per_epoch), cfg.step_size, cfg.gamma))

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from cvkit.data.batches import Batches
+from cvkit.data.batches import Batches, steps_per_epoch
+from cvkit.data.cache import take
 from cvkit.data.selection import Selection
 from cvkit.device import autocast, keep_freed_memory, resolve_device, set_memory_format
 from cvkit.errors import TrainingDiverged
@@ -71,7 +72,7 @@ class Trainer:
         data = setup.load_data(cfg, train, val)
         model = setup.build_model(cfg, data, num_outputs(cfg.loss, len(data.classes)), device)
         batch_size = setup.plan_batch(cfg, len(data.train.labels))
-        epochs, why = setup.plan_epochs(cfg, _steps_per_epoch(len(data.train.labels), batch_size))
+        epochs, why = setup.plan_epochs(cfg, steps_per_epoch(len(data.train.labels), batch_size, drop_last=True))
         trainer = cls(cfg, data, device, model, batch_size, epochs)
         trainer.epochs_reason = why
         trainer.setup_speed(resume)
@@ -221,7 +222,7 @@ class Trainer:
         if self.steps_done >= RECALIBRATE_BELOW_STEPS:
             return 0
         images = self.data.train.images
-        sample = images if len(self.recalibration) == len(images) else np.asarray(images[self.recalibration])
+        sample = images if len(self.recalibration) == len(images) else take(images, self.recalibration)
         return recalibrate(self.model, sample, self.pre, self.precision, self.cfg.eval_batch_size, self.frozen_modules)
 
     def validate(self) -> tuple[float, float]:
@@ -247,7 +248,3 @@ class Trainer:
         torch.set_rng_state(ckpt["rng_torch"])
         self.gen.set_state(ckpt["rng_gen"])
 
-
-def _steps_per_epoch(n: int, batch_size: int) -> int:
-    """Optimizer steps per epoch with drop_last (a last partial batch is dropped)."""
-    return max(1, n // batch_size)

@@ -65,3 +65,16 @@ def test_an_image_inside_out_is_refused(trained, tmp_path):
     assert result.exit_code == 2
     assert result.stderr.startswith(f"Error: --out {tmp_path / 'p'} contains {image}, which this command reads")
     assert image.is_file()
+
+
+def test_an_out_holding_other_files_beside_a_predictions_csv_is_kept(trained, tmp_path):
+    """--out is replaced only when it holds nothing but predict's own files."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "predictions.csv").write_text("path,predicted\n")
+    (out / "notes.txt").write_text("the user's own file")
+    result = run(CliRunner(), "predict", trained, SAMPLE / "fashion" / "bag", "--out", out)
+    assert result.exit_code == 2 and "holds files cvkit did not write" in result.stderr
+    assert (out / "notes.txt").read_text() == "the user's own file"
+    (out / "notes.txt").unlink()
+    assert run(CliRunner(), "-q", "predict", trained, SAMPLE / "fashion" / "bag", "--out", out).exit_code == 0

@@ -184,3 +184,14 @@ def test_interrupt_says_how_to_resume_and_exits_130(data, tmp_path, monkeypatch)
                                                f"continue with 'cvkit train --resume {out}'")
     monkeypatch.setattr(trainer.Trainer, "train_epoch", real)
     assert run_ok("-q", "train", "--resume", out)
+
+
+def test_force_keeps_a_folder_with_a_config_json_and_other_files(data, tmp_path):
+    """A config.json alone does not make a folder a run that --force may delete."""
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    (out / "thesis.tex").write_text("months of work")
+    result = run(CliRunner(), "train", data, "--out", out, "--force", "--epochs", "1", *FAST)
+    assert result.exit_code == 2 and "holds files cvkit did not write" in result.stderr
+    assert (out / "thesis.tex").read_text() == "months of work"
