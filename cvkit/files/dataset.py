@@ -198,28 +198,46 @@ class Stats:
 
 @dataclass
 class AugmentFile:
-    """``augment.json``: the augmentation policy ``train`` applies (field names of AugmentPolicy)."""
+    """``augment.json``: the augmentation policy ``train`` applies (field names of AugmentPolicy).
 
-    policy: dict[str, float] = field(default_factory=dict)
+    Values are numbers of 0 or more, and ``scale`` is a [min, max] pair; the policy module checks ranges.
+    """
+
+    policy: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None  # where it was read from
+
+    @staticmethod
+    def locate(where: str | os.PathLike) -> Path:
+        """A dataset directory's augment.json, or ``where`` itself when it is a policy file."""
+        where = Path(where)
+        return where / "augment.json" if where.is_dir() else where
 
     @classmethod
-    def read(cls, dataset: str | os.PathLike, known: set[str]) -> "AugmentFile | None":
-        """The dataset's policy, or None when it has no augment.json; ``known`` are the valid names."""
-        path = Path(dataset) / "augment.json"
-        if not path.is_file():
+    def read(cls, where: str | os.PathLike, known: set[str]) -> "AugmentFile | None":
+        """The policy of a dataset directory (None when it has no augment.json) or of a policy file
+        (an error when missing); ``known`` are the valid names."""
+        path = cls.locate(where)
+        if Path(where).is_dir() and not path.is_file():
             return None
         fix = "rewrite it with 'cvkit augment' or delete it"
-        data = from_json(cls, read_json(path, fix), path, fix)
-        unknown = sorted(set(data.policy) - known)
+        data = read_json(path, fix)
+        data.pop("format", None)
+        policy = data.get("policy")
+        if set(data) != {"policy"} or not isinstance(policy, dict):
+            raise ManifestError(f"{path} must hold {{\"format\": 1, \"policy\": {{...}}}}; {fix}")
+        unknown = sorted(set(policy) - known)
         if unknown:
             raise ManifestError(f"{path}: unknown augmentation(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        bad = [k for k, v in data.policy.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0]
-        if bad:
-            raise ManifestError(f"{path}: '{bad[0]}' must be a number of 0 or more; {fix}")
-        return cls({k: float(v) for k, v in data.policy.items()})
+        for k, v in policy.items():
+            values = v if k == "scale" and isinstance(v, list) and len(v) == 2 else [v]
+            if k == "scale" and values is not v:
+                raise ManifestError(f"{path}: 'scale' must be a [min, max] pair of numbers; {fix}")
+            if any(isinstance(x, bool) or not isinstance(x, (int, float)) or x < 0 for x in values):
+                raise ManifestError(f"{path}: '{k}' must be a number of 0 or more; {fix}")
+        return cls({k: [float(x) for x in v] if k == "scale" else float(v) for k, v in policy.items()}, path)
 
     def write(self, dataset: str | os.PathLike) -> None:
-        write_json(Path(dataset) / "augment.json", asdict(self))
+        write_json(Path(dataset) / "augment.json", {"policy": self.policy})
 
 
 # ----------------------------------------------------------------------------- cache/{split}_{H}x{W}.json

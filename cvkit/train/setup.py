@@ -21,7 +21,7 @@ from cvkit.files.config import TrainConfig
 from cvkit.files.dataset import DatasetInfo, Stats, read_manifest
 from cvkit.progress import info
 from cvkit.train.optim import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, lr_multiplier, make_optimizer, param_groups
-from cvkit.transforms.batch import AugmentPolicy, read_augment
+from cvkit.transforms.policy import AugmentPolicy, read_augment
 from cvkit.transforms.stats import image_stats
 
 # --epochs auto: train for at least this many optimizer steps, but never fewer than DEFAULT_EPOCHS
@@ -78,10 +78,8 @@ def load_data(cfg: TrainConfig, train: Selection, val: Selection | None) -> Trai
         raise ManifestError(f"{dataset}: {train.describe()} has images of one class only "
                             f"({train_data.classes[int(present[0])]}); a classifier needs at least two classes")
     stats, mean_image = training_stats(dataset, train, train_data)
-    fields = {"hflip": cfg.hflip, "translate": cfg.translate}
-    fields.update(read_augment(dataset) or {})  # the dataset's augment.json wins
-    return TrainingData(dataset, dataset_info, train_data, val_data, train, val, stats, mean_image,
-                        AugmentPolicy(**fields))
+    policy = read_augment(dataset) or AugmentPolicy(hflip=cfg.hflip, translate=cfg.translate)
+    return TrainingData(dataset, dataset_info, train_data, val_data, train, val, stats, mean_image, policy)
 
 
 def training_stats(dataset: Path, selection: Selection, data: SplitData) -> tuple[Stats, np.ndarray | None]:

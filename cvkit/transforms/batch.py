@@ -10,45 +10,12 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cvkit.files.dataset import AugmentFile
-
-
-@dataclass
-class AugmentPolicy:
-    """What ``train`` does to each training batch. All fields off means no augmentation."""
-
-    hflip: float = 0.0  # probability of a horizontal flip
-    vflip: float = 0.0
-    translate: float = 0.0  # largest shift, as a fraction of the image size (pad-and-crop)
-    rotate: float = 0.0  # largest rotation, degrees
-    scale: float = 0.0  # largest zoom in or out, as a fraction (0.1: 0.9x to 1.1x)
-    brightness: float = 0.0  # largest brightness change, as a fraction
-    contrast: float = 0.0
-    mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0: off
-    cutmix: float = 0.0  # Beta(alpha, alpha) of cutmix; 0: off
-
-    @property
-    def geometric(self) -> bool:
-        return bool(self.translate or self.rotate or self.scale)
-
-    @property
-    def mixes(self) -> bool:
-        return bool(self.mixup or self.cutmix)
-
-    def to_json(self) -> dict[str, float]:
-        return asdict(self)
-
-
-def read_augment(dataset: str | os.PathLike) -> dict[str, float] | None:
-    """The dataset's ``augment.json`` as a dict of policy fields, or None when there is none."""
-    found = AugmentFile.read(dataset, {f.name for f in fields(AugmentPolicy)})
-    return None if found is None else found.policy
+from cvkit.transforms.policy import AugmentPolicy
 
 
 class Preprocess:
@@ -120,11 +87,12 @@ def _shift(x: torch.Tensor, max_dy: int, max_dx: int, gen: torch.Generator) -> t
 
 def _affine(x: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator) -> torch.Tensor:
     n, _, h, w = x.shape
-    if policy.translate and not (policy.rotate or policy.scale):
+    if policy.translate and not (policy.rotate or policy.scale != [1.0, 1.0]):
         return _shift(x, round(policy.translate * h), round(policy.translate * w), gen)
     cpu = torch.device("cpu")
     angle = _uniform(n, math.radians(policy.rotate), gen, cpu)
-    zoom = 1 + _uniform(n, policy.scale, gen, cpu)
+    lo, hi = policy.scale
+    zoom = lo + torch.rand(n, generator=gen) * (hi - lo)
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     shift_x, shift_y = _uniform(n, 2 * policy.translate, gen, cpu), _uniform(n, 2 * policy.translate, gen, cpu)
     theta = torch.stack([torch.stack([cos, -sin * h / w, shift_x], 1), torch.stack([sin * w / h, cos, shift_y], 1)], 1)

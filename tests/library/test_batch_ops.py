@@ -12,7 +12,8 @@ from cvkit.device import resolve_device
 from cvkit.errors import DeviceUnavailable, ManifestError
 from cvkit.data.batches import Batches
 from cvkit.train.optim import lr_multiplier
-from cvkit.transforms.batch import AugmentPolicy, Preprocess, augment, mix, read_augment
+from cvkit.transforms.batch import Preprocess, augment, mix
+from cvkit.transforms.policy import AugmentPolicy, read_augment
 
 
 def batch(n=64, h=8, w=10, c=1, seed=0):
@@ -59,7 +60,7 @@ def test_translate_is_a_whole_pixel_shift_with_zero_padding():
 
 def test_augmentation_is_seeded():
     x = batch(c=3).permute(0, 3, 1, 2).float() / 255
-    policy = AugmentPolicy(hflip=0.5, rotate=15, scale=0.1, translate=0.1, brightness=0.2, contrast=0.2)
+    policy = AugmentPolicy(hflip=0.5, rotate=15, scale=[0.9, 1.1], translate=0.1, brightness=0.2, contrast=0.2)
     a = augment(x, policy, torch.Generator().manual_seed(3))
     b = augment(x, policy, torch.Generator().manual_seed(3))
     c = augment(x, policy, torch.Generator().manual_seed(4))
@@ -81,7 +82,7 @@ def test_mixup_and_cutmix_mix_targets_like_pixels(policy):
 def test_read_augment(tmp_path):
     assert read_augment(tmp_path) is None
     (tmp_path / "augment.json").write_text(json.dumps({"format": 1, "policy": {"hflip": 0.5, "rotate": 10}}))
-    assert read_augment(tmp_path) == {"hflip": 0.5, "rotate": 10.0}
+    assert read_augment(tmp_path) == AugmentPolicy(hflip=0.5, rotate=10.0)
     (tmp_path / "augment.json").write_text(json.dumps({"format": 1, "policy": {"twirl": 1}}))
     with pytest.raises(ManifestError, match="unknown augmentation"):
         read_augment(tmp_path)
