@@ -160,3 +160,25 @@ def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], suggestion: floa
         ax.plot([suggestion], [y], "o", color="tab:red", label=f"suggested {suggestion:.2e}")
         ax.legend()
     _save(fig, path)
+
+
+def plot_augment_preview(originals: np.ndarray, labels: Sequence[str], versions: np.ndarray,
+                         titles: Sequence[Sequence[Sequence[str]]], policy: str, path: str | os.PathLike) -> None:
+    """One row per training image: the original (titled with its label), then its augmented versions
+    (each titled with its label, or its soft label under mixup / cutmix)."""
+    n, k = versions.shape[:2]
+    h, w = originals.shape[1:3]
+    cell = 1.6
+    fig = _figure((k + 1) * cell, n * cell * h / w + 0.35 * n + 0.6)
+    for i in range(n):
+        row = [(originals[i], [f"{labels[i]} (original)"])] + [(versions[i, j], titles[i][j]) for j in range(k)]
+        for j, (image, title) in enumerate(row):
+            ax = fig.add_subplot(n, k + 1, i * (k + 1) + j + 1)
+            if image.shape[2] == 1:
+                ax.imshow(image[:, :, 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            else:
+                ax.imshow(image, interpolation="nearest")
+            ax.set_title("\n".join(title), fontsize=7, fontweight="bold" if j == 0 else "normal")
+            ax.axis("off")
+    fig.suptitle(f"augmentation: {policy}", fontsize=9)
+    _save(fig, path)

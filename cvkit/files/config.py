@@ -85,11 +85,15 @@ class TrainConfig:
     monitor: str = option("val_acc", "val_acc or val_loss: picks the best epoch.", OPTIM)
     # data and augmentation
     size: list[int] | None = internal(None)
-    hflip: float = option(0.5, "Probability of a horizontal flip (0 for digits or text).", AUGMENT)
+    augment: str = option("dataset", "The augmentation policy: 'dataset' (DATA/augment.json, written by 'cvkit "
+                                     "augment'; without one: --hflip 0.5), 'none', or a policy file.", AUGMENT)
+    hflip: float | None = option(None, "Probability of a horizontal flip, over the policy's (without a policy: 0.5; "
+                                       "use 0 for digits or text).", AUGMENT)
     # Pad-and-crop is off by default: in 5-epoch Fashion-MNIST runs it lowered the best val accuracy
     # (the net underfits that soon; bench/results/defaults_val.json); --translate 0.0625 for long runs.
-    translate: float = option(0.0, "Random shift up to this fraction of the size (pad-and-crop; 0.0625 is 2 px at "
-                                   "28 px, worth it for runs of 15+ epochs).", AUGMENT)
+    translate: float | None = option(None, "Random shift up to this fraction of the size, over the policy's "
+                                           "(pad-and-crop; 0.0625 is 2 px at 28 px, worth it for runs of 15+ "
+                                           "epochs).", AUGMENT)
     # speed
     precision: str = option("auto", "auto (time the candidates), fp32, bf16 or fp16.", SPEED)
     memory_format: str = option("auto", "auto, channels_last or contiguous.", SPEED)
@@ -119,7 +123,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 1:
                 raise OptionError(f"{flag(name)} {value} must be a probability from 0 to 1")
-        if not 0 <= self.translate < 0.5:
+        if self.translate is not None and not 0 <= self.translate < 0.5:
             raise OptionError(f"--translate {self.translate} must be a fraction from 0 to below 0.5")
         if not 0 <= self.label_smoothing < 1:
             raise OptionError(f"--label-smoothing {self.label_smoothing} must be from 0 to below 1")

@@ -18,7 +18,7 @@ from cvkit.files.jsonio import from_json, read_json, write_json
 SPLITS = ("train", "val", "test")
 # Everything `prepare`, `normalize` and `augment` write into a dataset directory.
 DATASET_FILES = ("manifest.csv", "classes.json", "rejected.csv", "dataset.json", "stats.json", "augment.json",
-                 "mean_image.npy", "cache", "images")
+                 "mean_image.npy", "cache", "images", "augmented", "augment_preview.png")
 REJECTED_COLUMNS = ("path", "reason")
 PREPARE_AGAIN = "rerun 'cvkit prepare' to write it"
 

@@ -120,6 +120,7 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
                          "batch_size": trainer.batch_size,
                          "weight_decay": trainer.optimizer.param_groups[-1]["weight_decay"], "loader_workers": 0,
                          "resident": trainer.batches.resident, "augment": trainer.policy.to_json(),
+                         "augment_source": data.policy_source,
                          "input_size": list(data.input_size), "in_chans": data.in_chans,
                          "stats": data.stats.to_json(), "cvkit_version": __version__,
                          "batchnorm_recalibration": {"images": int(len(trainer.recalibration)),
@@ -133,7 +134,7 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
         info(f"Training {cfg.arch} on {len(data.train.labels):,} images ({data.train_selection.describe()}, "
              f"{data.input_size[0]}x{data.input_size[1]}x{data.in_chans}, {len(data.classes)} classes) on "
              f"{trainer.device}, {trainer.precision} {trainer.memory_format}; {trainer.epochs_reason}; "
-             f"monitoring {monitor}")
+             f"monitoring {monitor}; augmentation: {trainer.policy.describe()} ({data.policy_source})")
     started = time.perf_counter()
     stopped_early = False
     epoch = start_epoch - 1

@@ -16,12 +16,12 @@ from torch import nn
 
 from cvkit.data.cache import SplitData
 from cvkit.data.selection import Selection, load_selection
-from cvkit.errors import ManifestError
+from cvkit.errors import ManifestError, OptionError
 from cvkit.files.config import TrainConfig
-from cvkit.files.dataset import DatasetInfo, Stats, read_manifest
+from cvkit.files.dataset import AugmentFile, DatasetInfo, Stats, read_manifest
 from cvkit.progress import info
 from cvkit.train.optim import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, lr_multiplier, make_optimizer, param_groups
-from cvkit.transforms.policy import AugmentPolicy, read_augment
+from cvkit.transforms.policy import AugmentPolicy, read_augment, with_values
 from cvkit.transforms.stats import image_stats
 
 # --epochs auto: train for at least this many optimizer steps, but never fewer than DEFAULT_EPOCHS
@@ -46,6 +46,7 @@ class TrainingData:
     stats: Stats
     mean_image: np.ndarray | None
     policy: AugmentPolicy
+    policy_source: str = "default"  # where the policy came from (config.json's resolved.augment_source)
 
     @property
     def classes(self) -> list[str]:
@@ -78,8 +79,31 @@ def load_data(cfg: TrainConfig, train: Selection, val: Selection | None) -> Trai
         raise ManifestError(f"{dataset}: {train.describe()} has images of one class only "
                             f"({train_data.classes[int(present[0])]}); a classifier needs at least two classes")
     stats, mean_image = training_stats(dataset, train, train_data)
-    policy = read_augment(dataset) or AugmentPolicy(hflip=cfg.hflip, translate=cfg.translate)
-    return TrainingData(dataset, dataset_info, train_data, val_data, train, val, stats, mean_image, policy)
+    policy, source = resolve_policy(cfg)
+    return TrainingData(dataset, dataset_info, train_data, val_data, train, val, stats, mean_image, policy, source)
+
+
+# Without a policy file, train flips horizontally half the time and nothing else (Fashion-MNIST val
+# accuracy, bench/results/defaults_val.json).
+DEFAULT_POLICY = AugmentPolicy(hflip=0.5)
+
+
+def resolve_policy(cfg: TrainConfig) -> tuple[AugmentPolicy, str]:
+    """The augmentation ``--augment`` names (the dataset's augment.json, none, or a policy file), with
+    ``--hflip`` / ``--translate`` on top when given; and where it came from, for config.json."""
+    if cfg.augment == "none":
+        policy, source = AugmentPolicy(), "none"
+    elif cfg.augment == "dataset":
+        found = read_augment(cfg.data)
+        policy, source = (found, str(Path(cfg.data) / "augment.json")) if found else (DEFAULT_POLICY, "default")
+    else:
+        found = read_augment(cfg.augment)
+        if found is None:  # a folder without augment.json
+            raise OptionError(f"--augment {cfg.augment}: no augment.json there; give 'dataset', 'none' or a "
+                              f"policy file written by 'cvkit augment'")
+        policy, source = found, str(AugmentFile.locate(cfg.augment))
+    given = {k: v for k, v in (("hflip", cfg.hflip), ("translate", cfg.translate)) if v is not None}
+    return (with_values(policy, **given), source + (" + options" if given else "")) if given else (policy, source)
 
 
 def training_stats(dataset: Path, selection: Selection, data: SplitData) -> tuple[Stats, np.ndarray | None]:

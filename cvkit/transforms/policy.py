@@ -15,36 +15,50 @@ from cvkit.errors import OptionError
 from cvkit.files.dataset import AugmentFile
 
 
+def _f(default: float, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class AugmentPolicy:
     """Every field at its default means no augmentation. Probabilities are per image; magnitudes are
     the largest change, each image drawing its own value uniformly up to it."""
 
     # geometric
-    hflip: float = 0.0  # probability of a horizontal flip
-    vflip: float = 0.0  # probability of a vertical flip
-    rotate: float = 0.0  # largest rotation, degrees either way
-    translate: float = 0.0  # largest shift, as a fraction of the image size
-    scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # zoom range [min, max]; 1,1 is off
-    crop: float = 0.0  # random resized crop: smallest area kept, as a fraction (0 off; 0.25 is strong)
-    perspective: float = 0.0  # perspective distortion: corners move up to this fraction of the size
-    elastic: float = 0.0  # elastic deformation: largest displacement, as a fraction of the size
+    hflip: float = _f(0.0, "Probability of a horizontal flip (0 for digits and text: a mirrored 2 is not a 2).")
+    vflip: float = _f(0.0, "Probability of a vertical flip (for views from above: cells, satellites; "
+                           "not for clothes, digits or faces).")
+    rotate: float = _f(0.0, "Largest rotation, degrees either way (keep small for digits: a 6 turned 180 is a 9).")
+    translate: float = _f(0.0, "Largest shift, as a fraction of the size (0.1: 10%).")
+    scale: list[float] = field(default_factory=lambda: [1.0, 1.0], metadata={
+        "help": "Zoom range MIN,MAX, e.g. 0.9,1.1 (1,1: off).", "metavar": "MIN,MAX"})
+    crop: float = _f(0.0, "Random resized crop: the smallest area kept, as a fraction (0: off; 0.25 is strong), "
+                          "aspect ratio 3/4 to 4/3, resized back to the full size.")
+    perspective: float = _f(0.0, "Perspective distortion: each corner moves up to this fraction of the size.")
+    elastic: float = _f(0.0, "Elastic deformation: largest displacement, as a fraction of the size "
+                             "(0.05 suits handwriting).")
     # photometric
-    brightness: float = 0.0  # brightness factor drawn from [1 - b, 1 + b]
-    contrast: float = 0.0  # contrast factor drawn from [1 - c, 1 + c]
-    saturation: float = 0.0  # saturation factor drawn from [1 - s, 1 + s] (colour images only)
-    hue: float = 0.0  # hue rotation up to this fraction of the colour circle (at most 0.5)
-    noise: float = 0.0  # Gaussian noise, largest standard deviation on the [0, 1] pixel scale
-    blur: float = 0.0  # Gaussian blur, largest sigma in pixels
-    erase: float = 0.0  # probability of erasing a random rectangle (random erasing / cutout)
-    grayscale: float = 0.0  # probability of turning a colour image gray
+    brightness: float = _f(0.0, "Brightness factor drawn from [1 - B, 1 + B].")
+    contrast: float = _f(0.0, "Contrast factor drawn from [1 - C, 1 + C].")
+    saturation: float = _f(0.0, "Saturation factor drawn from [1 - S, 1 + S] (colour images).")
+    hue: float = _f(0.0, "Colour cast: hue turned by up to this fraction of the colour circle, at most 0.5 "
+                         "(colour images; not where colour is the class).")
+    noise: float = _f(0.0, "Gaussian noise, largest standard deviation on the 0-1 pixel scale.")
+    blur: float = _f(0.0, "Gaussian blur, largest sigma in pixels.")
+    erase: float = _f(0.0, "Probability of erasing a random rectangle (random erasing, cutout): 2-33% of the "
+                           "image, filled with noise.")
+    grayscale: float = _f(0.0, "Probability of turning a colour image gray.")
     # mixing (soft targets)
-    mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0: off
-    cutmix: float = 0.0  # Beta(alpha, alpha) of cutmix; 0: off
+    mixup: float = _f(0.0, "Mixup: blend pairs of images and their labels, weight from Beta(A, A) (0: off; 0.2 "
+                           "is usual).")
+    cutmix: float = _f(0.0, "CutMix: paste a box of another image, labels weighted by area, Beta(A, A) (0: off; "
+                            "1.0 is usual). With --mixup, half the batches each.")
 
     @property
     def geometric(self) -> bool:
-        return bool(self.translate or self.rotate or self.scale != [1.0, 1.0])
+        """Whether a transform that moves pixels (besides the flips) is on."""
+        return bool(self.translate or self.rotate or self.scale != [1.0, 1.0] or self.crop or self.perspective
+                    or self.elastic)
 
     @property
     def mixes(self) -> bool:
