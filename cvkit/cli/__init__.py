@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import typer
@@ -42,6 +43,7 @@ def main_options(
     if device not in DEVICES and not device.startswith("cuda:"):
         raise typer.BadParameter(f"'{device}' is not one of {', '.join(DEVICES)} (or cuda:N)", param_hint="--device")
     state.device, state.seed, state.debug, state.quiet = device, seed, debug, quiet
+    state.started = time.perf_counter()
     set_quiet(quiet)
 
 

@@ -38,6 +38,7 @@ class State:
     seed: int = 0
     debug: bool = False
     quiet: bool = False
+    started: float | None = None  # when the command started (train --budget counts from it)
 
 
 state = State()

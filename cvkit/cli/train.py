@@ -53,7 +53,7 @@ def train_command(ctx: typer.Context, data: Optional[Path] = None, out: Optional
                 console.print(f"lr range test: {hint}; plot in {found.png}")
             emit(str(found.png))
             return
-        result = fit(cfg, force=force)
+        result = fit(cfg, force=force, started=state.started)  # a --budget counts from the command's start
     if not state.quiet:
         _summary(result)
     emit(str(result.run))

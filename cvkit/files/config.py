@@ -63,6 +63,8 @@ class TrainConfig:
     unfreeze_after: int | None = option(None, "Unfreeze everything after this many epochs.", MODEL)
     backbone_lr_scale: float = option(0.1, "Backbone lr as a fraction of the head's once unfrozen.", MODEL)
     # optimisation
+    budget: str | None = option(None, "Wall-clock budget such as 90s, 10m or 1h: as many epochs as fit, measured "
+                                      "(the schedule is planned for them); replaces --epochs.", OPTIM)
     epochs: int | str = option("auto", "Epochs, or auto: 5, or more on a small dataset so that training takes "
                                        "at least a measured number of optimizer steps (printed at the start).",
                                OPTIM, cli_type=str)
@@ -112,6 +114,10 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise OptionError(f"{flag(name)} {getattr(self, name)} must be one of {', '.join(allowed)}")
         self.epochs = parse_epochs(self.epochs)
+        if self.budget is not None:
+            parse_budget(self.budget)
+            if self.epochs != "auto":
+                raise OptionError("--budget and --epochs both set how long to train; give one of them")
         for name in ("batch_size", "eval_batch_size", "step_size"):
             if getattr(self, name) < 1:
                 raise OptionError(f"{flag(name)} {getattr(self, name)} must be at least 1")
@@ -197,6 +203,19 @@ def parse_epochs(value: int | str) -> int | str:
     if epochs < 1:
         raise OptionError(f"--epochs {value} must be 'auto' or a whole number of epochs, 1 or more")
     return epochs
+
+
+def parse_budget(text: str) -> float:
+    """``90s``, ``10m``, ``1h``, ``1h30m`` or plain seconds -> seconds."""
+    import re
+
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "": 1.0}
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms]?)", str(text).strip().lower())
+    joined = "".join(f"{n}{u}" for n, u in parts)
+    seconds = sum(float(n) * units[u] for n, u in parts)
+    if not parts or joined != re.sub(r"\s+", "", str(text).strip().lower()) or not seconds > 0:
+        raise OptionError(f"--budget {text} must be a duration such as 90s, 10m, 1h or 1h30m")
+    return seconds
 
 
 def cli_fields() -> list[Any]:

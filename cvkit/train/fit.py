@@ -24,7 +24,7 @@ from cvkit import __version__
 from cvkit.data.selection import Selection
 from cvkit.errors import Interrupted, OptionError
 from cvkit.files.atomic import write_npy
-from cvkit.files.config import TrainConfig
+from cvkit.files.config import TrainConfig, parse_budget
 from cvkit.files.outputs import check_out, holds_only, replacing
 from cvkit.files.run import (
     METRICS_COLUMNS,
@@ -38,6 +38,7 @@ from cvkit.files.run import (
 from cvkit.models.losses import num_outputs
 from cvkit.progress import info
 from cvkit.train.batchnorm import RECALIBRATE_BELOW_STEPS
+from cvkit.train.budget import Budget
 from cvkit.train.trainer import Trainer
 
 
@@ -57,25 +58,33 @@ Callback = Callable[[int, dict[str, Any]], None]  # (epoch, metrics row) after e
 
 
 def fit(cfg: TrainConfig, train: Selection | None = None, val: Selection | None = None, *, force: bool = False,
-        callbacks: tuple[Callback, ...] = ()) -> TrainResult:
+        callbacks: tuple[Callback, ...] = (), started: float | None = None) -> TrainResult:
     """Train ``cfg.arch`` on ``cfg.data`` into the run directory ``cfg.out``; see ``cvkit train --help``.
 
     ``train`` and ``val`` select the images (default: the train split, and the val split when the
     dataset has one): a split, a fold of train+val, or listed manifest rows. Normalization
     statistics come from the training images only. ``val`` None with a train selection given:
-    no validation, the last epoch is kept.
+    no validation, the last epoch is kept. ``started`` (a ``time.perf_counter()`` value) is when
+    a ``--budget`` starts counting; default: now.
     """
+    budget = Budget(parse_budget(cfg.budget), started or time.perf_counter()) if cfg.budget else None
     run = check_out(cfg.out, reads=[cfg.data, *([cfg.weights] if cfg.weights else [])], own=holds_only(RUN_FILES), force=force)
     trainer = Trainer.build(cfg, train, val)
+    if budget is not None:
+        n_val = len(trainer.data.val.labels) if trainer.data.val is not None else 0
+        epochs, trainer.epochs_reason = budget.first_plan(trainer.step_seconds(), len(trainer.batches), n_val,
+                                                          trainer.batch_size)
+        trainer.replan(epochs)
+        cfg.resolved["budget"] = {"seconds": budget.seconds, "first_plan": trainer.epochs_reason}
     cfg.resolved["selections"] = {"train": trainer.data.train_selection.to_json(),
                                   "val": trainer.data.val_selection.to_json() if trainer.data.val_selection else None}
     if run.exists() and any(run.iterdir()):
         with replacing(run) as stage:  # the old run stays whole until the new one is complete
-            result = _loop(trainer, stage, None, resumable=False, callbacks=callbacks)
+            result = _loop(trainer, stage, None, resumable=False, callbacks=callbacks, budget=budget)
         result.run = run
         return result
     run.mkdir(parents=True, exist_ok=True)
-    return _loop(trainer, run, None, resumable=True, callbacks=callbacks)
+    return _loop(trainer, run, None, resumable=True, callbacks=callbacks, budget=budget)
 
 
 def resume(run: str | os.PathLike, callbacks: tuple[Callback, ...] = ()) -> TrainResult:
@@ -94,7 +103,9 @@ def resume(run: str | os.PathLike, callbacks: tuple[Callback, ...] = ()) -> Trai
     selections = cfg.resolved.get("selections") or {}
     train = Selection.from_json(selections["train"]) if selections.get("train") else None
     val = Selection.from_json(selections["val"]) if selections.get("val") else None
+    budget, cfg.budget = cfg.budget, None  # a budget run resumes with the epochs it had planned
     trainer = Trainer.build(cfg, train, val, resume=ckpt)
+    cfg.budget = budget
     return _loop(trainer, run, ckpt, resumable=True, callbacks=callbacks)
 
 
@@ -105,7 +116,7 @@ def _better(monitor: str, value: float, best: float | None) -> bool:
     return value > best if monitor == "val_acc" else value < best
 
 
-def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: bool,
+def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: bool, budget: Budget | None = None,
           callbacks: tuple[Callback, ...] = ()) -> TrainResult:
     cfg, data = trainer.cfg, trainer.data
     history: list[dict[str, Any]] = []
@@ -121,7 +132,7 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
                          "weight_decay": trainer.optimizer.param_groups[-1]["weight_decay"], "loader_workers": 0,
                          "resident": trainer.batches.resident, "augment": trainer.policy.to_json(),
                          "augment_source": data.policy_source,
-                         "input_size": list(data.input_size), "in_chans": data.in_chans,
+                         "epochs_reason": trainer.epochs_reason, "input_size": list(data.input_size), "in_chans": data.in_chans,
                          "stats": data.stats.to_json(), "cvkit_version": __version__,
                          "batchnorm_recalibration": {"images": int(len(trainer.recalibration)),
                                                      "while_steps_below": RECALIBRATE_BELOW_STEPS},
@@ -139,7 +150,9 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
     stopped_early = False
     epoch = start_epoch - 1
     try:
-        for epoch in range(start_epoch, trainer.epochs + 1):
+        epoch = start_epoch
+        while epoch <= trainer.epochs:  # --budget may change trainer.epochs after an epoch
+            epoch_started = time.perf_counter()
             if cfg.unfreeze_after is not None and cfg.freeze and epoch == cfg.unfreeze_after + 1:
                 trainer.set_frozen(False)
                 info(f"epoch {epoch}: backbone unfrozen (its lr is {cfg.backbone_lr_scale:g} x the head's)")
@@ -172,6 +185,10 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
                      f"at epoch {best['epoch']})")
                 stopped_early = True
                 break
+            if budget is not None:
+                _replan(trainer, budget, epoch, time.perf_counter() - epoch_started, run)
+            epoch += 1
+        epoch = min(epoch, trainer.epochs)
     except KeyboardInterrupt:
         if resumable and history:
             raise Interrupted(f"interrupted in epoch {epoch} of {trainer.epochs}; epochs 1-{history[-1]['epoch']} are "
@@ -182,6 +199,18 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
     _plot_curves(run, history)
     return TrainResult(run, best["epoch"], best["value"], monitor, epoch - start_epoch + 1,
                        time.perf_counter() - started, stopped_early, history)
+
+
+def _replan(trainer: Trainer, budget: Budget, epoch: int, seconds: float, run: Path) -> None:
+    """--budget: fit the remaining epochs to the time left, as measured so far."""
+    epochs = budget.after_epoch(epoch, seconds, trainer.epochs)
+    if epochs is None:
+        return
+    info(f"--budget: {epochs} epochs in all instead of {trainer.epochs} (epochs take {budget.replans[-1]['epoch_seconds']} s, "
+         f"{max(0.0, budget.remaining()):.0f} s left)")
+    trainer.replan(epochs, epoch * len(trainer.batches))
+    trainer.cfg.resolved.update({"epochs": epochs, "budget_replans": budget.replans})
+    trainer.cfg.write(run)
 
 
 def _model_info(trainer: Trainer, epoch: int, row: dict[str, Any]) -> ModelInfo:

@@ -178,7 +178,9 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, backbone: set[str], lr: 
 
 
 def build_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
-                   epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
+                   epochs: int, start_step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """The lr schedule over ``epochs``; ``start_step`` > 0 rebuilds it mid-run (``--budget`` replans)."""
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_multiplier(cfg.schedule, steps_per_epoch * epochs, steps_per_epoch,
-                                 round(cfg.warmup * steps_per_epoch), cfg.step_size, cfg.gamma))
+                                 round(cfg.warmup * steps_per_epoch), cfg.step_size, cfg.gamma),
+        last_epoch=start_step - 1)

@@ -35,9 +35,11 @@ def candidates(device: torch.device, precision: str, memory_format: str) -> list
 
 
 def choose(model: nn.Module, optimizer: torch.optim.Optimizer, options: list[Candidate],
-           step: Callable[[str, str], None], timed_steps: int = 3) -> tuple[Candidate, dict[str, float]]:
-    """Time ``step(precision, memory_format)`` for each candidate; model, optimizer and RNG are restored after."""
-    if len(options) == 1:
+           step: Callable[[str, str], None], timed_steps: int = 3,
+           always_time: bool = False) -> tuple[Candidate, dict[str, float]]:
+    """Time ``step(precision, memory_format)`` for each candidate; model, optimizer and RNG are restored after.
+    A single candidate is not timed unless ``always_time`` (``--budget`` needs the step time)."""
+    if len(options) == 1 and not always_time:
         return options[0], {}
     saved_model = copy.deepcopy(model.state_dict())
     saved_opt = copy.deepcopy(optimizer.state_dict())

@@ -103,6 +103,25 @@ class Trainer:
         if self.cfg.compile:
             self.forward = torch.compile(self.model)
 
+    def step_seconds(self) -> float:
+        """Seconds per training step at the chosen precision and memory format (the probe's, or timed now)."""
+        timings = self.cfg.resolved.get("speed_probe_ms_per_step") or {}
+        key = f"{self.precision}/{self.memory_format}"
+        if key not in timings:
+            images, labels = next(self.batches.epoch(torch.Generator().manual_seed(0)))
+            gen_state = self.gen.get_state()
+            _, timed = speed.choose(self.model, self.optimizer, [(self.precision, self.memory_format)],
+                                    lambda p, m: self.step(images, labels, p, advance_schedule=False), always_time=True)
+            self.gen.set_state(gen_state)
+            timings = {**timings, **timed}
+            self.cfg.resolved["speed_probe_ms_per_step"] = timings
+        return timings[key] / 1000
+
+    def replan(self, epochs: int, steps_done: int = 0) -> None:
+        """Train for ``epochs`` in all: the schedule is rebuilt for them from the step reached."""
+        self.epochs = epochs
+        self.scheduler = setup.build_schedule(self.cfg, self.optimizer, len(self.batches), epochs, steps_done)
+
     def _choose_speed(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         options = speed.candidates(self.device, self.cfg.precision, self.cfg.memory_format)
 

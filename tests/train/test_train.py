@@ -178,3 +178,34 @@ def test_classic_nets_train_through_the_cli(data, tmp_path, arch):
     out = tmp_path / arch
     assert run_ok("-q", "train", data, "--arch", arch, "--out", out, "--epochs", "1", *FAST)
     assert run_ok("-q", "evaluate", out)
+
+
+def test_a_budget_ends_in_time_with_a_complete_run(data, tmp_path, runner):
+    import time
+
+    out = tmp_path / "budget"
+    started = time.perf_counter()
+    result = run(runner, "train", data, "--budget", "15s", "--out", out, *FAST)
+    took = time.perf_counter() - started
+    assert result.exit_code == 0, result.stderr
+    assert took <= 15 + 1.5, took
+    for name in ("model.safetensors", "model.json", "last.ckpt", "metrics.csv", "config.json", "curves.png"):
+        assert (out / name).is_file(), name
+    config = json.loads((out / "config.json").read_text())
+    metrics = pd.read_csv(out / "metrics.csv")
+    # How many epochs fit depends on how busy the machine is; the plan must match what ran.
+    assert config["budget"] == "15s" and config["resolved"]["epochs"] == len(metrics) >= 1
+    assert config["resolved"]["budget"]["first_plan"].startswith("--budget 15 s:")
+    assert "--budget 15 s:" in " ".join(result.stderr.split())  # the plan is printed
+    assert metrics["lr"].iloc[-1] < 0.05 * metrics["lr"].max()  # the schedule annealed within the budget
+
+
+def test_budget_errors_and_a_budget_shorter_than_an_epoch(data, tmp_path, runner):
+    for args, named in ((["--budget", "ten minutes"], "--budget"), (["--budget", "0s"], "--budget"),
+                        (["--budget", "1m", "--epochs", "3"], "--epochs")):
+        result = run(runner, "train", data, "--out", tmp_path / "x", *args, *FAST)
+        assert result.exit_code == 2 and named in result.stderr and "Traceback" not in result.stderr
+        assert not (tmp_path / "x").exists()
+    result = run(runner, "train", data, "--out", tmp_path / "short", "--budget", "0.1s", *FAST)
+    assert result.exit_code == 0 and "runs over" in " ".join(result.stderr.split())
+    assert len(pd.read_csv(tmp_path / "short" / "metrics.csv")) == 1
