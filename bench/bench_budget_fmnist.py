@@ -1,0 +1,122 @@
+"""Fashion-MNIST with the `standard` augmentation preset, and `train --budget` (issue 8).
+
+Parts (``--only``):
+- ``standard``: after ``cvkit augment DATA --preset standard``, the default ``cvkit train`` (same
+  epochs as without: ``--epochs auto``, 5 here) over 3 seeds; val (what chose the epoch) and test
+  (read once per run). The numbers without the preset are the ``cvkit_default`` runs of
+  train_fmnist.json (same code path, same seeds).
+- ``budget``: ``cvkit train DATA --budget B`` with no other option on the `standard` dataset, for each
+  B of ``--budgets`` (minutes): epochs chosen, the command's wall time against B, best val and test
+  accuracy. Target: 0.95 test accuracy at 10 minutes on this 2-core machine.
+Writes bench/results/budget_fmnist.json and budget_fmnist.png (accuracy against budget).
+
+Usage: python bench/bench_budget_fmnist.py [--only standard,budget] [--seeds 0,1,2] [--budgets 2,5,10,20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import CVKIT, RESULTS, WORK, need_fmnist, run_measured, write_result
+
+
+def dataset() -> Path:
+    """Fashion-MNIST prepared and normalized, with the standard policy written by `cvkit augment`."""
+    out = WORK / "fmnist_standard"
+    if not (out / "stats.json").is_file():
+        run_measured(CVKIT + ["-q", "prepare", str(need_fmnist()), "--out", str(out), "--size", "28", "--force"])
+        run_measured(CVKIT + ["-q", "normalize", str(out)])
+    run_measured(CVKIT + ["-q", "augment", str(out), "--preset", "standard"])
+    return out
+
+
+def train_and_evaluate(data: Path, name: str, extra: list[str]) -> dict:
+    import pandas as pd
+
+    run = WORK / "runs" / name
+    seconds, _, _ = run_measured(CVKIT + ["-q", "train", str(data), "--out", str(run), "--force", *extra])
+    _, _, out = run_measured(CVKIT + ["-q", "evaluate", str(run), "--split", "test", "--json"])
+    history = pd.read_csv(run / "metrics.csv")
+    config = json.loads((run / "config.json").read_text())
+    return {"epochs": int(history["epoch"].max()), "wall_seconds": round(seconds, 1),
+            "loop_seconds": round(float(history["seconds"].sum()), 1),
+            "epoch_seconds_mean": round(float(history["seconds"].mean()), 1),
+            "best_val_acc": round(float(history["val_acc"].max()), 4), "test_acc": json.loads(out)["accuracy"],
+            "augment": {k: v for k, v in config["resolved"]["augment"].items() if v not in (0, 0.0, [1.0, 1.0])},
+            "epochs_reason": config["resolved"].get("epochs_reason"),
+            "budget_replans": config["resolved"].get("budget_replans")}
+
+
+def stat(values: list[float]) -> dict:
+    a = np.array(values, dtype=np.float64)
+    return {"mean": round(float(a.mean()), 4), "std": round(float(a.std()), 4), "min": round(float(a.min()), 4),
+            "max": round(float(a.max()), 4)}
+
+
+def plot(budget: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    minutes = [b["budget_minutes"] for b in budget]
+    ax.plot(minutes, [b["test_acc"] for b in budget], "o-", label="test (read once per run)")
+    ax.plot(minutes, [b["best_val_acc"] for b in budget], "s--", label="val (best epoch)")
+    for b in budget:
+        ax.annotate(f"{b['epochs']} ep", (b["budget_minutes"], b["test_acc"]), textcoords="offset points",
+                    xytext=(0, -14), ha="center", fontsize=8)
+    ax.axhline(0.95, color="gray", lw=0.8, ls=":", label="target 0.95")
+    ax.set_xlabel("--budget (minutes)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Fashion-MNIST: cvkit train --budget (standard preset)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", default="standard,budget")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--budgets", default="2,5,10,20", help="minutes")
+    args = parser.parse_args()
+    parts = set(args.only.split(","))
+    data = dataset()
+    previous = json.loads((RESULTS / "budget_fmnist.json").read_text()) if (RESULTS / "budget_fmnist.json").is_file() else {}
+    result = {k: v for k, v in previous.items() if k in ("standard_preset", "budget")}
+    now = time.strftime("%Y-%m-%d %H:%M:%S")
+    if "standard" in parts:
+        runs = []
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            one = {"seed": seed, **train_and_evaluate(data, f"standard_seed{seed}", ["--seed", str(seed)])}
+            runs.append(one)
+            print(json.dumps({"standard": one}), flush=True)
+        without = {}
+        if (RESULTS / "train_fmnist.json").is_file():
+            d = json.loads((RESULTS / "train_fmnist.json").read_text()).get("cvkit_default", {})
+            without = {"test_acc": d.get("test_acc"), "best_val_acc": d.get("best_val_acc"),
+                       "from": "train_fmnist.json cvkit_default", "measured_at": d.get("measured_at")}
+        result["standard_preset"] = {"measured_at": now, "runs": runs, "test_acc": stat([r["test_acc"] for r in runs]),
+                                     "best_val_acc": stat([r["best_val_acc"] for r in runs]),
+                                     "epochs": runs[0]["epochs"], "without_preset": without}
+    if "budget" in parts:
+        budget = []
+        for minutes in [float(m) for m in args.budgets.split(",")]:
+            one = train_and_evaluate(data, f"budget_{minutes:g}m", ["--budget", f"{minutes:g}m"])
+            one = {"budget_minutes": minutes, "within_budget": one["wall_seconds"] <= minutes * 60, **one}
+            budget.append(one)
+            print(json.dumps({"budget": one}), flush=True)
+        result["budget"] = {"measured_at": now, "seed": 0, "target_test_acc_at_10m": 0.95, "runs": budget}
+        RESULTS.mkdir(exist_ok=True)
+        plot(budget, RESULTS / "budget_fmnist.png")
+    write_result("budget_fmnist", result)
+
+
+if __name__ == "__main__":
+    main()
