@@ -182,3 +182,29 @@ def plot_augment_preview(originals: np.ndarray, labels: Sequence[str], versions:
             ax.axis("off")
     fig.suptitle(f"augmentation: {policy}", fontsize=9)
     _save(fig, path)
+
+
+def plot_crossval(names: Sequence[str], means: Sequence[float], stds: Sequence[float],
+                  fold_values: Sequence[Sequence[float]], monitor: str, path: str | os.PathLike) -> None:
+    """Each configuration's mean validation metric with its standard deviation over folds as error bars
+    and each fold as a dot; the first (best) configuration on top, in colour."""
+    n = len(names)
+    if not n == len(means) == len(stds) == len(fold_values):
+        raise ValueError("names, means, stds and fold_values must have the same length")
+    fig = _figure(8, min(40.0, 1.4 + 0.45 * max(1, n)))
+    ax = fig.add_subplot()
+    y = np.arange(n)[::-1]  # the first name at the top
+    for i in range(n):
+        values = np.asarray(fold_values[i], dtype=np.float64)
+        ax.plot(values, np.full(len(values), y[i]), "o", color="0.6", markersize=3, zorder=1)
+        std = stds[i] if stds[i] is not None and np.isfinite(stds[i]) else 0.0
+        if means[i] is not None and np.isfinite(means[i]):
+            ax.errorbar([means[i]], [y[i]], xerr=[std], fmt="o", capsize=4, zorder=2,
+                        color="tab:red" if i == 0 else "tab:blue")
+    ax.set_yticks(y, list(names), fontsize=8)
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_xlabel(f"{monitor} (mean ± std over folds; dots: folds)")
+    ax.grid(alpha=0.3, axis="x")
+    if n == 0:
+        fig.text(0.5, 0.5, "no finished folds", ha="center", va="center")
+    _save(fig, path)

@@ -21,7 +21,7 @@ from cvkit.files.dataset import SPLITS, read_manifest
 
 @dataclass(frozen=True)
 class Selection:
-    """Rows of a dataset's manifest. Build one with :meth:`of_split`, :meth:`of_fold` or :meth:`of_rows`."""
+    """Rows of a manifest: :meth:`of_split`, :meth:`of_splits`, :meth:`of_fold` or :meth:`of_rows` build one."""
 
     splits: tuple[str, ...] = ("train",)
     fold: int | None = None
@@ -42,6 +42,13 @@ class Selection:
         return cls(("train", "val"), k, validation)
 
     @classmethod
+    def of_splits(cls, *names: str) -> "Selection":
+        """Whole splits together, e.g. train+val for a final fit after cross-validation."""
+        for name in names:
+            cls.of_split(name)
+        return cls(tuple(names))
+
+    @classmethod
     def of_rows(cls, rows: list[int]) -> "Selection":
         if not rows:
             raise OptionError("an explicit selection needs at least one manifest row")
@@ -57,6 +64,8 @@ class Selection:
             return f"the {self.whole_split} split"
         if self.fold is not None:
             return f"fold {'==' if self.in_fold else '!='} {self.fold} of train+val"
+        if self.rows is None:
+            return f"the {'+'.join(self.splits)} splits"
         return f"{len(self.rows or ())} listed rows"
 
     def to_json(self) -> dict[str, Any]:

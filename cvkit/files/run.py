@@ -85,6 +85,23 @@ def write_metrics(run: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
     write_csv(Path(run) / "metrics.csv", frame, "%.6g")
 
 
+def read_metrics(run: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
+    """``RUN/metrics.csv`` as a DataFrame, checked for the columns ``train`` writes."""
+    import pandas as pd
+
+    path = Path(run) / "metrics.csv"
+    if not path.is_file():
+        raise ManifestError(f"{path} is missing; {RETRAIN}")
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        raise ManifestError(f"{path} cannot be parsed ({str(e).splitlines()[0][:120]}); {RETRAIN}") from None
+    missing = [c for c in METRICS_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ManifestError(f"{path} lacks the column(s) {', '.join(missing)}; {RETRAIN}")
+    return frame
+
+
 # ----------------------------------------------------------------------------- model.safetensors
 
 

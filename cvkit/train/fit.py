@@ -64,7 +64,8 @@ def fit(cfg: TrainConfig, train: Selection | None = None, val: Selection | None 
     ``train`` and ``val`` select the images (default: the train split, and the val split when the
     dataset has one): a split, a fold of train+val, or listed manifest rows. Normalization
     statistics come from the training images only. ``val`` None with a train selection given:
-    no validation, the last epoch is kept. ``started`` (a ``time.perf_counter()`` value) is when
+    no validation, and the epoch with the lowest training loss is kept (with a decaying schedule nearly
+    always the last). ``started`` (a ``time.perf_counter()`` value) is when
     a ``--budget`` starts counting; default: now.
     """
     budget = Budget(parse_budget(cfg.budget), started or time.perf_counter()) if cfg.budget else None

@@ -1,5 +1,3 @@
-"""Normalization statistics and (later) the augmentation policy and its batched on-device ops."""
-
-from cvkit.transforms.stats import compute_stats, stats_from_arch
-
-__all__ = ["compute_stats", "stats_from_arch"]
+"""Normalization statistics (``stats.py``), the augmentation policy (``policy.py``, light: the CLI
+reads it at start-up) and the batched on-device ops (``batch.py``, ``geometric.py``,
+``photometric.py``, ``mixing.py``). Nothing is imported here, so the policy stays light."""
