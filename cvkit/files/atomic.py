@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from cvkit.errors import DiskFull
+from cvkit.errors import DiskFull, ManifestError
 
 # errno values that mean "no room": a full disk, a quota, or a file-size limit (ulimit -f).
 NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
@@ -49,6 +49,24 @@ def write_csv(path: str | os.PathLike, frame: "pd.DataFrame", float_format: str 
     """Every CSV cvkit writes: no index, ``\\n`` line ends, atomically."""
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, lineterminator="\n", float_format=float_format)
+
+
+def read_csv_checked(path: str | os.PathLike, columns: tuple[str, ...], fix: str,
+                     dtype: dict | None = None) -> "pd.DataFrame":  # noqa: F821
+    """A CSV cvkit wrote, with ``columns`` present; a one-line error ending in ``fix`` otherwise."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path} is missing; {fix}")
+    try:
+        frame = pd.read_csv(path, dtype=dtype)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        raise ManifestError(f"{path} cannot be parsed ({str(e).splitlines()[0][:120]}); {fix}") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ManifestError(f"{path} lacks the column(s) {', '.join(missing)}; {fix}")
+    return frame
 
 
 def write_npy(path: str | os.PathLike, array: "np.ndarray") -> None:  # noqa: F821

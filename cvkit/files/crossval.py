@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cvkit.errors import ManifestError
-from cvkit.files.atomic import write_csv
+from cvkit.files.atomic import read_csv_checked, write_csv
 from cvkit.files.jsonio import from_json, read_json, write_json
 
 # Everything crossval writes into its --out (what --force may replace).
@@ -164,16 +164,4 @@ def read_summary(out: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
 
 
 def _read_csv(path: Path, columns: tuple[str, ...], dtype: dict[str, Any]) -> "pd.DataFrame":  # noqa: F821
-    import pandas as pd
-
-    fix = f"rerun 'cvkit crossval summarize {path.parent}'"
-    if not path.is_file():
-        raise ManifestError(f"{path} is missing; {fix}")
-    try:
-        frame = pd.read_csv(path, dtype=dtype, keep_default_na=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
-        raise ManifestError(f"{path} cannot be parsed ({str(e).splitlines()[0][:120]}); {fix}") from None
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ManifestError(f"{path} lacks the column(s) {', '.join(missing)}; {fix}")
-    return frame
+    return read_csv_checked(path, columns, f"rerun 'cvkit crossval summarize {path.parent}'", dtype)

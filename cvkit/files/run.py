@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cvkit.errors import ManifestError, UnsafeCheckpoint
-from cvkit.files.atomic import NO_ROOM, atomic_path, disk_full, write_csv
+from cvkit.files.atomic import NO_ROOM, atomic_path, disk_full, read_csv_checked, write_csv
 from cvkit.files.jsonio import from_json, read_json, write_json
 
 RETRAIN = "retrain with 'cvkit train'"
@@ -87,19 +87,7 @@ def write_metrics(run: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
 
 def read_metrics(run: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
     """``RUN/metrics.csv`` as a DataFrame, checked for the columns ``train`` writes."""
-    import pandas as pd
-
-    path = Path(run) / "metrics.csv"
-    if not path.is_file():
-        raise ManifestError(f"{path} is missing; {RETRAIN}")
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
-        raise ManifestError(f"{path} cannot be parsed ({str(e).splitlines()[0][:120]}); {RETRAIN}") from None
-    missing = [c for c in METRICS_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ManifestError(f"{path} lacks the column(s) {', '.join(missing)}; {RETRAIN}")
-    return frame
+    return read_csv_checked(Path(run) / "metrics.csv", METRICS_COLUMNS, RETRAIN)
 
 
 # ----------------------------------------------------------------------------- model.safetensors
