@@ -1,21 +1,22 @@
-"""Batched, on-device preprocessing: uint8 NHWC batches in, normalized float NCHW batches out.
+"""Batched, on-device preprocessing and augmentation: uint8 NHWC batches in, float NCHW batches out.
 
-Augmentation runs on whole batches on the training device (no per-image Python): flips with
-``torch.where``, translation / rotation / scaling with one ``affine_grid`` + ``grid_sample``,
-photometric jitter with per-sample factors, mixup and cutmix with a shuffled partner batch.
-The policy comes from the training options and the dataset's ``augment.json``.
+:class:`Preprocess` scales and normalizes; :func:`augment` runs the policy on whole batches on the
+training device, with no per-image Python: ``geometric`` (flips, shifts, one resampling grid),
+then ``photometric`` (one colour map, blur, noise, erasing). ``mix`` (mixup, cutmix) needs the
+targets and runs after. The policy comes from the training options and the dataset's ``augment.json``.
 """
 
 from __future__ import annotations
 
-import math
-import os
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from cvkit.transforms.geometric import geometric
+from cvkit.transforms.mixing import mix
+from cvkit.transforms.photometric import photometric
 from cvkit.transforms.policy import AugmentPolicy
+
+__all__ = ["AugmentPolicy", "Preprocess", "augment", "mix"]
 
 
 class Preprocess:
@@ -45,86 +46,26 @@ class Preprocess:
         return self.normalize(self.to_unit(batch))
 
 
-def _uniform(n: int, bound: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    return (torch.rand(n, generator=gen) * 2 - 1).mul_(bound).to(device)
-
-
 def augment(x: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator) -> torch.Tensor:
-    """Augment a float batch in [0, 1] (N x C x H x W) on its device; random draws come from ``gen`` (CPU)."""
-    n, _, h, w = x.shape
-    dev = x.device
-    if policy.hflip:
-        flip = (torch.rand(n, generator=gen) < policy.hflip).to(dev).view(n, 1, 1, 1)
-        x = torch.where(flip, x.flip(3), x)
-    if policy.vflip:
-        flip = (torch.rand(n, generator=gen) < policy.vflip).to(dev).view(n, 1, 1, 1)
-        x = torch.where(flip, x.flip(2), x)
-    if policy.geometric:
-        x = _affine(x, policy, gen)
-    if policy.brightness:
-        x = x + _uniform(n, policy.brightness, gen, dev).view(n, 1, 1, 1)
-    if policy.contrast:
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = (x - mean) * (1 + _uniform(n, policy.contrast, gen, dev)).view(n, 1, 1, 1) + mean
-    if policy.brightness or policy.contrast:
-        x = x.clamp_(0.0, 1.0)
-    return x
+    """Augment a float batch in [0, 1] (N x C x H x W) on its device: the geometric transforms, then the
+    photometric ones, in a fixed order; random draws come from ``gen`` (CPU), so a seed repeats a batch.
 
-
-def _shift(x: torch.Tensor, max_dy: int, max_dx: int, gen: torch.Generator) -> torch.Tensor:
-    """Pad-and-crop: shift each image by whole pixels, zeros coming in, as two gathers (no resampling)."""
-    n, c, h, w = x.shape
-    dy = torch.randint(0, 2 * max_dy + 1, (n,), generator=gen).to(x.device)
-    dx = torch.randint(0, 2 * max_dx + 1, (n,), generator=gen).to(x.device)
-    padded = F.pad(x, (max_dx, max_dx, max_dy, max_dy))
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(n, c, h, w + 2 * max_dx)
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(n, c, h, w)
-    out = padded.gather(2, rows).gather(3, cols)  # NCHW-contiguous
-    # Keep the input's memory format: a channels-last batch reaching a contiguous model (or the
-    # reverse) makes every convolution reorder its weights (measured: 40% slower steps).
-    return out if x.is_contiguous() else out.contiguous(memory_format=torch.channels_last)
-
-
-def _affine(x: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator) -> torch.Tensor:
-    n, _, h, w = x.shape
-    if policy.translate and not (policy.rotate or policy.scale != [1.0, 1.0]):
-        return _shift(x, round(policy.translate * h), round(policy.translate * w), gen)
-    cpu = torch.device("cpu")
-    angle = _uniform(n, math.radians(policy.rotate), gen, cpu)
-    lo, hi = policy.scale
-    zoom = lo + torch.rand(n, generator=gen) * (hi - lo)
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    shift_x, shift_y = _uniform(n, 2 * policy.translate, gen, cpu), _uniform(n, 2 * policy.translate, gen, cpu)
-    theta = torch.stack([torch.stack([cos, -sin * h / w, shift_x], 1), torch.stack([sin * w / h, cos, shift_y], 1)], 1)
-    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def _beta(alpha: float, gen: torch.Generator) -> float:
-    """A Beta(alpha, alpha) draw from the augmentation generator, so the same seed mixes the same way
-    (torch.distributions samples from the global RNG)."""
-    seed = int(torch.randint(0, 2**62, (1,), generator=gen))
-    return float(np.random.default_rng(seed).beta(alpha, alpha))
-
-
-def mix(x: torch.Tensor, targets: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mixup or cutmix (one of them per batch, half the time each when both are on).
-
-    ``targets`` are one-hot (or smoothed) N x K; the mixed targets are weighted the same way as the pixels.
+    Shape, dtype and memory format are kept; with every transform off, ``x`` itself comes back.
     """
-    use_cutmix = policy.cutmix and (not policy.mixup or torch.rand(1, generator=gen).item() < 0.5)
-    alpha = policy.cutmix if use_cutmix else policy.mixup
-    lam = _beta(alpha, gen) if alpha else 1.0
-    perm = torch.randperm(x.shape[0], generator=gen).to(x.device)
-    if use_cutmix:
-        h, w = x.shape[2:]
-        ch, cw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
-        cy, cx = torch.randint(h, (1,), generator=gen).item(), torch.randint(w, (1,), generator=gen).item()
-        y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
-        x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
-        x = x.clone()
-        x[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
-        lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
-    else:
-        x = x * lam + x[perm] * (1 - lam)
-    return x, targets * lam + targets[perm] * (1 - lam)
+    moved = geometric(x, policy, gen)
+    return keep_format(photometric(moved, policy, gen, owned=moved is not x), x)
+
+
+def keep_format(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``out`` laid out in memory as ``like`` is, to the strides.
+
+    A batch whose layout differs from the model's makes every convolution reorder it (measured: 40%
+    slower steps). Strides matter even where the elements lie in the same order: a 1-channel batch
+    from :meth:`Preprocess.to_unit` has channels-last strides, which convolutions follow, and the same
+    bytes with NCHW strides made a smallcnn step on 28 px images 25-30% slower (bench/bench_augment.py).
+    """
+    if out is like or out.stride() == like.stride():
+        return out
+    if all(a == b for a, b, size in zip(out.stride(), like.stride(), like.shape) if size > 1):
+        return out.as_strided(like.shape, like.stride())  # same order, only size-1 dims differ: no copy
+    return torch.empty_like(like).copy_(out)  # empty_like keeps a dense tensor's strides
