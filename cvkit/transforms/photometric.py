@@ -115,8 +115,9 @@ def colour(x: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator) -> torc
     else:
         b = torch.zeros(n, device=x.device, dtype=x.dtype)
     if c == 1 or not (policy.saturation or policy.hue or policy.grayscale):
-        # brightness and contrast scale all channels alike: one multiply-add
-        return torch.addcmul(b.view(n, 1, 1, 1), x, m[:, 0, 0].view(n, 1, 1, 1))
+        # brightness and contrast scale all channels alike: a multiply and an in-place add (measured
+        # 5x faster at 224 px than one addcmul, whose broadcast first operand takes a slow path)
+        return x.mul(m[:, 0, 0].view(n, 1, 1, 1)).add_(b.view(n, 1, 1, 1))
     # A C x C matrix product per image over the pixels. Channels-last goes to planes (and ``augment``
     # back): measured 2x faster than a batched matmul, or nine multiply-adds, over interleaved channels.
     planes = x.contiguous().view(n, c, h * w)
