@@ -180,7 +180,9 @@ def plot_augment_preview(originals: np.ndarray, labels: Sequence[str], versions:
                 ax.imshow(image, interpolation="nearest")
             ax.set_title("\n".join(title), fontsize=7, fontweight="bold" if j == 0 else "normal")
             ax.axis("off")
-    fig.suptitle(f"augmentation: {policy}", fontsize=9)
+    import textwrap
+
+    fig.suptitle("\n".join(textwrap.wrap(f"augmentation: {policy}", width=int((k + 1) * cell * 11))), fontsize=9)
     _save(fig, path)
 
 
