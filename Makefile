@@ -15,10 +15,11 @@ $(VENV): pyproject.toml
 demo: $(VENV)
 	$(BIN)/cvkit prepare sample_data/fashion --out $(DEMO)/fashion --size 28 --val 0.2 --test 0.2 --force
 	$(BIN)/cvkit normalize $(DEMO)/fashion
+	$(BIN)/cvkit augment $(DEMO)/fashion --hflip 0.5 --preview 4   # train's default policy, written out and previewed
 	$(BIN)/cvkit train $(DEMO)/fashion --out $(DEMO)/run --force
 	$(BIN)/cvkit evaluate $(DEMO)/run --split test
 	$(BIN)/cvkit predict $(DEMO)/run sample_data/fashion/bag sample_data/photos -k 3
-	@echo "Demo outputs: dataset $(DEMO)/fashion, run $(DEMO)/run (metrics.csv, curves.png, eval_test/, predict/)"
+	@echo "Demo outputs: dataset $(DEMO)/fashion (augment_preview.png), run $(DEMO)/run (metrics.csv, curves.png, eval_test/, predict/)"
 
 test: $(VENV)
 	$(BIN)/python -m pytest -n 2 -q
