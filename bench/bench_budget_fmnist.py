@@ -20,42 +20,16 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
-from common import CVKIT, RESULTS, WORK, need_fmnist, run_measured, write_result
+from common import CVKIT, RESULTS, fmnist_dataset, run_measured, spread, train_and_evaluate, write_result
 
 
 def dataset() -> Path:
-    """Fashion-MNIST prepared and normalized, with the standard policy written by `cvkit augment`."""
-    out = WORK / "fmnist_standard"
-    if not (out / "stats.json").is_file():
-        run_measured(CVKIT + ["-q", "prepare", str(need_fmnist()), "--out", str(out), "--size", "28", "--force"])
-        run_measured(CVKIT + ["-q", "normalize", str(out)])
+    """Fashion-MNIST with the standard policy written by `cvkit augment` (its own folder: the plain
+    dataset of train_fmnist.json keeps no augment.json)."""
+    out = fmnist_dataset("fmnist_standard")
     run_measured(CVKIT + ["-q", "augment", str(out), "--preset", "standard"])
     return out
-
-
-def train_and_evaluate(data: Path, name: str, extra: list[str]) -> dict:
-    import pandas as pd
-
-    run = WORK / "runs" / name
-    seconds, _, _ = run_measured(CVKIT + ["-q", "train", str(data), "--out", str(run), "--force", *extra])
-    _, _, out = run_measured(CVKIT + ["-q", "evaluate", str(run), "--split", "test", "--json"])
-    history = pd.read_csv(run / "metrics.csv")
-    config = json.loads((run / "config.json").read_text())
-    return {"epochs": int(history["epoch"].max()), "wall_seconds": round(seconds, 1),
-            "loop_seconds": round(float(history["seconds"].sum()), 1),
-            "epoch_seconds_mean": round(float(history["seconds"].mean()), 1),
-            "best_val_acc": round(float(history["val_acc"].max()), 4), "test_acc": json.loads(out)["accuracy"],
-            "augment": {k: v for k, v in config["resolved"]["augment"].items() if v not in (0, 0.0, [1.0, 1.0])},
-            "epochs_reason": config["resolved"].get("epochs_reason"),
-            "budget_replans": config["resolved"].get("budget_replans")}
-
-
-def stat(values: list[float]) -> dict:
-    a = np.array(values, dtype=np.float64)
-    return {"mean": round(float(a.mean()), 4), "std": round(float(a.std()), 4), "min": round(float(a.min()), 4),
-            "max": round(float(a.max()), 4)}
 
 
 def plot(budget: list[dict], path: Path) -> None:
@@ -102,14 +76,14 @@ def main() -> None:
             d = json.loads((RESULTS / "train_fmnist.json").read_text()).get("cvkit_default", {})
             without = {"test_acc": d.get("test_acc"), "best_val_acc": d.get("best_val_acc"),
                        "from": "train_fmnist.json cvkit_default", "measured_at": d.get("measured_at")}
-        result["standard_preset"] = {"measured_at": now, "runs": runs, "test_acc": stat([r["test_acc"] for r in runs]),
-                                     "best_val_acc": stat([r["best_val_acc"] for r in runs]),
+        result["standard_preset"] = {"measured_at": now, "runs": runs, "test_acc": spread([r["test_acc"] for r in runs]),
+                                     "best_val_acc": spread([r["best_val_acc"] for r in runs]),
                                      "epochs": runs[0]["epochs"], "without_preset": without}
     if "budget" in parts:
         budget = []
         for minutes in [float(m) for m in args.budgets.split(",")]:
             one = train_and_evaluate(data, f"budget_{minutes:g}m", ["--budget", f"{minutes:g}m"])
-            one = {"budget_minutes": minutes, "within_budget": one["wall_seconds"] <= minutes * 60, **one}
+            one = {"budget_minutes": minutes, "within_budget": one["train_wall_seconds"] <= minutes * 60, **one}
             budget.append(one)
             print(json.dumps({"budget": one}), flush=True)
         # Budgets not measured this time keep their earlier run (each run carries its own measured_at).

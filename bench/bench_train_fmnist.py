@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import CVKIT, HERE, RESULTS, WORK, need_fmnist, run_measured, write_result
+from common import (CVKIT, HERE, RESULTS, WORK, fmnist_dataset, need_fmnist, run_measured, spread, train_and_evaluate,
+                    write_result)
 
 BASELINE = Path(os.environ.get("CVKIT_BASELINE", HERE.parent.parent / "shared" / "bench" / "baseline_fmnist.py"))
 FLOOR_IMG_S = 600e9 / 10.65e9  # training images/s at the measured bf16 matmul peak: about 56
@@ -35,11 +36,7 @@ ALL_PARTS = ",".join(dict.fromkeys(PART_OF.values()))  # default,eval,resnet18,r
 
 
 def dataset() -> Path:
-    out = WORK / "fmnist"
-    if not (out / "stats.json").is_file():
-        run_measured(CVKIT + ["-q", "prepare", str(need_fmnist()), "--out", str(out), "--size", "28", "--force"])
-        run_measured(CVKIT + ["-q", "normalize", str(out)])
-    return out
+    return fmnist_dataset("fmnist")
 
 
 def baseline() -> dict:
@@ -51,23 +48,6 @@ def baseline() -> dict:
     return {"train_seconds_5_epochs": last["train_seconds_total"], "wall_seconds": round(seconds, 1),
             "images_per_s": round(float(np.mean([e["images_per_s"] for e in epochs])), 1),
             "test_acc": last["test_acc"], "peak_rss_mib": round(rss / 2**20), "epochs": epochs}
-
-
-def train_and_evaluate(data: Path, name: str, extra: list[str]) -> dict:
-    run = WORK / "runs" / name
-    seconds, rss, _ = run_measured(CVKIT + ["-q", "train", str(data), "--out", str(run), "--force", *extra])
-    _, _, out = run_measured(CVKIT + ["-q", "evaluate", str(run), "--split", "test", "--json"])
-    metrics = json.loads(out)
-    import pandas as pd
-
-    history = pd.read_csv(run / "metrics.csv")
-    config = json.loads((run / "config.json").read_text())
-    return {"arch": config["arch"], "epochs": int(history["epoch"].max()), "train_wall_seconds": round(seconds, 1),
-            "train_loop_seconds": round(float(history["seconds"].sum()), 1),
-            "images_per_s": round(float(history["images_per_s"].mean()), 1), "test_acc": metrics["accuracy"],
-            "best_val_acc": round(float(history["val_acc"].max()), 4), "peak_rss_mib": round(rss / 2**20),
-            "precision": config["resolved"]["precision"], "memory_format": config["resolved"]["memory_format"],
-            "speed_probe_ms_per_step": config["resolved"].get("speed_probe_ms_per_step")}
 
 
 def eval_throughput(run: Path, data: Path) -> dict:
@@ -127,9 +107,7 @@ def default_seeds(data: Path, seeds: list[int], baseline_after_first: bool) -> t
             print(json.dumps({"baseline": {k: v for k, v in base.items() if k != "epochs"}}), flush=True)
 
     def stat(key: str) -> dict:
-        values = np.array([r[key] for r in runs], dtype=np.float64)
-        return {"mean": round(float(values.mean()), 4), "std": round(float(values.std()), 4),
-                "min": round(float(values.min()), 4), "max": round(float(values.max()), 4)}
+        return spread([r[key] for r in runs])
 
     summary = {"seeds": seeds, "splits": "test_acc: test split, read once per seed after training; best_val_acc: "
                                          "val split (what chose the epoch)",

@@ -55,3 +55,41 @@ def write_result(name: str, data: dict) -> Path:
     path.write_text(json.dumps(data, indent=2) + "\n")
     print(json.dumps(data))
     return path
+
+
+def fmnist_dataset(name: str = "fmnist") -> Path:
+    """Fashion-MNIST prepared at 28 px and normalized in WORK/name (made once, reused by later runs)."""
+    out = WORK / name
+    if not (out / "stats.json").is_file():
+        run_measured(CVKIT + ["-q", "prepare", str(need_fmnist()), "--out", str(out), "--size", "28", "--force"])
+        run_measured(CVKIT + ["-q", "normalize", str(out)])
+    return out
+
+
+def train_and_evaluate(data: Path, name: str, extra: list[str]) -> dict:
+    """`cvkit train` into WORK/runs/name, then `cvkit evaluate --split test` once: what it chose and scored."""
+    import pandas as pd
+
+    run = WORK / "runs" / name
+    seconds, rss, _ = run_measured(CVKIT + ["-q", "train", str(data), "--out", str(run), "--force", *extra])
+    _, _, out = run_measured(CVKIT + ["-q", "evaluate", str(run), "--split", "test", "--json"])
+    history = pd.read_csv(run / "metrics.csv")
+    config = json.loads((run / "config.json").read_text())
+    resolved = config["resolved"]
+    return {"arch": config["arch"], "epochs": int(history["epoch"].max()), "train_wall_seconds": round(seconds, 1),
+            "train_loop_seconds": round(float(history["seconds"].sum()), 1),
+            "epoch_seconds_mean": round(float(history["seconds"].mean()), 1),
+            "images_per_s": round(float(history["images_per_s"].mean()), 1), "test_acc": json.loads(out)["accuracy"],
+            "best_val_acc": round(float(history["val_acc"].max()), 4), "peak_rss_mib": round(rss / 2**20),
+            "precision": resolved["precision"], "memory_format": resolved["memory_format"],
+            "speed_probe_ms_per_step": resolved.get("speed_probe_ms_per_step"),
+            "augment": {k: v for k, v in resolved["augment"].items() if v not in (0, 0.0, [1.0, 1.0])},
+            "epochs_reason": resolved.get("epochs_reason"), "budget_replans": resolved.get("budget_replans")}
+
+
+def spread(values: list[float]) -> dict:
+    """Mean, population standard deviation, min and max, rounded to 4 places."""
+    a = [float(v) for v in values]
+    mean = sum(a) / len(a)
+    std = (sum((v - mean) ** 2 for v in a) / len(a)) ** 0.5
+    return {"mean": round(mean, 4), "std": round(std, 4), "min": round(min(a), 4), "max": round(max(a), 4)}

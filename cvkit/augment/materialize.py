@@ -17,19 +17,42 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cvkit.augment.preview import apply_policy
 from cvkit.data.selection import Selection, load_selection
-from cvkit.errors import OptionError
+from cvkit.errors import OptionError, UnsafeOutput
 from cvkit.files.atomic import stage_dir, swap_dir
 from cvkit.files.dataset import read_manifest, write_manifest
 from cvkit.files.images import encode_png, sha1_bytes
 from cvkit.progress import info, progress_bar
+from cvkit.transforms.batch import augment, from_unit, to_unit
 from cvkit.transforms.policy import AugmentPolicy
 
 AUGMENTED_DIR = "augmented"
 SOURCE_COLUMN = "augmented_from"
 MAX_COPIES = 100
 BATCH = 256  # images augmented per device call
+
+
+def apply_policy(images: np.ndarray, policy: AugmentPolicy, gen: torch.Generator,
+                 device: torch.device) -> np.ndarray:
+    """Augment a uint8 N x H x W x C batch on ``device`` (no mixing: a file holds one label); uint8 back."""
+    return from_unit(augment(to_unit(torch.from_numpy(np.ascontiguousarray(images)), device), policy, gen))
+
+
+def _check_own(dataset: Path, frame: "pd.DataFrame") -> None:  # noqa: F821
+    """Refuse to replace ``DATASET/augmented/`` when it holds a file an earlier --materialize did not write
+    (a file of the user's, or one an original manifest row points at): cvkit deletes only its own files."""
+    folder = dataset / AUGMENTED_DIR
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if folder.is_symlink() or not folder.is_dir():
+        raise UnsafeOutput(f"{folder} is not a folder --materialize wrote; move it away and run again")
+    copies = set(frame.loc[frame[SOURCE_COLUMN] != "", "path"])
+    for path in sorted(folder.rglob("*")):
+        if path.is_dir() and not path.is_symlink():
+            continue
+        if path.relative_to(dataset).as_posix() not in copies:
+            raise UnsafeOutput(f"{path} was not written by 'cvkit augment --materialize', which replaces {folder} "
+                               f"on each run; move it out of {folder} and run again")
 
 
 def _folder(index: int, name: str) -> str:
@@ -60,16 +83,17 @@ def materialize(dataset: str | os.PathLike, policy: AugmentPolicy, copies: int, 
         raise OptionError(f"{dataset} has no train images to augment; prepare it with a train split")
     # Row numbers of the originals in the manifest as it is now, for the cache's selection.
     current = np.flatnonzero((frame[SOURCE_COLUMN] == "").to_numpy())[train_rows]
+    _check_own(dataset, frame)
     data = load_selection(dataset, Selection.of_rows(current.tolist()))
     stage = stage_dir(dataset / AUGMENTED_DIR)
     try:
         added = _write_copies(stage, data, originals.iloc[train_rows], policy, copies, seed, device)
-        swap_dir(stage, dataset / AUGMENTED_DIR)
-    except BaseException:
+        new = pd.DataFrame(added, columns=["path", "label", "split", "fold", "sha1", SOURCE_COLUMN])
+        # The manifest is written once the copies are in place; if that fails, the old copies come back.
+        swap_dir(stage, dataset / AUGMENTED_DIR,
+                 commit=lambda: write_manifest(dataset, pd.concat([originals, new], ignore_index=True).fillna("")))
+    finally:
         shutil.rmtree(stage, ignore_errors=True)
-        raise
-    new = pd.DataFrame(added, columns=["path", "label", "split", "fold", "sha1", SOURCE_COLUMN])
-    write_manifest(dataset, pd.concat([originals, new], ignore_index=True).fillna(""))
     return len(new)
 
 

@@ -12,19 +12,11 @@ from cvkit.data.cache import SplitData, take
 from cvkit.data.selection import Selection, load_selection
 from cvkit.models.losses import soft_targets
 from cvkit.plots import plot_augment_preview
-from cvkit.transforms.batch import augment, mix
+from cvkit.transforms.batch import augment, from_unit, mix, to_unit
 from cvkit.transforms.policy import AugmentPolicy
 
 PREVIEW_FILE = "augment_preview.png"
 VERSIONS = 5  # augmented versions beside each original
-
-
-def apply_policy(images: np.ndarray, policy: AugmentPolicy, gen: torch.Generator,
-                 device: torch.device) -> np.ndarray:
-    """Augment a uint8 N x H x W x C batch on ``device`` (no mixing: that needs labels); uint8 back."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-    x = augment(x, policy, gen)
-    return x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def pick_per_class(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -47,19 +39,17 @@ def preview(dataset: str | os.PathLike, policy: AugmentPolicy, n: int, seed: int
     data = data if data is not None else load_selection(dataset, Selection.of_split("train"))
     picked = pick_per_class(data.labels, n, seed)
     originals = take(data.images, picked)
-    labels = data.labels[picked]
+    labels = np.repeat(data.labels[picked], VERSIONS)
     gen = torch.Generator().manual_seed(seed)
-    batch = np.repeat(originals, VERSIONS, axis=0)
-    versions = apply_policy(batch, policy, gen, device)
-    titles = [[data.classes[int(y)]] for y in np.repeat(labels, VERSIONS)]
+    x = augment(to_unit(torch.from_numpy(np.repeat(originals, VERSIONS, axis=0)), device), policy, gen)
+    titles = [[data.classes[int(y)]] for y in labels]
     if policy.mixes:
-        x = torch.from_numpy(versions).permute(0, 3, 1, 2).float().div_(255.0)
-        targets = soft_targets(torch.from_numpy(np.repeat(labels, VERSIONS)), len(data.classes), 0.0)
+        targets = soft_targets(torch.from_numpy(labels).to(device), len(data.classes), 0.0)
         x, targets = mix(x, targets, policy, gen)
-        versions = x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        titles = [_soft_title(t, data.classes) for t in targets.numpy()]
+        titles = [_soft_title(t, data.classes) for t in targets.cpu().numpy()]
+    versions = from_unit(x)
     path = dataset / PREVIEW_FILE
-    plot_augment_preview(originals, [data.classes[int(y)] for y in labels],
+    plot_augment_preview(originals, [data.classes[int(y)] for y in data.labels[picked]],
                          versions.reshape(len(picked), VERSIONS, *versions.shape[1:]),
                          [titles[i * VERSIONS:(i + 1) * VERSIONS] for i in range(len(picked))],
                          policy.describe(), path)

@@ -112,3 +112,9 @@ def emit(text: str) -> None:
     """The machine-readable result, on stdout."""
     sys.stdout.write(text.rstrip("\n") + "\n")
     sys.stdout.flush()
+
+
+def given(ctx: "typer.Context", name: str) -> bool:
+    """Whether option ``name`` was given on the command line (or by environment), not left at its default."""
+    # By name: typer vendors its own click, whose ParameterSource is not click.core's.
+    return getattr(ctx.get_parameter_source(name), "name", None) in ("COMMANDLINE", "ENVIRONMENT")

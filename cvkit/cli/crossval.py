@@ -14,11 +14,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from cvkit.cli.common import emit, seed_or_global, state
+from cvkit.cli.common import emit, given, seed_or_global, state
 from cvkit.cli.options import Force, Json, Seed, config_parameters, parse_hidden, with_parameters
 from cvkit.errors import OptionError
 from cvkit.files.config import cli_fields, flag
-from cvkit.files.crossval import EXCLUDED_OPTIONS
+from cvkit.files.crossval import DEFAULT_LOO_LIMIT, EXCLUDED_OPTIONS
 from cvkit.progress import console
 
 P = inspect.Parameter
@@ -28,7 +28,7 @@ OWN = ("out", "folds", "holdout", "loo", "loo_limit", "grid", "fold", "seed", "f
 
 def crossval_command(ctx: typer.Context, data: Optional[str] = None, target: Optional[Path] = None,
                      out: Optional[Path] = None, folds: Optional[int] = None, holdout: Optional[float] = None,
-                     loo: bool = False, loo_limit: int = 100, grid: Optional[list[str]] = None,
+                     loo: bool = False, loo_limit: int = DEFAULT_LOO_LIMIT, grid: Optional[list[str]] = None,
                      refit: Optional[bool] = None, fold: Optional[int] = None, seed: Optional[int] = None,
                      force: bool = False, as_json: bool = False, **options: Any) -> None:
     """Cross-validate --arch (and every point of --grid) on the folds of DATA's train+val, rank the \
@@ -57,7 +57,7 @@ separately with --fold I, then refits (unless --no-refit).
     from cvkit.files.config import TrainConfig
 
     parsed = parse_grid(grid or [])
-    both = [name for name in parsed if _given(ctx, name)]
+    both = [name for name in parsed if given(ctx, name)]
     if both:
         raise OptionError(f"--grid {both[0]}=... and {flag(both[0])} both set {both[0]}; drop one of them")
     options["hidden"] = parse_hidden(options.get("hidden"))
@@ -73,17 +73,13 @@ def _summarize(ctx: typer.Context, out: Optional[Path], refit: Optional[bool], a
 
     if out is None:
         raise OptionError("give OUT, the --out folder of a 'cvkit crossval' run: cvkit crossval summarize OUT")
-    given = [name for name in (*OWN, *(f.name for f in cli_fields() if f.name not in EXCLUDED_OPTIONS))
-             if _given(ctx, name)]
-    if given:
+    extra = [name for name in (*OWN, *(f.name for f in cli_fields() if f.name not in EXCLUDED_OPTIONS))
+             if given(ctx, name)]
+    if extra:
         raise OptionError(f"'crossval summarize' uses the options in {out}/crossval.json; drop "
-                          f"{', '.join(flag(n) for n in given)}")
+                          f"{', '.join(flag(n) for n in extra)}")
     _report(summarize(out, refit=refit, device=state.device), as_json)
 
-
-def _given(ctx: typer.Context, name: str) -> bool:
-    # By name: typer vendors its own click, whose ParameterSource is not click.core's.
-    return getattr(ctx.get_parameter_source(name), "name", None) in ("COMMANDLINE", "ENVIRONMENT")
 
 
 def _report(result: Any, as_json: bool) -> None:
@@ -135,7 +131,7 @@ with_parameters(crossval_command, [
         rich_help_panel="Cross-validation")]),
     P("loo", P.KEYWORD_ONLY, default=False, annotation=Annotated[bool, typer.Option(
         "--loo", help="Leave-one-out: one fold per train+val image.", rich_help_panel="Cross-validation")]),
-    P("loo_limit", P.KEYWORD_ONLY, default=100, annotation=Annotated[int, typer.Option(
+    P("loo_limit", P.KEYWORD_ONLY, default=DEFAULT_LOO_LIMIT, annotation=Annotated[int, typer.Option(
         help="--loo refuses datasets with more train+val images than this.", rich_help_panel="Cross-validation")]),
     P("grid", P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[list[str]], typer.Option(
         metavar="KEY=V1,V2", help="Values to try for any train option (e.g. weight_decay=0,1e-4; mlp widths "

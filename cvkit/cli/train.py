@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from cvkit.cli.common import emit, seed_or_global, state
+from cvkit.cli.common import emit, given, seed_or_global, state
 from cvkit.cli.options import Force, Seed, config_parameters, parse_hidden, with_parameters
 from cvkit.errors import OptionError
 from cvkit.files.config import cli_fields, flag
@@ -32,10 +32,10 @@ def train_command(ctx: typer.Context, data: Optional[Path] = None, out: Optional
     from cvkit.train import resume as resume_run
 
     if resume is not None:
-        given = [name for name in ("data", "out", "lr_find", "seed", "force", *(f.name for f in cli_fields()))
-                 if _given(ctx, name)]
-        if given:
-            names = ", ".join("DATA" if n == "data" else flag(n) for n in given)
+        extra = [name for name in ("data", "out", "lr_find", "seed", "force", *(f.name for f in cli_fields()))
+                 if given(ctx, name)]
+        if extra:
+            names = ", ".join("DATA" if n == "data" else flag(n) for n in extra)
             raise OptionError(f"--resume {resume} finishes the run with the options it was started with; drop "
                               f"{names} (to train longer or differently, start a new run with --weights "
                               f"{resume / 'model.safetensors'})")
@@ -58,10 +58,6 @@ def train_command(ctx: typer.Context, data: Optional[Path] = None, out: Optional
         _summary(result)
     emit(str(result.run))
 
-
-def _given(ctx: typer.Context, name: str) -> bool:
-    # By name: typer vendors its own click, whose ParameterSource is not click.core's.
-    return getattr(ctx.get_parameter_source(name), "name", None) in ("COMMANDLINE", "ENVIRONMENT")
 
 
 with_parameters(train_command, [

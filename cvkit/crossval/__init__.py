@@ -2,7 +2,8 @@
 on every fold of train+val through ``cvkit.train.fit``, ranks them and refits the best; ``summarize`` merges
 fold runs trained separately (``--fold``)."""
 
-from cvkit.crossval.folds import DEFAULT_FOLDS, DEFAULT_LOO_LIMIT
+from cvkit.crossval.folds import DEFAULT_FOLDS
+from cvkit.files.crossval import DEFAULT_LOO_LIMIT
 from cvkit.crossval.grid import parse_grid
 from cvkit.crossval.run import CrossvalResult, crossval, summarize
 

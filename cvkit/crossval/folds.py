@@ -17,13 +17,11 @@ import pandas as pd
 from cvkit.data.selection import Selection
 from cvkit.data.splits import assign_folds, carve
 from cvkit.errors import ManifestError, OptionError
-from cvkit.files.crossval import FOLDS_COLUMNS
+from cvkit.files.crossval import DEFAULT_LOO_LIMIT, FOLDS_COLUMNS
 from cvkit.files.dataset import read_manifest
 from cvkit.progress import info
 
 DEFAULT_FOLDS = 5
-# Leave-one-out trains one model per image: above this many train+val images it must be asked for.
-DEFAULT_LOO_LIMIT = 100
 
 
 @dataclass

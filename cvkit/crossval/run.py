@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from cvkit import __version__
-from cvkit.crossval.folds import DEFAULT_LOO_LIMIT, FoldPlan, from_file, plan_folds, rows_key, train_val
+from cvkit.crossval.folds import FoldPlan, from_file, plan_folds, rows_key, train_val
 from cvkit.crossval.grid import check_grid, expand
 from cvkit.crossval.runs import base_options, config_for, fold_dir, relocate, run_finished
 from cvkit.crossval.summary import Collected, choose_best, collect, write_tables
 from cvkit.data.selection import Selection
 from cvkit.errors import Interrupted, ManifestError, OptionError, OutputExists
 from cvkit.files.config import TrainConfig
-from cvkit.files.crossval import CROSSVAL_FILES, BestConfig, CrossvalPlan, read_folds, write_folds
+from cvkit.files.crossval import DEFAULT_LOO_LIMIT, CROSSVAL_FILES, BestConfig, CrossvalPlan, read_folds, write_folds
 from cvkit.files.outputs import check_out, holds_only, replacing
 from cvkit.progress import info, progress_bar
 

@@ -7,7 +7,7 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from cvkit.errors import DiskFull, ManifestError
@@ -83,15 +83,28 @@ def stage_dir(out: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".new", dir=out.parent))
 
 
-def swap_dir(stage: Path, out: Path) -> None:
-    """Put the complete folder ``stage`` at ``out``; an old ``out`` is removed only after the swap."""
-    if out.exists() or out.is_symlink():
-        trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+def swap_dir(stage: Path, out: Path, commit: Callable[[], None] | None = None) -> None:
+    """Put the complete folder ``stage`` at ``out``; an old ``out`` is removed only after the swap.
+
+    ``commit`` runs once the new folder is in place (e.g. writing the file that points at it); if it
+    fails, the old ``out`` is put back and the new folder removed, so both stay consistent.
+    """
+    trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+    had_old = out.exists() or out.is_symlink()
+    if had_old:
         os.replace(out, trash)
-        os.replace(stage, out)
-        if trash.is_dir() and not trash.is_symlink():
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            trash.unlink()
+    os.replace(stage, out)
+    if commit is not None:
+        try:
+            commit()
+        except BaseException:
+            shutil.rmtree(out, ignore_errors=True)
+            if had_old:
+                os.replace(trash, out)
+            raise
+    if not had_old:
+        return
+    if trash.is_dir() and not trash.is_symlink():
+        shutil.rmtree(trash, ignore_errors=True)
     else:
-        os.replace(stage, out)
+        trash.unlink()

@@ -25,6 +25,8 @@ CROSSVAL_FILES = ("crossval.json", "folds.csv", "folds", "results.csv", "summary
 # folds' epochs depend on the machine.
 EXCLUDED_OPTIONS = ("budget",)
 FOLD_KINDS = ("kfold", "manifest", "holdout", "loo")
+# Leave-one-out trains one model per image: above this many train+val images it must be asked for.
+DEFAULT_LOO_LIMIT = 100
 FOLDS_COLUMNS = ("row", "path", "label", "split", "fold", "augmented_from")
 RESULTS_COLUMNS = ("config", "fold", "val_acc", "val_loss", "best_epoch", "epochs", "seconds")  # grid keys after config
 SUMMARY_COLUMNS = ("rank", "config", "folds", "val_acc_mean", "val_acc_std", "val_loss_mean", "val_loss_std",

@@ -149,9 +149,8 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
              f"monitoring {monitor}; augmentation: {trainer.policy.describe()} ({data.policy_source})")
     started = time.perf_counter()
     stopped_early = False
-    epoch = start_epoch - 1
+    epoch = start_epoch
     try:
-        epoch = start_epoch
         while epoch <= trainer.epochs:  # --budget may change trainer.epochs after an epoch
             epoch_started = time.perf_counter()
             if cfg.unfreeze_after is not None and cfg.freeze and epoch == cfg.unfreeze_after + 1:
@@ -209,7 +208,7 @@ def _replan(trainer: Trainer, budget: Budget, epoch: int, seconds: float, run: P
         return
     info(f"--budget: {epochs} epochs in all instead of {trainer.epochs} (epochs take {budget.replans[-1]['epoch_seconds']} s, "
          f"{max(0.0, budget.remaining()):.0f} s left)")
-    trainer.replan(epochs, epoch * len(trainer.batches))
+    trainer.replan(epochs, trainer.steps_done)
     trainer.cfg.resolved.update({"epochs": epochs, "budget_replans": budget.replans})
     trainer.cfg.write(run)
 

@@ -103,7 +103,9 @@ def resolve_policy(cfg: TrainConfig) -> tuple[AugmentPolicy, str]:
                               f"policy file written by 'cvkit augment'")
         policy, source = found, str(AugmentFile.locate(cfg.augment))
     given = {k: v for k, v in (("hflip", cfg.hflip), ("translate", cfg.translate)) if v is not None}
-    return (with_values(policy, **given), source + (" + options" if given else "")) if given else (policy, source)
+    if not given:
+        return policy, source
+    return with_values(policy, **given), f"{source} + options"
 
 
 def training_stats(dataset: Path, selection: Selection, data: SplitData) -> tuple[Stats, np.ndarray | None]:

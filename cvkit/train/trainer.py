@@ -104,18 +104,9 @@ class Trainer:
             self.forward = torch.compile(self.model)
 
     def step_seconds(self) -> float:
-        """Seconds per training step at the chosen precision and memory format (the probe's, or timed now)."""
-        timings = self.cfg.resolved.get("speed_probe_ms_per_step") or {}
-        key = f"{self.precision}/{self.memory_format}"
-        if key not in timings:
-            images, labels = next(self.batches.epoch(torch.Generator().manual_seed(0)))
-            gen_state = self.gen.get_state()
-            _, timed = speed.choose(self.model, self.optimizer, [(self.precision, self.memory_format)],
-                                    lambda p, m: self.step(images, labels, p, advance_schedule=False), always_time=True)
-            self.gen.set_state(gen_state)
-            timings = {**timings, **timed}
-            self.cfg.resolved["speed_probe_ms_per_step"] = timings
-        return timings[key] / 1000
+        """Seconds per training step at the chosen precision and memory format, as the start-up probe
+        timed it (with ``--budget`` it times even a single candidate)."""
+        return self.cfg.resolved["speed_probe_ms_per_step"][f"{self.precision}/{self.memory_format}"] / 1000
 
     def replan(self, epochs: int, steps_done: int = 0) -> None:
         """Train for ``epochs`` in all: the schedule is rebuilt for them from the step reached."""
@@ -130,7 +121,8 @@ class Trainer:
             self.step(images, labels, precision, advance_schedule=False)
 
         gen_state = self.gen.get_state()  # the probe's augmentation draws must not shift training's
-        (self.precision, self.memory_format), timings = speed.choose(self.model, self.optimizer, options, step)
+        (self.precision, self.memory_format), timings = speed.choose(self.model, self.optimizer, options, step,
+                                                                     always_time=self.cfg.budget is not None)
         self.gen.set_state(gen_state)
         self.cfg.resolved["speed_probe_ms_per_step"] = timings
 

@@ -16,7 +16,17 @@ from cvkit.transforms.mixing import mix
 from cvkit.transforms.photometric import photometric
 from cvkit.transforms.policy import AugmentPolicy
 
-__all__ = ["AugmentPolicy", "Preprocess", "augment", "mix"]
+__all__ = ["AugmentPolicy", "Preprocess", "augment", "from_unit", "mix", "to_unit"]
+
+
+def to_unit(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 N x H x W x C -> float N x C x H x W in [0, 1] on ``device`` (channels-last in memory)."""
+    return batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def from_unit(x: torch.Tensor) -> np.ndarray:
+    """The inverse of :func:`to_unit`: float N x C x H x W in [0, 1] -> uint8 N x H x W x C on the CPU."""
+    return x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 class Preprocess:
@@ -36,7 +46,7 @@ class Preprocess:
         self.channels_last = channels_last
 
     def to_unit(self, batch: torch.Tensor) -> torch.Tensor:
-        x = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+        x = to_unit(batch, self.device)
         return x if self.channels_last else x.contiguous()
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from cvkit.transforms.draws import log_uniform, uniform
 from cvkit.transforms.policy import AugmentPolicy
 
 # Random resized crop: aspect ratios (width / height) drawn log-uniformly in this range, as in
@@ -72,9 +73,6 @@ def flip(x: torch.Tensor, p: float, dim: int, gen: torch.Generator) -> torch.Ten
     return torch.where(chosen.to(x.device).view(n, 1, 1, 1), x.flip(dim), x)
 
 
-def _uniform(n: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
-    return torch.rand(n, generator=gen, dtype=torch.float64).mul_(hi - lo).add_(lo)
-
 
 def _matrices(n: int) -> torch.Tensor:
     return torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
@@ -105,27 +103,27 @@ def _crop(n: int, smallest: float, h: int, w: int, gen: torch.Generator) -> torc
     m = _matrices(n)
     if not smallest:
         return m
-    area = _uniform(n, smallest, 1.0, gen)
-    ratio = torch.exp(_uniform(n, math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]), gen))
+    area = uniform(n, smallest, 1.0, gen)
+    ratio = log_uniform(n, *CROP_RATIO, gen)
     fw = torch.sqrt(area * ratio * h / w).clamp_(max=1.0)  # box width as a fraction of the image width
     fh = torch.sqrt(area / ratio * w / h).clamp_(max=1.0)
     m[:, 0, 0], m[:, 1, 1] = fw, fh
-    m[:, 0, 2], m[:, 1, 2] = (1 - fw) * _uniform(n, -1, 1, gen), (1 - fh) * _uniform(n, -1, 1, gen)
+    m[:, 0, 2], m[:, 1, 2] = (1 - fw) * uniform(n, -1, 1, gen), (1 - fh) * uniform(n, -1, 1, gen)
     return m
 
 
 def _affine(n: int, policy: AugmentPolicy, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
     """Rotation about the centre, zoom and translation (a zoom above 1 magnifies)."""
     m = _matrices(n)
-    angle = _uniform(n, -math.radians(policy.rotate), math.radians(policy.rotate), gen) if policy.rotate else 0.0
+    angle = uniform(n, -math.radians(policy.rotate), math.radians(policy.rotate), gen) if policy.rotate else 0.0
     lo, hi = policy.scale
-    zoom = _uniform(n, lo, hi, gen) if (lo, hi) != (1.0, 1.0) else 1.0
+    zoom = uniform(n, lo, hi, gen) if (lo, hi) != (1.0, 1.0) else 1.0
     cos, sin = torch.cos(torch.as_tensor(angle)) / zoom, torch.sin(torch.as_tensor(angle)) / zoom
     # Normalized x spans the width and y the height: a rotation by pixels needs the aspect ratio.
     m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = cos, -sin * h / w, sin * w / h, cos
     if policy.translate:
-        m[:, 0, 2] = _uniform(n, -2 * policy.translate, 2 * policy.translate, gen)
-        m[:, 1, 2] = _uniform(n, -2 * policy.translate, 2 * policy.translate, gen)
+        m[:, 0, 2] = uniform(n, -2 * policy.translate, 2 * policy.translate, gen)
+        m[:, 1, 2] = uniform(n, -2 * policy.translate, 2 * policy.translate, gen)
     return m
 
 
@@ -187,7 +185,7 @@ def _elastic_field(n: int, fraction: float, h: int, w: int, gen: torch.Generator
     displacement is its own draw up to ``fraction`` of the size, then upsampled bilinearly."""
     gh, gw = min(h, ELASTIC_CELLS), min(w, ELASTIC_CELLS)
     noise = torch.rand(n, 2, gh, gw, generator=gen).mul_(2).sub_(1)
-    strength = _uniform(n, 0.0, 2 * fraction, gen).float()  # x2: normalized units span the image twice
+    strength = uniform(n, 0.0, 2 * fraction, gen).float()  # x2: normalized units span the image twice
     noise = noise.to(device).view(n * 2, 1, gh, gw)
     for dim, cells in ((2, gh), (3, gw)):  # separable smoothing, reflected at the borders
         radius = min(math.ceil(3 * cells / ELASTIC_SIGMA_DIV), cells - 1)

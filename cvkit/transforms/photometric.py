@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from cvkit.transforms.draws import log_uniform, uniform
 from cvkit.transforms.policy import AugmentPolicy
 
 # Luma weights of ITU-R BT.601, the Y row of YIQ (torchvision's rgb_to_grayscale uses the same).
@@ -55,9 +56,6 @@ def photometric(x: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator, ow
     return x
 
 
-def _uniform(n: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
-    return torch.rand(n, generator=gen, dtype=torch.float64).mul_(hi - lo).add_(lo)
-
 
 def _draw_on(device: torch.device, gen: torch.Generator) -> torch.Generator:
     """The generator for full-size draws: ``gen`` on the CPU, else a device generator seeded from it."""
@@ -85,16 +83,16 @@ def colour_map(n: int, c: int, policy: AugmentPolicy, gen: torch.Generator) -> t
     scale = torch.ones(n, dtype=torch.float64)
     weight = torch.zeros(n, dtype=torch.float64)
     if policy.brightness:  # multiply, as ColorJitter: black stays black
-        scale = _uniform(n, 1 - policy.brightness, 1 + policy.brightness, gen)
+        scale = uniform(n, 1 - policy.brightness, 1 + policy.brightness, gen)
     if policy.contrast:  # blend with the mean gray: f * y + (1 - f) * mean_gray(y), y = scale * x
-        f = _uniform(n, 1 - policy.contrast, 1 + policy.contrast, gen)
+        f = uniform(n, 1 - policy.contrast, 1 + policy.contrast, gen)
         weight, scale = (1 - f) * scale, f * scale
     m = scale.view(n, 1, 1) * eye
     if c == 3 and policy.saturation:  # blend with the grayscale image
-        f = _uniform(n, 1 - policy.saturation, 1 + policy.saturation, gen).view(n, 1, 1)
+        f = uniform(n, 1 - policy.saturation, 1 + policy.saturation, gen).view(n, 1, 1)
         m = (f * eye + (1 - f) * to_gray) @ m
     if c == 3 and policy.hue:
-        angle = _uniform(n, -2 * math.pi * policy.hue, 2 * math.pi * policy.hue, gen)
+        angle = uniform(n, -2 * math.pi * policy.hue, 2 * math.pi * policy.hue, gen)
         turn = torch.zeros(n, 3, 3, dtype=torch.float64)
         turn[:, 0, 0] = 1
         turn[:, 1, 1], turn[:, 1, 2], turn[:, 2, 1], turn[:, 2, 2] = angle.cos(), -angle.sin(), angle.sin(), angle.cos()
@@ -132,7 +130,7 @@ def blur(x: torch.Tensor, largest: float, gen: torch.Generator) -> torch.Tensor:
     shortened to fit the image.
     """
     n, c, h, w = x.shape
-    sigma = _uniform(n, min(BLUR_MIN_SIGMA, largest), largest, gen)
+    sigma = uniform(n, min(BLUR_MIN_SIGMA, largest), largest, gen)
     radius = min(math.ceil(3 * largest), (min(h, w) - 1) // 2)
     if radius < 1:
         return x
@@ -148,7 +146,7 @@ def blur(x: torch.Tensor, largest: float, gen: torch.Generator) -> torch.Tensor:
 def noise(x: torch.Tensor, largest: float, gen: torch.Generator) -> torch.Tensor:
     """Additive Gaussian noise, standard deviation per image uniform in [0, largest]."""
     n = x.shape[0]
-    std = _uniform(n, 0.0, largest, gen).to(x.device, x.dtype).view(n, 1, 1, 1)
+    std = uniform(n, 0.0, largest, gen).to(x.device, x.dtype).view(n, 1, 1, 1)
     z = torch.randn(x.shape, generator=_draw_on(x.device, gen), device=x.device, dtype=x.dtype)
     return torch.addcmul(x, z, std)
 
@@ -159,8 +157,8 @@ def erase(x: torch.Tensor, p: float, gen: torch.Generator, inplace: bool = False
     clipped to it (Zhong et al. draw again). ``inplace`` writes into ``x`` instead of a copy."""
     n, c, h, w = x.shape
     chosen = torch.rand(n, generator=gen) < p
-    area = _uniform(n, *ERASE_AREA, gen) * h * w
-    ratio = torch.exp(_uniform(n, math.log(ERASE_RATIO[0]), math.log(ERASE_RATIO[1]), gen))
+    area = uniform(n, *ERASE_AREA, gen) * h * w
+    ratio = log_uniform(n, *ERASE_RATIO, gen)
     eh = torch.sqrt(area * ratio).round().clamp(1, h).long()
     ew = torch.sqrt(area / ratio).round().clamp(1, w).long()
     y0 = (torch.rand(n, generator=gen, dtype=torch.float64) * (h - eh + 1)).long()

@@ -186,3 +186,35 @@ def test_preview_pairs_each_train_image_with_its_versions(ds, monkeypatch):
             weights = [float(t.rsplit(" ", 1)[1]) for t in title]
             assert 1 <= len(weights) <= 2 and abs(sum(weights) - 1) < 0.02
     assert "cutmix 1" in described and path == ds / "augment_preview.png"
+
+
+def test_materialize_never_deletes_files_it_did_not_write(ds, runner):
+    run_ok("-q", "augment", ds, "--preset", "light", "--materialize", "1")
+    mine = ds / "augmented" / "notes.txt"
+    mine.write_text("the user's own file")
+    before = tree(ds)
+    result = run(runner, "augment", ds, "--materialize", "2")
+    assert result.exit_code == 2 and "notes.txt" in result.stderr and "Traceback" not in result.stderr
+    assert tree(ds) == before and mine.read_text() == "the user's own file"
+
+
+def test_a_failed_manifest_write_puts_the_old_copies_back(ds, monkeypatch):
+    import cvkit.augment.materialize as mat
+    from cvkit.device import resolve_device
+    from cvkit.transforms.policy import make_policy
+
+    run_ok("-q", "augment", ds, "--preset", "light", "--materialize", "1")
+
+    def files():  # the cache is derived: it may be rebuilt for the current rows
+        return {k: v for k, v in tree(ds).items() if not k.startswith("cache")}
+
+    before = files()
+
+    def full_disk(*args):
+        raise OSError("no room for the manifest")
+
+    monkeypatch.setattr(mat, "write_manifest", full_disk)
+    with pytest.raises(OSError):
+        mat.materialize(ds, make_policy({}, "standard"), 2, 1, resolve_device("cpu"))
+    assert files() == before  # the old copies and the manifest that lists them, as they were
+    assert not [p.name for p in ds.iterdir() if p.name.startswith(".")]

@@ -47,8 +47,8 @@ def ramp(n=8, size=32):
 
 def at_bounds(monkeypatch, module, end: str) -> None:
     """Make every uniform draw of ``module`` its upper (or lower) bound: exact transforms to test against."""
-    monkeypatch.setattr(module, "_uniform", lambda n, lo, hi, gen: torch.full((n,), hi if end == "hi" else lo,
-                                                                          dtype=torch.float64))
+    monkeypatch.setattr(module, "uniform", lambda n, lo, hi, gen: torch.full((n,), hi if end == "hi" else lo,
+                                                                         dtype=torch.float64))
 
 
 def test_every_policy_field_is_tested():
