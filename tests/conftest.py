@@ -179,3 +179,34 @@ def copy_run_with(trained: Path, folder: Path, **model_json: object) -> Path:
     info.update(model_json)
     (folder / "model.json").write_text(json.dumps(info))
     return folder
+
+
+# ----------------------------------------------------------------------------- a run that knows where objects are
+
+SHAPES_TRAIN = ["--arch", "smallcnn", "--head", "gap", "--epochs", "12", *FAST]
+
+
+@pytest.fixture(scope="session")
+def shapes(tmp_path_factory) -> Path:
+    """Generated shapes (tests/shapes.py): ``images/`` (3 classes x 60, 32 px RGB) and ``boxes.csv``."""
+    from tests.shapes import write_shapes
+
+    root = tmp_path_factory.mktemp("shapes")
+    write_shapes(root, 60)
+    return root
+
+
+@pytest.fixture(scope="session")
+def shapes_run(shapes, tmp_path_factory) -> Path:
+    """smallcnn with a GAP head trained on the shapes (val accuracy 1.0 in about 8 s): CAM-ready."""
+    from typer.testing import CliRunner
+
+    data = tmp_path_factory.mktemp("shapes_data") / "data"
+    r = CliRunner()
+    assert run(r, "-q", "prepare", shapes / "images", "--out", data, "--size", "32", "--val", "0.2",
+               "--test", "0.2").exit_code == 0
+    assert run(r, "-q", "normalize", data).exit_code == 0
+    out = tmp_path_factory.mktemp("shapes_runs") / "gap"
+    result = run(r, "-q", "train", data, "--out", out, *SHAPES_TRAIN)
+    assert result.exit_code == 0, result.stderr
+    return out

@@ -173,3 +173,11 @@ def encode_png(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(array)).save(buf, "PNG", compress_level=1)
     return buf.getvalue()
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of an image file as :func:`decode_image` orients it (EXIF), reading only the header."""
+    with Image.open(path) as img:
+        w, h = img.size
+        orientation = img.getexif().get(0x0112, 1)  # EXIF Orientation: 5-8 turn the image by 90 degrees
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)

@@ -42,3 +42,70 @@ def capture(model: nn.Module, layers: list[str]) -> Iterator[dict[str, torch.Ten
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _map_outputs(model: nn.Module, in_chans: int, size: tuple[int, int]) -> tuple[list[tuple[str, tuple]], tuple]:
+    """(name, output shape) of every named module whose output is a 4-D map, in the order they
+    finish, and the shape of ``forward_features``' output; one pass on the meta device (shapes only,
+    no compute), falling back to a real pass on one image."""
+    from cvkit.models.inspection import probe
+
+    finished: list[tuple[str, tuple]] = []
+    handles = []
+    for name, module in model.named_modules():
+        if name:
+            def hook(_m: nn.Module, _i: tuple, out: object, name: str = name) -> None:
+                if isinstance(out, torch.Tensor) and out.ndim == 4:
+                    finished.append((name, tuple(out.shape)))
+            handles.append(module.register_forward_hook(hook))
+    try:
+        try:
+            features, _ = probe(model, (1, in_chans, *size), "forward_features", on_meta=True)
+        except (RuntimeError, NotImplementedError, ValueError, AssertionError):
+            finished.clear()
+            features, _ = probe(model, (1, in_chans, *size), "forward_features", on_meta=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    shape = tuple(features.shape) if isinstance(features, torch.Tensor) else ()
+    return finished, shape
+
+
+def spatial_layers(model: nn.Module, in_chans: int, size: tuple[int, int]) -> list[str]:
+    """The layers whose output is an (N, C, h, w) feature map, in the order a forward pass finishes
+    them: what ``--layer`` may name for CAMs, activations and receptive fields."""
+    seen: dict[str, None] = {}
+    for name, _ in _map_outputs(model, in_chans, size)[0]:
+        seen.setdefault(name)
+    return list(seen)
+
+
+def default_layer(model: nn.Module, in_chans: int, size: tuple[int, int]) -> str:
+    """The last convolutional stage: of the layers whose output is the final feature map (the one
+    ``forward_features`` returns), the outermost that is not the whole feature extractor, finished last.
+
+    timm's resnet18 gives ``layer4``, a cvkit net its last block (``features.1`` for smallcnn), a
+    VGG under ``--head gap`` ``features.features`` or its last stage.
+    """
+    outputs, final = _map_outputs(model, in_chans, size)
+    trunk = {name for name, m in model.named_modules() if m is getattr(model, "features", None)}
+    candidates = [(name.count("."), -i, name) for i, (name, shape) in enumerate(outputs)
+                  if shape == final and name not in trunk]
+    if not candidates:
+        if outputs:
+            return outputs[-1][0]
+        raise OptionError("the model makes no feature map (it flattens the image first), so it has no layer to "
+                          "explain; train a convolutional --arch such as smallcnn")
+    return min(candidates)[2]
+
+
+def check_layer(model: nn.Module, name: str, in_chans: int, size: tuple[int, int]) -> str:
+    """``name`` when it is a layer with a feature map, else an error that lists the valid ones."""
+    valid = spatial_layers(model, in_chans, size)
+    if name in valid:
+        return name
+    close = difflib.get_close_matches(name, valid, n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    shown = ", ".join(valid) if len(valid) <= 40 else ", ".join(valid[:20] + ["..."] + valid[-15:])
+    raise OptionError(f"--layer {name}: the model has no layer of that name with a feature map{hint}; "
+                      f"valid layers: {shown}")

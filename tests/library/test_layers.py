@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cvkit.files", "cvkit.plots"),
     ("cvkit.data", "cvkit.models", "cvkit.transforms"),
     ("cvkit.runtime",),
-    ("cvkit.train", "cvkit.evaluate", "cvkit.crossval", "cvkit.augment"),
+    ("cvkit.train", "cvkit.evaluate", "cvkit.crossval", "cvkit.augment", "cvkit.explain"),
     ("cvkit.cli", "cvkit.__main__"),
 ]
 MAX_LINES = 400

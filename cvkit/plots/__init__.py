@@ -37,7 +37,8 @@ def _save(fig: "Figure", path: str | os.PathLike) -> None:
         fig.savefig(tmp, format="png")
 
 
-def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | os.PathLike) -> None:
+def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | os.PathLike,
+                          title: str | None = None) -> None:
     """Counts and row-normalized rates (each row = recall of that true class) side by side.
 
     Cells are annotated up to 20 classes; beyond that the figure and font scale with K so every
@@ -72,6 +73,8 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | os
                     continue  # empty cells stay blank: the non-zero rates are what the eye looks for
                 ax.text(p, t, format(v, fmt), ha="center", va="center", fontsize=font,
                         color="white" if v > threshold else "black")
+    if title:
+        fig.suptitle(title)
     _save(fig, path)
 
 

@@ -1,0 +1,55 @@
+"""What the first layer looks for (its kernels) and what a layer sees in one image (its feature maps)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cvkit.errors import OptionError
+from cvkit.runtime import LoadedRun
+
+MAX_FILTERS = 256  # kernels shown of the first conv (stems have 16-96)
+MAX_CHANNELS = 64  # feature maps shown of a layer: the first 64 channels
+
+
+@dataclass
+class Filters:
+    """The first convolution's kernels as tiles: (n, kh, kw, 3) for RGB inputs, else (n, kh, kw),
+    each min-max scaled over all its values; ``total`` kernels in the layer."""
+
+    layer: str
+    tiles: np.ndarray
+    total: int
+    note: str
+
+
+def filters(loaded: LoadedRun) -> Filters:
+    """The kernels of the model's first Conv2d (the stem), ready to draw."""
+    from cvkit.models.inspection import first_conv
+    from cvkit.plots.visualize import scale_each
+
+    found = first_conv(loaded.model)
+    if found is None:
+        raise OptionError("--filters: the model has no convolution (it flattens the image first), so it has no "
+                          "filters to show; train a convolutional --arch such as smallcnn")
+    name, conv = found
+    weight = conv.weight.detach().float().cpu()[:MAX_FILTERS]  # (n, cin, kh, kw)
+    if weight.shape[1] == 3:
+        tiles, note = weight.permute(0, 2, 3, 1).numpy(), "RGB"
+    elif weight.shape[1] == 1:
+        tiles, note = weight[:, 0].numpy(), "gray"
+    else:  # a stem over another number of channels: their mean, one tile a kernel
+        tiles, note = weight.mean(1).numpy(), f"mean of {weight.shape[1]} input channels"
+    return Filters(name, scale_each(tiles), int(conv.weight.shape[0]), note)
+
+
+def activations(loaded: LoadedRun, image: np.ndarray, layer: str) -> torch.Tensor:
+    """``layer``'s feature maps (C, h, w, float32 on the CPU) for one uint8 image (1 x H x W x C)."""
+    from cvkit.models.receptive import forward_to
+
+    with torch.inference_mode():
+        x = loaded.pre(torch.from_numpy(np.ascontiguousarray(image)).to(loaded.device))
+        out = forward_to(loaded.model, layer, x)
+    return out[0].float().cpu()
