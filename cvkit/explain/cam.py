@@ -115,7 +115,7 @@ def cam(subject: LoadedRun, inputs: list[str], out: str | os.PathLike | None, op
     seconds: dict[str, float] = defaultdict(float)
     per_method: dict[str, dict[str, list]] = {m: defaultdict(list) for m in options.methods}
     stems = dict(zip(paths, unique_stems(paths)))
-    with replacing(out) as stage, progress_bar(len(paths), "CAM", unit="img") as bar:
+    with replacing(out) as stage, progress_bar("CAM", len(paths), unit="img") as bar:
         for start in range(0, len(paths), CHUNK):
             found = read_images(paths[start:start + CHUNK], size, chans, subject.info.resize, options.workers)
             rejected += found.rejected

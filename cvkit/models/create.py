@@ -77,7 +77,8 @@ def arch_options(arch: str | None = None, *, head: str = "auto", activation: str
 
 def create_model(arch: str, num_outputs: int, in_chans: int, input_size: tuple[int, int], *, head: str = "auto",
                  activation: str | None = None, dropout: float | None = None, batchnorm: bool | None = None,
-                 hidden: list[int] | None = None, init: str = "default", pretrained: bool = False) -> nn.Module:
+                 hidden: list[int] | None = None, init: str = "default", pretrained: bool = False,
+                 check_size: bool = True) -> nn.Module:
     """Build ``arch`` for ``num_outputs`` logits from ``in_chans``-channel images of ``input_size`` (h, w).
 
     The model offers timm's interface: ``forward_features``, ``forward_head``, ``num_features``,
@@ -85,14 +86,15 @@ def create_model(arch: str, num_outputs: int, in_chans: int, input_size: tuple[i
     'fc' is the classic fully connected head where the architecture has one (timm and torchvision
     models keep their own); 'gap' is global average pooling + dropout + linear. ``init`` re-draws
     every conv and linear weight (biases zero). ``pretrained`` downloads the weights of timm or
-    torchvision.
+    torchvision. ``check_size=False`` skips the check that cvkit's nets take images of ``input_size``
+    (a run's model, checked when it was trained: the check's meta-device pass costs 2-3 s of imports).
     """
     options = arch_options(arch, head=head, activation=activation, dropout=dropout, batchnorm=batchnorm,
                            hidden=hidden, init=init, pretrained=pretrained)
     source = resolve_arch(arch)
     size = (int(input_size[0]), int(input_size[1]))
     if source == "cvkit":
-        model: nn.Module = _create_cvkit(arch, num_outputs, in_chans, size, Options(**options))
+        model: nn.Module = _create_cvkit(arch, num_outputs, in_chans, size, Options(**options), check_size)
     else:
         try:
             if source == "timm":
@@ -117,7 +119,8 @@ def create_model(arch: str, num_outputs: int, in_chans: int, input_size: tuple[i
     return model
 
 
-def _create_cvkit(arch: str, num_outputs: int, in_chans: int, size: tuple[int, int], options: Options) -> Net:
+def _create_cvkit(arch: str, num_outputs: int, in_chans: int, size: tuple[int, int], options: Options,
+                  check_size: bool = True) -> Net:
     build = CVKIT_MODELS[arch].build
 
     def builds(candidate: tuple[int, int]) -> bool:
@@ -130,7 +133,7 @@ def _create_cvkit(arch: str, num_outputs: int, in_chans: int, size: tuple[int, i
             return False
         return takes(net, in_chans)(candidate)
 
-    if not builds(size):
+    if check_size and not builds(size):
         raise too_small(arch, size, smallest_size(builds, size))
     return build(num_outputs, in_chans, size, options)
 

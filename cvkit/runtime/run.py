@@ -87,7 +87,7 @@ def load_run(run: str | os.PathLike, device: torch.device, precision: str = "aut
     run = Path(run)
     info = ModelInfo.read(run)
     model = create_model(info.arch, info.num_outputs, info.in_chans, (info.input_size[0], info.input_size[1]),
-                         **(info.arch_options or {}))
+                         check_size=False, **(info.arch_options or {}))
     state = load_model_weights(run)
     try:
         model.load_state_dict(state)
