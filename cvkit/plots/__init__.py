@@ -108,13 +108,16 @@ def plot_top_losses(images: np.ndarray, labels: Sequence[int], predicted: Sequen
     _save(fig, path)
 
 
-def plot_curves(metrics: "pd.DataFrame", path: str | os.PathLike) -> None:
-    """Loss and accuracy per epoch from a ``metrics.csv`` frame; validation lines only where they exist."""
+def plot_curves(metrics: "pd.DataFrame", path: str | os.PathLike, best_epoch: int | None = None,
+                title: str | None = None) -> None:
+    """Loss and accuracy per epoch from a ``metrics.csv`` frame, train (solid) against val (dashed);
+    validation lines only where they exist. ``best_epoch`` (the weights the run kept) is marked by a
+    vertical line and a ring on each validation curve."""
     if "epoch" not in metrics.columns:
         raise ValueError("metrics must have an 'epoch' column (metrics.csv written by 'cvkit train')")
     from matplotlib.ticker import MaxNLocator
 
-    fig = _figure(11, 4)
+    fig = _figure(11, 4.5 if title else 4)
     for i, quantity in enumerate(("loss", "acc")):
         ax = fig.add_subplot(1, 2, i + 1)
         for split, style in (("train", "-"), ("val", "--")):
@@ -125,12 +128,20 @@ def plot_curves(metrics: "pd.DataFrame", path: str | os.PathLike) -> None:
             if len(values):
                 # markers keep a single epoch (or an isolated validation point) visible
                 ax.plot(values["epoch"], values[column], style, marker="o", markersize=3, label=split)
+                at = values[values["epoch"] == best_epoch]
+                if split == "val" and len(at):
+                    ax.plot(at["epoch"], at[column], "o", markersize=10, markerfacecolor="none",
+                            markeredgecolor="tab:red", markeredgewidth=1.5)
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="tab:red", linestyle=":", linewidth=1, label=f"best epoch {best_epoch}")
         ax.set_title("accuracy" if quantity == "acc" else "loss")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.lines:
-            ax.legend()
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
     _save(fig, path)
 
 

@@ -17,7 +17,6 @@ import numpy as np
 from cvkit.plots import _figure, _save
 
 if TYPE_CHECKING:
-    import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
@@ -109,37 +108,6 @@ def plot_grid(picture: np.ndarray, title: str, path: str | os.PathLike, beside: 
     if col_labels:
         ax.xaxis.tick_top()
         ax.set_xticks([c * (tw + GAP) + (tw - 1) / 2 for c in range(len(col_labels))], list(col_labels), fontsize=8)
-    _suptitle(fig, title)
-    _save(fig, path)
-
-
-def plot_training_curves(metrics: pd.DataFrame, best_epoch: int | None, title: str, path: str | os.PathLike) -> None:
-    """Loss and accuracy per epoch, train (solid) against val (dashed), with the best epoch (the
-    weights the run kept) marked by a vertical line and a ring on each validation curve."""
-    from matplotlib.ticker import MaxNLocator
-
-    fig = _figure(11, 4.5)
-    for i, quantity in enumerate(("loss", "acc")):
-        ax = fig.add_subplot(1, 2, i + 1)
-        for split, style in (("train", "-"), ("val", "--")):
-            column = f"{split}_{quantity}"
-            if column not in metrics.columns:
-                continue
-            values = metrics[["epoch", column]].astype(np.float64).dropna()
-            if len(values):
-                ax.plot(values["epoch"], values[column], style, marker="o", markersize=3, label=split)
-                at = values[values["epoch"] == best_epoch]
-                if split == "val" and len(at):
-                    ax.plot(at["epoch"], at[column], "o", markersize=10, markerfacecolor="none",
-                            markeredgecolor="tab:red", markeredgewidth=1.5)
-        if best_epoch is not None:
-            ax.axvline(best_epoch, color="tab:red", linestyle=":", linewidth=1, label=f"best epoch {best_epoch}")
-        ax.set_title("accuracy" if quantity == "acc" else "loss")
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=8)
     _suptitle(fig, title)
     _save(fig, path)
 

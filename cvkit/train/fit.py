@@ -196,7 +196,7 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
         if resumable:
             raise Interrupted(f"interrupted in epoch {epoch}, before any epoch was saved; start the run again") from None
         raise Interrupted(f"interrupted in epoch {epoch}; the old run in {cfg.out} is unchanged") from None
-    _plot_curves(run, history)
+    _plot_curves(run, history, best["epoch"] or None)
     return TrainResult(run, best["epoch"], best["value"], monitor, epoch - start_epoch + 1,
                        time.perf_counter() - started, stopped_early, history)
 
@@ -223,10 +223,10 @@ def _model_info(trainer: Trainer, epoch: int, row: dict[str, Any]) -> ModelInfo:
                      row.get("val_acc"), row.get("val_loss"), __version__)
 
 
-def _plot_curves(run: Path, history: list[dict[str, Any]]) -> None:
+def _plot_curves(run: Path, history: list[dict[str, Any]], best_epoch: int | None) -> None:
     import pandas as pd
 
     from cvkit.plots import plot_curves
 
     if history:
-        plot_curves(pd.DataFrame(history), run / "curves.png")
+        plot_curves(pd.DataFrame(history), run / "curves.png", best_epoch)

@@ -23,7 +23,7 @@ SEPARATOR = (70, 130, 180)  # between image crops, which may be white or black t
 def curves(loaded: LoadedRun, stage: Path) -> list[str]:
     """Loss and accuracy per epoch from metrics.csv, the kept (best) epoch marked."""
     from cvkit.files.run import read_metrics
-    from cvkit.plots.visualize import plot_training_curves
+    from cvkit.plots import plot_curves
 
     metrics = read_metrics(loaded.run)
     val = metrics["val_acc"].astype(float).to_numpy()
@@ -36,7 +36,7 @@ def curves(loaded: LoadedRun, stage: Path) -> list[str]:
         acc = val[epochs.index(best)]
         kept = f"best epoch {best}" + ("" if np.isnan(acc) else f" (val acc {acc:.4f})") + ", the weights the run kept"
     title = f"{loaded.run.name}: loss and accuracy per epoch, train (solid) against val (dashed); {kept}"
-    plot_training_curves(metrics, best, title, stage / "curves.png")
+    plot_curves(metrics, stage / "curves.png", best, title)
     return ["curves.png"]
 
 
