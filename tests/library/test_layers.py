@@ -22,7 +22,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("cvkit.files", "cvkit.plots"),
     ("cvkit.data", "cvkit.models", "cvkit.transforms"),
     ("cvkit.runtime",),
-    ("cvkit.train", "cvkit.evaluate", "cvkit.crossval", "cvkit.augment", "cvkit.explain"),
+    ("cvkit.train", "cvkit.evaluate", "cvkit.crossval", "cvkit.augment", "cvkit.explain", "cvkit.retrieve",
+     "cvkit.convolutionalize", "cvkit.inspect"),
     ("cvkit.cli", "cvkit.__main__"),
 ]
 MAX_LINES = 400
