@@ -10,7 +10,6 @@ are ``x0,y0,x1,y1`` in the original image's pixels, ``x1``/``y1`` exclusive.
 from __future__ import annotations
 
 import functools
-import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -19,7 +18,7 @@ from typing import Any, NamedTuple
 
 from cvkit.errors import ManifestError, SourceError
 from cvkit.files.atomic import read_csv_checked, write_csv
-from cvkit.files.jsonio import read_json, write_json
+from cvkit.files.jsonio import finite, read_json, write_json
 
 CAMS_CSV = "cams.csv"
 LOCALIZATION_JSON = "localization.json"
@@ -83,23 +82,10 @@ def read_cams_csv(path: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
 # ----------------------------------------------------------------------------- localization.json, faithfulness.json
 
 
-def _finite(value: Any) -> Any:
-    """NaN and infinities as null: JSON has no spelling for them, and a reader must not choke."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:
-        return _finite(value.item())  # numpy / torch scalars
-    return value
-
-
 def _write_figures(path: Path, data: Mapping[str, Any]) -> Path:
     if not isinstance(data.get("methods"), Mapping):
         raise TypeError(f"{path.name} needs 'methods': {{method: {{figure: value}}}}")
-    write_json(path, _finite(dict(data)))
+    write_json(path, finite(dict(data)))
     return path
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Mapping
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,19 @@ from cvkit.errors import ManifestError
 from cvkit.files.atomic import write_text
 
 FORMAT = 1
+
+
+def finite(value: Any) -> Any:
+    """NaN and infinities as null: JSON has no spelling for them, and a reader must not choke."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:
+        return finite(value.item())  # numpy / torch scalars
+    return value
 
 
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ import torch
 
 from cvkit.errors import ManifestError, OptionError
 from cvkit.files.dataset import SPLITS, is_dataset
+from cvkit.files.jsonio import finite
 from cvkit.files.outputs import check_out, holds_only
 from cvkit.files.retrieve import EVAL_JSON, write_eval
 from cvkit.retrieve.approx import faiss_search
@@ -163,7 +164,7 @@ def evaluate_index(index: str | os.PathLike, queries: str | os.PathLike, split: 
         report["approximate"] = _approximate(folder, meta.index_type, vectors, embeddings, exclude, ks)
     target = Path(out) if out is not None else folder
     target.mkdir(parents=True, exist_ok=True)
-    return RetrievalEval(write_eval(target, _finite(report)), report)
+    return RetrievalEval(write_eval(target, finite(report)), report)
 
 
 def _approximate(folder: Path, kind: str, vectors: torch.Tensor, embeddings: np.ndarray, exclude: torch.Tensor,
@@ -178,11 +179,3 @@ def _approximate(folder: Path, kind: str, vectors: torch.Tensor, embeddings: np.
         shares = [len(set(a[:k]) & set(e[:k])) / k for a, e in zip(approx, exact.tolist())]
         result[f"recall@{k}_vs_exact"] = float(np.mean(shares))
     return result
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return value
