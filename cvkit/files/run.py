@@ -23,7 +23,7 @@ METRICS_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "l
 
 # Everything `train` writes into a run, and the output folders later commands put there by default.
 RUN_FILES = ("model.safetensors", "model.json", "last.ckpt", "metrics.csv", "config.json", "curves.png",
-             "mean_image.npy", "lr_find.csv", "lr_find.png", "eval_*", "ensemble_eval_*", "predict", "cam",
+             "mean_image.npy", "lr_find.csv", "lr_find.png", "eval_*", "ensemble_eval_*", "predict", "cam", "convolutional",
              "visualize")
 
 
@@ -50,6 +50,7 @@ class ModelInfo:
     val_acc: float | None = None
     val_loss: float | None = None
     cvkit_version: str = ""
+    convolutional: bool = False  # written by 'cvkit convolutionalize': the head is made of convolutions
 
     @classmethod
     def read(cls, run: str | os.PathLike) -> "ModelInfo":

@@ -88,6 +88,10 @@ def load_run(run: str | os.PathLike, device: torch.device, precision: str = "aut
     info = ModelInfo.read(run)
     model = create_model(info.arch, info.num_outputs, info.in_chans, (info.input_size[0], info.input_size[1]),
                          check_size=False, **(info.arch_options or {}))
+    if info.convolutional:  # written by 'cvkit convolutionalize': the same net with its head made convolutional
+        from cvkit.models.convolutional import to_convolutional
+
+        model = to_convolutional(model, info.in_chans, (info.input_size[0], info.input_size[1]))
     state = load_model_weights(run)
     try:
         model.load_state_dict(state)
