@@ -23,6 +23,7 @@ Json = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdo
 BatchSize = Annotated[int, typer.Option(help="Images per forward pass.")]
 Workers = Annotated[Optional[int], typer.Option(help="Decoding processes (default: one per core).")]
 Seed = Annotated[Optional[int], typer.Option(help="Seed (default: the global --seed).")]
+Inputs = Annotated[list[str], typer.Argument(help="Image files, folders, or CSV files with a 'path' column.")]
 
 
 def _cli_type(f: Any) -> Any:

@@ -8,14 +8,14 @@ from typing import Annotated
 import typer
 
 from cvkit.cli.common import emit, state
-from cvkit.cli.options import BatchSize, Out, Workers
+from cvkit.cli.options import BatchSize, Inputs, Out, Workers
 from cvkit.errors import OptionError
 from cvkit.progress import console
 
 
 def predict_command(
     run: Annotated[Path, typer.Argument(help="A run directory written by 'cvkit train'.")],
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders, or CSV files with a 'path' column.")],
+    inputs: Inputs,
     k: Annotated[int, typer.Option("-k", "--top-k", help="Classes to show per image.")] = 5,
     out: Out = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average with horizontally flipped images.")] = False,

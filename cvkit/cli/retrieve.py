@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from cvkit.cli.common import emit, handle_errors, state
-from cvkit.cli.options import BatchSize, Json, Out, Workers
+from cvkit.cli.options import BatchSize, Inputs, Json, Out, Workers
 from cvkit.progress import console
 
 retrieve_app = typer.Typer(name="retrieve", no_args_is_help=True,
@@ -59,7 +59,7 @@ def index_command(
 
 def query_command(
     index: Index,
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders, or CSV files with a 'path' column.")],
+    inputs: Inputs,
     k: Annotated[int, typer.Option("-k", "--top-k", help="Neighbours per query image.")] = 5,
     out: Out = None,
     exact: Annotated[bool, typer.Option("--exact", help="Exact search even when the index has a faiss index.")] = False,

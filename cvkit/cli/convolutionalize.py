@@ -1,0 +1,54 @@
+"""``cvkit convolutionalize``: a classifier turned fully convolutional, and dense class score maps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cvkit.cli.common import emit, state
+from cvkit.cli.options import Force, Out
+from cvkit.errors import OptionError
+from cvkit.progress import console
+
+
+def convolutionalize_command(
+    run: Annotated[Path, typer.Argument(help="A run directory written by 'cvkit train'.")],
+    image: Annotated[Optional[list[Path]], typer.Option(
+        "--image", help="Score maps of this image (any size at least the training size); repeat for several.")] = None,
+    stitch: Annotated[bool, typer.Option("--stitch", help=(
+        "Shift-and-stitch: a map as dense as the input (one cell per pixel), from stride x stride shifted passes."))] = False,
+    upsample: Annotated[bool, typer.Option("--upsample", help=(
+        "Maps in the image's own frame: each cell's score at the centre of its receptive field, interpolated."))] = False,
+    top: Annotated[int, typer.Option(help="Classes shown in each heatmap PNG.")] = 3,
+    out: Out = None,
+    force: Force = False,
+) -> None:
+    """Turn RUN's fully connected layers into convolutions with the same weights and write the result as a
+    run (model.json marked "convolutional": true) with convolutional.json (output stride, receptive field,
+    centre of cell (0, 0)). With --image, per-class probability maps (<stem>_scores.npy, classes x H' x W'),
+    a heatmap PNG of the top classes and a label map PNG.
+
+    Default --out: RUN/convolutional (replaced whole when run again).
+
+    Example: cvkit convolutionalize runs/fmnist --image street.png --upsample
+    """
+    from cvkit.convolutionalize.run import convolutionalize
+
+    if top < 1:
+        raise OptionError(f"--top {top} must be at least 1")
+    result = convolutionalize(run, out, [str(p) for p in image or []], stitch, upsample, top, force)
+    if not state.quiet:
+        rf = result.rf
+        console.print(f"equivalence at the training size: max |converted - original| = {result.max_difference:.2e}",
+                      highlight=False)
+        console.print(f"output stride {rf.stride[0]}x{rf.stride[1]} px, receptive field {rf.size[0]}x{rf.size[1]} px, "
+                      f"cell (0, 0) centred at (y, x) = ({rf.centre[0]:g}, {rf.centre[1]:g})", highlight=False)
+        for path, shape in result.maps:
+            console.print(f"{path}: score maps {' x '.join(str(s) for s in shape)}", highlight=False)
+    emit(str(result.out))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("convolutionalize")(convolutionalize_command)
