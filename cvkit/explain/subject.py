@@ -15,7 +15,6 @@ from cvkit.transforms.batch import Preprocess
 
 RUNS = Path("runs")  # where `cvkit train` users keep their runs; searched when no run is given
 SEARCH_DEPTH = 3  # runs/<name>/model.json, and two folders deeper (crossval's runs/cv/final)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def is_run(path: str | os.PathLike) -> bool:
@@ -42,6 +41,8 @@ def imagenet_classes() -> list[str]:
 def pretrained_subject(arch: str, weights: str | None, device: torch.device) -> LoadedRun:
     """An ImageNet classifier as a run: timm's (or torchvision's) weights when they are in the local
     cache or can be downloaded, or a local weights file."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
     from cvkit.models import create_model
     from cvkit.models.weights import load_weights
 
@@ -57,7 +58,7 @@ def pretrained_subject(arch: str, weights: str | None, device: torch.device) -> 
         model = create_model(arch, 1000, 3, size)
         load_weights(model, weights)
     cfg = getattr(model, "pretrained_cfg", {}) or {}
-    mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+    mean, std = tuple(cfg.get("mean", IMAGENET_DEFAULT_MEAN)), tuple(cfg.get("std", IMAGENET_DEFAULT_STD))
     size = tuple(cfg.get("input_size", (3, *size))[1:])
     info = ModelInfo(arch=arch, num_classes=1000, num_outputs=1000, in_chans=3, input_size=list(size),
                      classes=imagenet_classes(), loss="ce", mean=list(mean), std=list(std))

@@ -63,14 +63,15 @@ def embed(loaded: LoadedRun, images: np.ndarray, layer: str | None = None, batch
     """L2-normalized embeddings (N x D float32, CPU) of uint8 images and the layer they come from:
     the penultimate features by default, else ``layer`` (global-average-pooled when it is a map)."""
     layer = layer or _default_layer(loaded)
+    if layer == PRE_LOGITS:
+        features = loaded.penultimate(images, batch_size, description)
+        return (normalize(features) if len(features) else features), layer
     model, parts = loaded.model, []
     with progress_bar(description, len(images)) as bar, torch.inference_mode():
         for batch, _ in loaded.batches(images, batch_size):
             x = loaded.pre(batch)
             with autocast(loaded.device, loaded.precision):
-                if layer == PRE_LOGITS:
-                    f = model.forward_head(model.forward_features(x), pre_logits=True)
-                elif layer == FEATURES_GAP:
+                if layer == FEATURES_GAP:
                     f = model.forward_features(x)
                 else:
                     with capture(model, [layer]) as seen:

@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from cvkit.data.batches import Batches
-from cvkit.device import set_memory_format
+from cvkit.device import autocast, set_memory_format
 from cvkit.errors import ManifestError
 from cvkit.files.config import TrainConfig
 from cvkit.files.run import ModelInfo, load_model_weights
+from cvkit.progress import progress_bar
 from cvkit.runtime.features import capture
 from cvkit.runtime.infer import predict_batches
 from cvkit.transforms.batch import Preprocess
@@ -64,6 +65,18 @@ class LoadedRun:
         with torch.inference_mode():
             return predict_batches(self.model, self.batches(images, batch_size, labels), self.pre, self.info.loss,
                                    self.precision, tta=tta, num_classes=len(self.classes))
+
+    def penultimate(self, images: np.ndarray, batch_size: int = 256, description: str = "Features") -> torch.Tensor:
+        """The features the classifier's last layer reads (timm's ``pre_logits``), N x D float32 on the CPU:
+        what ``visualize --embedding`` projects and ``retrieve`` indexes."""
+        model, parts = self.model, []
+        with progress_bar(description, len(images)) as bar, torch.inference_mode():
+            for batch, _ in self.batches(images, batch_size):
+                with autocast(self.device, self.precision):
+                    f = model.forward_head(model.forward_features(self.pre(batch)), pre_logits=True)
+                parts.append(f.float().flatten(1).cpu())
+                bar.advance(len(batch))
+        return torch.cat(parts) if parts else torch.zeros(0, 0)
 
     def features(self, images: np.ndarray, layers: list[str], batch_size: int = 256) -> dict[str, torch.Tensor]:
         """The outputs of the named modules (``cvkit inspect`` lists the names) for uint8 images, on the CPU."""

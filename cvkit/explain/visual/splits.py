@@ -7,9 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cvkit.device import autocast
 from cvkit.errors import OptionError
-from cvkit.progress import progress_bar
 from cvkit.runtime import LoadedRun
 
 PROJECTIONS = ("pca", "tsne", "umap")
@@ -30,18 +28,6 @@ class Embedding:
     projection: str
     total: int
     note: str
-
-
-def penultimate(loaded: LoadedRun, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
-    """The features the classifier's last layer reads (timm's ``pre_logits``), N x D float32 on the CPU."""
-    model, parts = loaded.model, []
-    with progress_bar("Features", len(images)) as bar, torch.inference_mode():
-        for batch, _ in loaded.batches(images, batch_size):
-            with autocast(loaded.device, loaded.precision):
-                f = model.forward_head(model.forward_features(loaded.pre(batch)), pre_logits=True)
-            parts.append(f.float().flatten(1).cpu())
-            bar.advance(len(batch))
-    return torch.cat(parts)
 
 
 def project(features: torch.Tensor, projection: str, seed: int) -> tuple[np.ndarray, str]:
@@ -99,7 +85,7 @@ def embedding(loaded: LoadedRun, images: np.ndarray, labels: np.ndarray, project
     rows = np.arange(n)
     if n > max_points:
         rows = np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
-    features = penultimate(loaded, take(images, rows) if len(rows) < n else images, batch_size)
+    features = loaded.penultimate(take(images, rows) if len(rows) < n else images, batch_size)
     points, note = project(features, projection, seed)
     points = np.asarray(points, dtype=np.float64).reshape(len(rows), -1)
     if points.shape[1] < 2:  # one feature: a line, drawn on the first axis
