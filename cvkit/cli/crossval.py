@@ -55,6 +55,10 @@ separately with --fold I, then refits (unless --no-refit).
         raise OptionError("give DATA, a dataset directory written by 'cvkit prepare' (or 'summarize OUT')")
     from cvkit.crossval import crossval, parse_grid
     from cvkit.files.config import TrainConfig
+    from cvkit.train.distributed import single_process_only
+
+    single_process_only("crossval", "run its folds as separate jobs with --fold I (a SLURM array) and merge them "
+                                    "with 'cvkit crossval summarize OUT'")
 
     parsed = parse_grid(grid or [])
     both = [name for name in parsed if given(ctx, name)]

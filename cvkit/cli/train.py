@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -47,6 +48,9 @@ def train_command(ctx: typer.Context, data: Optional[Path] = None, out: Optional
         cfg = TrainConfig(data=str(data), out=str(out or Path("runs") / options["arch"]), seed=seed_or_global(seed),
                           device=state.device, **options)
         if lr_find:
+            from cvkit.train.distributed import single_process_only
+
+            single_process_only("--lr-find", "run it without torchrun")
             found = run_lr_find(cfg)
             if not state.quiet:
                 hint = f"suggested --lr {found.suggestion:.3g}" if found.suggestion else "no suggestion (too few steps)"
@@ -54,6 +58,8 @@ def train_command(ctx: typer.Context, data: Optional[Path] = None, out: Optional
             emit(str(found.png))
             return
         result = fit(cfg, force=force, started=state.started)  # a --budget counts from the command's start
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports for all
+        return
     if not state.quiet:
         _summary(result)
     emit(str(result.run))

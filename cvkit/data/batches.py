@@ -44,12 +44,21 @@ class Batches:
         else:
             self.images = images  # the memory map
 
+    def _shard_size(self) -> int:
+        """Images this process takes per epoch. Training (``drop_last``) gives every process the same
+        number, so that all take the same number of steps (DDP's gradient averaging waits for each);
+        evaluation takes every image once."""
+        if self.drop_last:
+            return self.n // self.world_size
+        return len(range(self.rank, self.n, self.world_size))
+
     def _order(self, gen: torch.Generator | None) -> torch.Tensor:
         order = torch.randperm(self.n, generator=gen) if self.shuffle else torch.arange(self.n)
-        return order[self.rank::self.world_size]  # each process of a distributed run takes its share
+        # each process of a distributed run takes its share (the same permutation on every rank)
+        return order[self.rank::self.world_size][:self._shard_size()]
 
     def __len__(self) -> int:
-        return steps_per_epoch(len(range(self.rank, self.n, self.world_size)), self.batch_size, self.drop_last)
+        return steps_per_epoch(self._shard_size(), self.batch_size, self.drop_last)
 
     def epoch(self, gen: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self._order(gen)

@@ -100,6 +100,8 @@ class TrainConfig:
     precision: str = option("auto", "auto (time the candidates), fp32, bf16 or fp16.", SPEED)
     memory_format: str = option("auto", "auto, channels_last or contiguous.", SPEED)
     compile: bool = option(False, "torch.compile the model (slow to start).", SPEED, flags="--compile")
+    sync_bn: bool = option(False, "Under torchrun on GPUs: BatchNorm statistics over the global batch "
+                                  "(SyncBatchNorm) instead of each process's share.", SPEED, flags="--sync-bn")
     eval_batch_size: int = internal(512)
     # run
     seed: int = internal(0)

@@ -5,8 +5,8 @@ Per epoch: recalibrated BatchNorm statistics, validation, ``metrics.csv``, the b
 atomically. A run that replaces an old one (``--force``) is built beside it and swapped in only
 when complete.
 
-Distributed-ready: ``Batches`` takes a rank and world size; the process group and the rank-0-only
-file writes are left to the DistributedDataParallel work.
+Under ``torchrun`` every process runs this loop on its share of the data (see distributed.py) and
+only rank 0 writes the run directory; choices that are timed (``--budget``'s epochs) are rank 0's.
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ from cvkit.files.run import (
     write_metrics,
 )
 from cvkit.models.losses import num_outputs
-from cvkit.progress import info
+from cvkit.progress import info, set_quiet
 from cvkit.train.batchnorm import RECALIBRATE_BELOW_STEPS
 from cvkit.train.budget import Budget
+from cvkit.train.distributed import World
 from cvkit.train.trainer import Trainer
 
 
@@ -70,15 +71,28 @@ def fit(cfg: TrainConfig, train: Selection | None = None, val: Selection | None 
     """
     budget = Budget(parse_budget(cfg.budget), started or time.perf_counter()) if cfg.budget else None
     run = check_out(cfg.out, reads=[cfg.data, *([cfg.weights] if cfg.weights else [])], own=holds_only(RUN_FILES), force=force)
-    trainer = Trainer.build(cfg, train, val)
+    world = World.start(cfg.device)
+    try:
+        return _fit(cfg, run, world, train, val, force, callbacks, budget)
+    finally:
+        world.stop()
+
+
+def _fit(cfg: TrainConfig, run: Path, world: World, train: Selection | None, val: Selection | None, force: bool,
+         callbacks: tuple[Callback, ...], budget: Budget | None) -> TrainResult:
+    if not world.main:
+        set_quiet(True)  # rank 0 prints for all
+    trainer = Trainer.build(cfg, train, val, world=world)
     if budget is not None:
         n_val = len(trainer.data.val.labels) if trainer.data.val is not None else 0
-        epochs, trainer.epochs_reason = budget.first_plan(trainer.step_seconds(), len(trainer.batches), n_val,
-                                                          trainer.batch_size)
+        epochs, trainer.epochs_reason = world.agree(budget.first_plan(trainer.step_seconds(), len(trainer.batches),
+                                                                      n_val, trainer.batch_size))
         trainer.replan(epochs)
         cfg.resolved["budget"] = {"seconds": budget.seconds, "first_plan": trainer.epochs_reason}
     cfg.resolved["selections"] = {"train": trainer.data.train_selection.to_json(),
                                   "val": trainer.data.val_selection.to_json() if trainer.data.val_selection else None}
+    if not world.main:  # the other processes train and write nothing
+        return _loop(trainer, run, None, resumable=True, callbacks=callbacks, budget=budget)
     if run.exists() and any(run.iterdir()):
         with replacing(run) as stage:  # the old run stays whole until the new one is complete
             result = _loop(trainer, stage, None, resumable=False, callbacks=callbacks, budget=budget)
@@ -105,9 +119,15 @@ def resume(run: str | os.PathLike, callbacks: tuple[Callback, ...] = ()) -> Trai
     train = Selection.from_json(selections["train"]) if selections.get("train") else None
     val = Selection.from_json(selections["val"]) if selections.get("val") else None
     budget, cfg.budget = cfg.budget, None  # a budget run resumes with the epochs it had planned
-    trainer = Trainer.build(cfg, train, val, resume=ckpt)
-    cfg.budget = budget
-    return _loop(trainer, run, ckpt, resumable=True, callbacks=callbacks)
+    world = World.start(cfg.device)
+    try:
+        if not world.main:
+            set_quiet(True)
+        trainer = Trainer.build(cfg, train, val, resume=ckpt, world=world)
+        cfg.budget = budget
+        return _loop(trainer, run, ckpt, resumable=True, callbacks=callbacks)
+    finally:
+        world.stop()
 
 
 def _better(monitor: str, value: float, best: float | None) -> bool:
@@ -137,10 +157,14 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
                          "stats": data.stats.to_json(), "cvkit_version": __version__,
                          "batchnorm_recalibration": {"images": int(len(trainer.recalibration)),
                                                      "while_steps_below": RECALIBRATE_BELOW_STEPS},
-                         "torch_version": torch.__version__})
-    cfg.write(run)
-    if data.mean_image is not None:  # model.json points at it: the run must stand alone
-        write_npy(run / "mean_image.npy", data.mean_image)
+                         "torch_version": torch.__version__, "world_size": trainer.world.world_size,
+                         "global_batch_size": trainer.batch_size,
+                         "batch_size_per_process": trainer.batches.batch_size})
+    main = trainer.world.main
+    if main:
+        cfg.write(run)
+        if data.mean_image is not None:  # model.json points at it: the run must stand alone
+            write_npy(run / "mean_image.npy", data.mean_image)
     monitor = cfg.monitor if data.val is not None else "train_loss"
     if start_epoch == 1:
         info(f"Training {cfg.arch} on {len(data.train.labels):,} images ({data.train_selection.describe()}, "
@@ -168,13 +192,16 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
             value = row[monitor]
             if _better(monitor, value, best["value"]):
                 best, bad_epochs = {"epoch": epoch, "value": value}, 0
-                save_model_weights(run, trainer.model.state_dict(), epoch)
-                _model_info(trainer, epoch, row).write(run)
+                if main:
+                    save_model_weights(run, trainer.model.state_dict(), epoch)
+                    _model_info(trainer, epoch, row).write(run)
             else:
                 bad_epochs += 1
-            write_metrics(run, history)
             stop = cfg.patience is not None and bad_epochs >= cfg.patience
-            write_checkpoint(run, {**trainer.checkpoint(epoch, history, best, bad_epochs), "stopped_early": stop})
+            ckpt_state = {**trainer.checkpoint(epoch, history, best, bad_epochs), "stopped_early": stop}  # all ranks
+            if main:
+                write_metrics(run, history)
+                write_checkpoint(run, ckpt_state)
             info(f"epoch {epoch}/{trainer.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
                  f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  lr {row['lr']:.3g}  "
                  f"{row['seconds']:.1f} s, {row['images_per_s']:,.0f} img/s" + ("  *" if best["epoch"] == epoch else ""))
@@ -196,21 +223,23 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
         if resumable:
             raise Interrupted(f"interrupted in epoch {epoch}, before any epoch was saved; start the run again") from None
         raise Interrupted(f"interrupted in epoch {epoch}; the old run in {cfg.out} is unchanged") from None
-    _plot_curves(run, history, best["epoch"] or None)
+    if main:
+        _plot_curves(run, history, best["epoch"] or None)
     return TrainResult(run, best["epoch"], best["value"], monitor, epoch - start_epoch + 1,
                        time.perf_counter() - started, stopped_early, history)
 
 
 def _replan(trainer: Trainer, budget: Budget, epoch: int, seconds: float, run: Path) -> None:
     """--budget: fit the remaining epochs to the time left, as measured so far."""
-    epochs = budget.after_epoch(epoch, seconds, trainer.epochs)
+    epochs = trainer.world.agree(budget.after_epoch(epoch, seconds, trainer.epochs))
     if epochs is None:
         return
     info(f"--budget: {epochs} epochs in all instead of {trainer.epochs} (epochs take {budget.replans[-1]['epoch_seconds']} s, "
          f"{max(0.0, budget.remaining()):.0f} s left)")
     trainer.replan(epochs, trainer.steps_done)
     trainer.cfg.resolved.update({"epochs": epochs, "budget_replans": budget.replans})
-    trainer.cfg.write(run)
+    if trainer.world.main:
+        trainer.cfg.write(run)
 
 
 def _model_info(trainer: Trainer, epoch: int, row: dict[str, Any]) -> ModelInfo:

@@ -56,7 +56,7 @@ def lr_find(cfg: TrainConfig, start_lr: float = 1e-6, end_lr: float = 10.0, step
     step = 0
     with progress_bar("lr find", total=steps, unit="step") as bar:
         while step < steps:
-            for images, labels in trainer.batches.epoch(trainer.gen):
+            for images, labels in trainer.batches.epoch(trainer.order_gen):
                 lr = start_lr * factor**step
                 trainer.set_lr(lr)
                 loss, _ = trainer.step(images, labels, advance_schedule=False)

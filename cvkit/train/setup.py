@@ -143,11 +143,13 @@ def build_model(cfg: TrainConfig, data: TrainingData, num_outputs: int, device: 
     return model.to(device)
 
 
-def plan_batch(cfg: TrainConfig, n_train: int) -> int:
-    """The batch size: ``--batch-size``, but never more images than the training set has."""
+def plan_batch(cfg: TrainConfig, n_train: int, processes: int = 1) -> int:
+    """The (global) batch size: ``--batch-size``, but never more images than the training set has
+    (rounded down to a multiple of the number of processes of a distributed run)."""
     if cfg.batch_size > n_train:
-        info(f"--batch-size {cfg.batch_size} is more than the {n_train} training images: using batches of {n_train}")
-        return n_train
+        batch = max(processes, n_train - n_train % processes)
+        info(f"--batch-size {cfg.batch_size} is more than the {n_train} training images: using batches of {batch}")
+        return batch
     return cfg.batch_size
 
 

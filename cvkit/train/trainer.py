@@ -27,6 +27,7 @@ from cvkit.progress import progress_bar
 from cvkit.runtime.infer import predict_batches
 from cvkit.train import setup, speed
 from cvkit.train.batchnorm import RECALIBRATE_BELOW_STEPS, recalibrate, sample_indices
+from cvkit.train.distributed import World, check_sync_bn
 from cvkit.train.setup import TrainingData
 from cvkit.transforms.batch import Preprocess, augment, mix
 
@@ -35,14 +36,20 @@ class Trainer:
     """Holds the parts of a run; :meth:`step`, :meth:`train_epoch` and :meth:`validate` use them."""
 
     def __init__(self, cfg: TrainConfig, data: TrainingData, device: torch.device, model: torch.nn.Module,
-                 batch_size: int, epochs: int) -> None:
+                 batch_size: int, epochs: int, world: World | None = None) -> None:
         self.cfg, self.data, self.device, self.model = cfg, data, device, model
-        self.batch_size, self.epochs = batch_size, epochs
-        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.world = world or World()
+        self.batch_size, self.epochs = batch_size, epochs  # batch_size: the global batch
+        # Two generators: the epoch's shuffle (the same on every process, which then take their shares)
+        # and the augmentation draws (each process its own).
+        self.order_gen = torch.Generator().manual_seed(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1_000_003 * self.world.rank)
         self.classes = data.classes
-        self.batches = Batches(data.train.images, data.train.labels, batch_size, device, shuffle=True, drop_last=True)
-        self.val_batches = (Batches(data.val.images, data.val.labels, cfg.eval_batch_size, device, shuffle=False)
-                            if data.val is not None else None)
+        rank, size = self.world.rank, self.world.world_size
+        self.batches = Batches(data.train.images, data.train.labels, self.world.per_process_batch(batch_size), device,
+                               shuffle=True, drop_last=True, rank=rank, world_size=size)
+        self.val_batches = (Batches(data.val.images, data.val.labels, cfg.eval_batch_size, device, shuffle=False,
+                                    rank=rank, world_size=size) if data.val is not None else None)
         self.backbone = self._backbone_names()
         self.set_frozen(cfg.freeze is not None)
         self.base_lr = setup.base_lr(cfg, batch_size)
@@ -54,15 +61,19 @@ class Trainer:
         self.pre = Preprocess(data.stats.mean, data.stats.std, device, data.mean_image)
         self.precision, self.memory_format = "fp32", "contiguous"
         self.scaler = None
-        self.forward = model
+        self.forward = model  # evaluation passes; training steps go through train_forward (DDP when distributed)
+        self.train_forward = model
         self.recalibration = sample_indices(len(data.train.labels), cfg.seed)
 
     @classmethod
     def build(cls, cfg: TrainConfig, train: Selection | None = None, val: Selection | None = None,
-              resume: dict[str, Any] | None = None) -> "Trainer":
-        """Check the config, load the selections (default: the train and val splits), build every part."""
+              resume: dict[str, Any] | None = None, world: World | None = None) -> "Trainer":
+        """Check the config, load the selections (default: the train and val splits), build every part.
+        ``world``: the processes of a torchrun job (default: this process alone)."""
         cfg.check()
-        device = resolve_device(cfg.device)
+        world = world or World()
+        device = resolve_device(world.device_name(cfg.device))
+        check_sync_bn(cfg.sync_bn and world.distributed, device)
         if device.type == "cpu":
             cfg.resolved["keep_freed_memory"] = keep_freed_memory()
         torch.manual_seed(cfg.seed)
@@ -71,9 +82,11 @@ class Trainer:
             val = default_val if val is None else val
         data = setup.load_data(cfg, train, val)
         model = setup.build_model(cfg, data, num_outputs(cfg.loss, len(data.classes)), device)
-        batch_size = setup.plan_batch(cfg, len(data.train.labels))
+        if cfg.sync_bn and world.distributed:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        batch_size = setup.plan_batch(cfg, len(data.train.labels), world.world_size)
         epochs, why = setup.plan_epochs(cfg, steps_per_epoch(len(data.train.labels), batch_size, drop_last=True))
-        trainer = cls(cfg, data, device, model, batch_size, epochs)
+        trainer = cls(cfg, data, device, model, batch_size, epochs, world)
         trainer.epochs_reason = why
         trainer.setup_speed(resume)
         return trainer
@@ -88,6 +101,8 @@ class Trainer:
             self.precision, self.memory_format = resume["precision"], resume["memory_format"]
         else:
             self._choose_speed(*sample)
+            # every process trains at rank 0's choice (each timed its own steps)
+            self.precision, self.memory_format = self.world.agree((self.precision, self.memory_format))
         set_memory_format(self.model, self.memory_format)
         self.pre.channels_last = self.memory_format == "channels_last"
         # Conv tuning is a timed choice like --precision auto: with both speed options given, the run
@@ -100,8 +115,10 @@ class Trainer:
             self.cfg.resolved["im2col_weight_grad_ms"] = switched  # {layer: [oneDNN ms, im2col ms]}
         if self.precision == "fp16" and self.device.type == "cuda":
             self.scaler = torch.amp.GradScaler("cuda")
+        self.train_forward = self.world.wrap(self.model, self.device)
         if self.cfg.compile:
             self.forward = torch.compile(self.model)
+            self.train_forward = torch.compile(self.train_forward) if self.world.distributed else self.forward
 
     def step_seconds(self) -> float:
         """Seconds per training step at the chosen precision and memory format, as the start-up probe
@@ -181,7 +198,7 @@ class Trainer:
             x, targets = mix(x, targets, self.policy, self.gen)
         x = self.pre.normalize(x)
         with autocast(self.device, precision):
-            out = self.forward(x)
+            out = self.train_forward(x)
         loss = self.criterion(out, targets)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
@@ -202,8 +219,8 @@ class Trainer:
         seen = 0
         start = time.perf_counter()
         title = f"epoch {epoch}/{self.epochs}"
-        with progress_bar(title, total=len(self.batches) * self.batch_size, summary=False) as bar:
-            for i, (images, labels) in enumerate(self.batches.epoch(self.gen)):
+        with progress_bar(title, total=len(self.batches) * self.batches.batch_size, summary=False) as bar:
+            for i, (images, labels) in enumerate(self.batches.epoch(self.order_gen)):
                 loss, correct = self.step(images, labels)
                 total_loss += loss * len(labels)
                 total_correct += correct
@@ -219,7 +236,8 @@ class Trainer:
                         bar.update(description=f"{title} loss {float(total_loss) / seen:.4f} "
                                                f"acc {float(total_correct) / seen:.3f}")
         seconds = time.perf_counter() - start
-        return {"train_loss": float(total_loss) / max(1, seen), "train_acc": float(total_correct) / max(1, seen),
+        loss_sum, correct, seen = self.world.sum(float(total_loss), float(total_correct), seen)  # over the processes
+        return {"train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen),
                 "seconds": seconds, "images_per_s": seen / seconds}
 
     @property
@@ -237,17 +255,23 @@ class Trainer:
         return recalibrate(self.model, sample, self.pre, self.precision, self.cfg.eval_batch_size, self.frozen_modules)
 
     def validate(self) -> tuple[float, float]:
-        """(val loss, val accuracy) in eval mode."""
+        """(val loss, val accuracy) in eval mode; each process of a distributed run takes its share of val."""
         probs, loss = predict_batches(self.forward, self.val_batches.epoch(), self.pre, self.cfg.loss, self.precision,
                                       num_classes=len(self.classes))
-        return float(loss), float((probs.argmax(1) == self.data.val.labels).mean())
+        labels = self.data.val.labels[self.world.rank::self.world.world_size]
+        loss_sum, correct, n = self.world.sum(float(loss) * len(labels), float((probs.argmax(1) == labels).sum()),
+                                              len(labels))
+        return loss_sum / n, correct / n
 
     # ------------------------------------------------------------------ checkpoints
 
     def checkpoint(self, epoch: int, history: list[dict], best: dict, bad_epochs: int) -> dict[str, Any]:
+        """The state to resume from (on every process: the augmentation generators are gathered from all)."""
         return {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "rng_torch": torch.get_rng_state(),
-                "rng_gen": self.gen.get_state(), "history": history, "best": best, "bad_epochs": bad_epochs,
+                "rng_gen": self.gen.get_state(), "rng_gen_ranks": self.world.gather(self.gen.get_state()),
+                "rng_order": self.order_gen.get_state(), "world_size": self.world.world_size,
+                "history": history, "best": best, "bad_epochs": bad_epochs,
                 "precision": self.precision, "memory_format": self.memory_format, "unfrozen": not self.frozen}
 
     def restore(self, ckpt: dict[str, Any]) -> None:
@@ -257,5 +281,11 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["rng_torch"])
-        self.gen.set_state(ckpt["rng_gen"])
+        ranks = ckpt.get("rng_gen_ranks") or [ckpt["rng_gen"]]
+        if len(ranks) == self.world.world_size:
+            self.gen.set_state(ranks[self.world.rank])
+        else:  # resumed on another number of processes: fresh augmentation draws, seeded by the epoch
+            self.gen.manual_seed(self.cfg.seed + 1_000_003 * self.world.rank + int(ckpt["epoch"]))
+        if "rng_order" in ckpt:
+            self.order_gen.set_state(ckpt["rng_order"])
 
