@@ -86,7 +86,9 @@ class World:
         """Sums over the ranks (train loss, correct counts, images seen)."""
         if not self.distributed:
             return list(values)
-        t = torch.tensor(values, dtype=torch.float64)
+        # NCCL reduces CUDA tensors only (torch.cuda.set_device picked this process's GPU in start)
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+        t = torch.tensor(values, dtype=torch.float64, device=device)
         dist.all_reduce(t)
         return t.tolist()
 
