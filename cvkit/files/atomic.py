@@ -108,3 +108,24 @@ def swap_dir(stage: Path, out: Path, commit: Callable[[], None] | None = None) -
         shutil.rmtree(trash, ignore_errors=True)
     else:
         trash.unlink()
+
+
+def remove_leftovers(folder: Path) -> list[str]:
+    """Delete what an atomic write killed mid-way (kill -9, power loss) left in ``folder``: the hidden
+    ``.<name>.*.tmp`` files of :func:`atomic_path`, and beside ``folder`` the ``.<folder>.*.new``
+    staging folders and ``.<folder>.old-*`` of :func:`swap_dir`. Only those names: nothing a user
+    wrote matches them. Returns the names removed."""
+    removed = []
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            if entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file():
+                entry.unlink(missing_ok=True)
+                removed.append(entry.name)
+    parent = folder.parent
+    if parent.is_dir():
+        for entry in parent.glob(f".{folder.name}.*"):
+            stale = entry.name.endswith(".new") or f".{folder.name}.old-" in entry.name
+            if stale and entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+    return removed

@@ -23,7 +23,7 @@ import torch
 from cvkit import __version__
 from cvkit.data.selection import Selection
 from cvkit.errors import Interrupted, OptionError
-from cvkit.files.atomic import write_npy
+from cvkit.files.atomic import remove_leftovers, write_npy
 from cvkit.files.config import TrainConfig, parse_budget
 from cvkit.files.outputs import check_out, holds_only, replacing
 from cvkit.files.run import (
@@ -72,6 +72,8 @@ def fit(cfg: TrainConfig, train: Selection | None = None, val: Selection | None 
     budget = Budget(parse_budget(cfg.budget), started or time.perf_counter()) if cfg.budget else None
     run = check_out(cfg.out, reads=[cfg.data, *([cfg.weights] if cfg.weights else [])], own=holds_only(RUN_FILES), force=force)
     world = World.start(cfg.device)
+    if world.main:
+        _clean(run)
     try:
         return _fit(cfg, run, world, train, val, force, callbacks, budget)
     finally:
@@ -108,6 +110,7 @@ def resume(run: str | os.PathLike, callbacks: tuple[Callback, ...] = ()) -> Trai
     if not run.is_dir():
         raise OptionError(f"--resume {run}: no such run directory")
     cfg = TrainConfig.read(run)
+    _clean(run)  # before reading: a write killed mid-way leaves its temporary file, never a half checkpoint
     ckpt = read_checkpoint(run)
     done = int(ckpt["epoch"])
     cfg.epochs = int(cfg.resolved.get("epochs", cfg.epochs))
@@ -128,6 +131,13 @@ def resume(run: str | os.PathLike, callbacks: tuple[Callback, ...] = ()) -> Trai
         return _loop(trainer, run, ckpt, resumable=True, callbacks=callbacks)
     finally:
         world.stop()
+
+
+def _clean(run: Path) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 alone touches the files
+        removed = remove_leftovers(run)
+        if removed:
+            info(f"Removed {len(removed)} temporary file(s) left by an interrupted write: {', '.join(sorted(removed))}")
 
 
 def _better(monitor: str, value: float, best: float | None) -> bool:
@@ -199,9 +209,9 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
                 bad_epochs += 1
             stop = cfg.patience is not None and bad_epochs >= cfg.patience
             ckpt_state = {**trainer.checkpoint(epoch, history, best, bad_epochs), "stopped_early": stop}  # all ranks
-            if main:
-                write_metrics(run, history)
+            if main:  # the checkpoint first: metrics.csv never lists an epoch that --resume would not start after
                 write_checkpoint(run, ckpt_state)
+                write_metrics(run, history)
             info(f"epoch {epoch}/{trainer.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
                  f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  lr {row['lr']:.3g}  "
                  f"{row['seconds']:.1f} s, {row['images_per_s']:,.0f} img/s" + ("  *" if best["epoch"] == epoch else ""))

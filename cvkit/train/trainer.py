@@ -8,7 +8,6 @@ normalize, forward, backward.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -216,9 +215,14 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         total_loss = torch.zeros((), device=self.device)
         total_correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        # The first step whose loss was not finite and that loss, kept on the device: on a GPU the loss is
+        # read back every 20 steps only (a read waits for the GPU), so the check costs no sync.
+        bad_step = torch.full((), -1, dtype=torch.int64, device=self.device)
+        bad_loss = torch.zeros((), device=self.device)
         seen = 0
         start = time.perf_counter()
         title = f"epoch {epoch}/{self.epochs}"
+        sync_every = 1 if self.device.type == "cpu" else 20
         with progress_bar(title, total=len(self.batches) * self.batches.batch_size, summary=False) as bar:
             for i, (images, labels) in enumerate(self.batches.epoch(self.order_gen)):
                 loss, correct = self.step(images, labels)
@@ -226,19 +230,27 @@ class Trainer:
                 total_correct += correct
                 seen += len(labels)
                 bar.advance(len(labels))
-                if i % 20 == 0 or self.device.type == "cpu":
-                    value = float(loss)
-                    if not math.isfinite(value):
-                        raise TrainingDiverged(
-                            f"the loss became {value} at epoch {epoch}, step {i + 1}; lower --lr (the base lr is "
-                            f"{self.base_lr:g}) or try --precision fp32")
-                    if i % 20 == 0:
-                        bar.update(description=f"{title} loss {float(total_loss) / seen:.4f} "
-                                               f"acc {float(total_correct) / seen:.3f}")
+                first = (bad_step < 0) & ~torch.isfinite(loss)
+                bad_step = torch.where(first, i, bad_step)
+                bad_loss = torch.where(first, loss.float(), bad_loss)
+                if i % sync_every == 0:
+                    self._stop_if_diverged(bad_step, bad_loss, epoch)
+                if i % 20 == 0:
+                    bar.update(description=f"{title} loss {float(total_loss) / seen:.4f} "
+                                           f"acc {float(total_correct) / seen:.3f}")
+        self._stop_if_diverged(bad_step, bad_loss, epoch)  # before anything of this epoch is saved
         seconds = time.perf_counter() - start
         loss_sum, correct, seen = self.world.sum(float(total_loss), float(total_correct), seen)  # over the processes
         return {"train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen),
                 "seconds": seconds, "images_per_s": seen / seconds}
+
+    def _stop_if_diverged(self, bad_step: torch.Tensor, bad_loss: torch.Tensor, epoch: int) -> None:
+        """A NaN or infinite loss ends the run (the files keep the last good epoch: they are written
+        after an epoch only)."""
+        step = int(bad_step)
+        if step >= 0:
+            raise TrainingDiverged(f"the loss became {float(bad_loss)} at epoch {epoch}, step {step + 1}; lower --lr "
+                                   f"(the base lr is {self.base_lr:g}) or try --precision fp32")
 
     @property
     def steps_done(self) -> int:
