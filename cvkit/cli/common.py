@@ -46,7 +46,10 @@ state = State()
 
 def fail(message: str) -> typer.Exit:
     """Print ``Error: message`` on stderr; raise the returned exception to exit with code 2."""
-    console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    one_line = " ".join(message.split())  # an error is one line, whatever text a library put in it
+    console.print(f"[bold red]Error:[/] {escape(one_line)}", highlight=False, soft_wrap=True)
     return typer.Exit(ExitCode.USAGE)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from cvkit.data.decode import Task, decode_all
 from cvkit.errors import ManifestError, OptionError
 from cvkit.files.atomic import atomic_path
-from cvkit.files.dataset import CacheMeta, DatasetInfo, read_classes, read_manifest
+from cvkit.files.dataset import CacheMeta, DatasetInfo, image_files, read_classes, read_manifest
 from cvkit.files.images import Resize
 
 # Rows copied per step when filling a cache, so memory stays bounded whatever the image size.
@@ -120,7 +120,7 @@ def load_split(dataset: str | os.PathLike, split: str, size: tuple[int, int] | N
 def build_cache(dataset: Path, split: str, size: tuple[int, int], channels: int, resize: str,
                 paths: list[str], rows: list[int], key: str, workers: int | None = None) -> None:
     """Decode a split's images from their files into a fresh cache."""
-    tasks = [Task(i, p if os.path.isabs(p) else str(dataset / p)) for i, p in enumerate(paths)]
+    tasks = [Task(i, p) for i, p in enumerate(image_files(dataset, paths, rows))]
 
     def fill(arr: np.ndarray) -> None:
         arr.flush()

@@ -78,7 +78,7 @@ def prepare(source: str, out: str | os.PathLike, *, size: tuple[int, int] | None
         check_room(out.parent, len(src.items), size, channels or 3)
     with replacing(out) as stage:
         result = _prepare_into(stage, src, size, val, test, folds, channels, workers, seed, max_rejected, resize,
-                               max_pixels)
+                               max_pixels, _source_root(source, src.kind))
     result.out = out
     return result
 
@@ -101,12 +101,22 @@ def check_room(folder: Path, images: int, size: tuple[int, int], channels: int) 
                           f"choose a smaller --size")
 
 
+def _source_root(source: str, kind: str) -> str | None:
+    """The folder whose files the manifest will name (dataset.json's source_root); None when the images
+    are written into the dataset."""
+    if kind in ("idx", "torchvision"):
+        return None
+    return os.path.realpath(source if os.path.isdir(source) else os.path.dirname(os.path.abspath(source)))
+
+
 def _prepare_into(stage: Path, src, size, val, test, folds, channels, workers, seed, max_rejected, resize,
-                  max_pixels) -> PrepareResult:
+                  max_pixels, source_root: str | None) -> PrepareResult:
     items: list[Item] = src.items
     n = len(items)
+    # A file whose links lead outside the source is not imported: the manifest would name a file elsewhere.
+    escaping = {i for i, it in enumerate(items) if it.array is None and source_root and not _within(it.path, Path(source_root))}
     tasks = [Task(i, None, it.array, str(stage / it.path)) if it.array is not None else Task(i, it.path)
-             for i, it in enumerate(items)]
+             for i, it in enumerate(items) if i not in escaping]
     decoded = None
     if size is not None:
         decoded = stage / "cache" / ".decoded.npy"
@@ -116,6 +126,7 @@ def _prepare_into(stage: Path, src, size, val, test, folds, channels, workers, s
                          str(decoded) if decoded else None, workers, description="Importing")
 
     rejected: list[tuple[str, str]] = [(items[r.index].path, r.reason) for r in results if r.reason]
+    rejected += [(items[i].path, "links outside the source folder") for i in sorted(escaping)]
     ok = [r for r in results if not r.reason]
     split_of, follows, dropped = _resolve_duplicates(items, ok)
     rejected += [(items[i].path, reason) for i, reason in dropped]
@@ -150,7 +161,7 @@ def _prepare_into(stage: Path, src, size, val, test, folds, channels, workers, s
     rejected.sort()
     write_rejected(stage, rejected)
     DatasetInfo(src.kind, list(size) if size else None, n_channels, resize, seed, val, test, folds,
-                {s: int((frame["split"] == s).sum()) for s in SPLITS}).write(stage)
+                {s: int((frame["split"] == s).sum()) for s in SPLITS}, source_root).write(stage)
     if decoded is not None:
         source = np.load(decoded, mmap_mode="r")
         for split in SPLITS:

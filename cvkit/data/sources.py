@@ -146,7 +146,7 @@ def _from_csv(csv_path: Path) -> Source:
     try:
         frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
-        raise SourceError(f"{csv_path} cannot be read as CSV ({e}); it needs a header row 'path,label[,split]'") from None
+        raise SourceError(f"{csv_path} cannot be read as CSV ({' '.join(str(e).split())[:160]}); it needs a header row 'path,label[,split]'") from None
     for col in ("path", "label"):
         if col not in frame.columns:
             raise SourceError(f"{csv_path} has no '{col}' column; its header must start with path,label[,split]")

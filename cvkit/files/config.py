@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cvkit.errors import ManifestError, OptionError
-from cvkit.files.jsonio import read_json, write_json
+from cvkit.files.jsonio import from_json, read_json, write_json
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "none")
@@ -177,15 +177,8 @@ class TrainConfig:
         path = Path(run) / "config.json"
         if not path.is_file():
             raise ManifestError(f"{path} is missing: {run} is not a run directory written by 'cvkit train'")
-        data = read_json(path, "it was written by 'cvkit train'; start a new run")
-        data.pop("format", None)
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ManifestError(f"{path} has unknown key(s) {', '.join(unknown)}; it is from another cvkit version")
-        try:
-            return cls(**data)
-        except TypeError as e:
-            raise ManifestError(f"{path} cannot be read ({e}); start a new run") from None
+        fix = "it was written by 'cvkit train'; start a new run"
+        return from_json(cls, read_json(path, fix), path, fix)  # keys and types checked
 
 
 def flag(name: str) -> str:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from cvkit.errors import ManifestError
+from cvkit.errors import ManifestError, UnsafePath
 from cvkit.files.atomic import write_csv
 from cvkit.files.jsonio import from_json, read_json, write_json
 
@@ -65,7 +65,7 @@ def read_manifest(dataset: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
     try:
         frame = pd.read_csv(path, dtype={"path": str, "label": str, "split": str, "sha1": str}, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
-        raise ManifestError(f"{path} cannot be parsed ({e}); rerun 'cvkit prepare'") from None
+        raise ManifestError(f"{path} cannot be parsed ({' '.join(str(e).split())[:160]}); rerun 'cvkit prepare'") from None
     missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
     if missing:
         raise ManifestError(f"{path} lacks the column(s) {', '.join(missing)}; rerun 'cvkit prepare'")
@@ -81,6 +81,28 @@ def read_manifest(dataset: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
     if nul.any():
         raise ManifestError(f"{path} row {int(nul.idxmax()) + 2}: the path holds a NUL byte; rerun 'cvkit prepare'")
     return frame
+
+
+def image_files(dataset: str | os.PathLike, paths: list[str], rows: list[int]) -> list[str]:
+    """The files that manifest ``paths`` (at frame ``rows``) name, checked before any is opened: a
+    relative path must stay inside the dataset, an absolute one inside the dataset or its recorded
+    source folder, links followed (a symlink pointing elsewhere escapes too). One-line error with
+    the row number otherwise: a manifest never makes cvkit read a file outside its dataset."""
+    dataset = Path(dataset)
+    top = os.path.realpath(dataset)
+    root = DatasetInfo.read(dataset).source_root
+    allowed = [t.rstrip(os.sep) + os.sep for t in (top, root) if t]
+    out = []
+    for path, row in zip(paths, rows):
+        full = path if os.path.isabs(path) else os.path.join(dataset, path)
+        real = os.path.realpath(full)
+        if not any(real.startswith(a) for a in allowed):
+            where = f"the dataset {dataset}" + (f" or its source {root}" if root else "")
+            raise UnsafePath(f"{dataset / 'manifest.csv'} row {row + 2}: path '{path[:120]}' leads outside {where}"
+                             f"{f' (to {real[:120]})' if real != os.path.abspath(full) else ''}; fix the row or rerun "
+                             f"'cvkit prepare'")
+        out.append(full)
+    return out
 
 
 def write_manifest(dataset: str | os.PathLike, frame: "pd.DataFrame") -> None:  # noqa: F821
@@ -134,6 +156,9 @@ class DatasetInfo:
     test: float = 0.1
     folds: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+    # The real path of the folder the images were imported from (a folder source, a CSV's folder); None
+    # when prepare wrote the images into the dataset (IDX, torchvision). Absolute manifest paths must lie in it.
+    source_root: str | None = None
 
     @classmethod
     def read(cls, dataset: str | os.PathLike) -> "DatasetInfo":
@@ -223,8 +248,10 @@ class AugmentFile:
         data = read_json(path, fix)
         data.pop("format", None)
         policy = data.get("policy")
-        if set(data) != {"policy"} or not isinstance(policy, dict):
-            raise ManifestError(f"{path} must hold {{\"format\": 1, \"policy\": {{...}}}}; {fix}")
+        unknown = sorted(set(data) - {"policy"})
+        if unknown or not isinstance(policy, dict):
+            what = f"has unknown key(s) {', '.join(unknown)}" if unknown else "lacks 'policy', an object,"
+            raise ManifestError(f"{path} {what} (it must hold {{\"format\": 1, \"policy\": {{...}}}}); {fix}")
         unknown = sorted(set(policy) - known)
         if unknown:
             raise ManifestError(f"{path}: unknown augmentation(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")

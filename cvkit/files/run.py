@@ -24,7 +24,7 @@ METRICS_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "l
 # Everything `train` writes into a run, and the output folders later commands put there by default.
 RUN_FILES = ("model.safetensors", "model.json", "last.ckpt", "metrics.csv", "config.json", "curves.png",
              "mean_image.npy", "lr_find.csv", "lr_find.png", "eval_*", "ensemble_eval_*", "predict", "cam", "convolutional",
-             "visualize")
+             "visualize", "export_*")
 
 
 # ----------------------------------------------------------------------------- model.json
@@ -167,9 +167,11 @@ def torch_load_safe(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     except pickle.UnpicklingError as e:
         # torch's allow-list stopped at something other than tensors and plain containers: a function
         # or class (code that would run), or bytes that are not a torch.save file at all.
-        raise UnsafeCheckpoint(f"{path} is not a plain file of tensors that loads without running code "
-                               f"({str(e).splitlines()[0][:120]}); cvkit refuses to unpickle anything else: use "
-                               f"a safetensors file or a state dict saved with torch.save") from None
+        blocked = re.search(r"GLOBAL (\S+)", str(e))
+        why = f"it would call {blocked.group(1)}" if blocked else str(e).strip().splitlines()[0][:120]
+        raise UnsafeCheckpoint(f"{path} is not a plain file of tensors that loads without running code ({why}); "
+                               f"cvkit refuses to unpickle anything else: use a safetensors file or a state dict "
+                               f"saved with torch.save") from None
     except OSError as e:
         if e.errno in NO_ROOM:
             raise disk_full(path, e) from None

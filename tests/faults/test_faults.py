@@ -132,6 +132,9 @@ def test_no_code_path_unpickles_with_weights_only_false():
         for call in re.finditer(r"torch\.load\((?:[^()]|\([^()]*\))*\)", text):
             if "weights_only=True" not in call.group(0):
                 offenders.append(f"{path}: {call.group(0)}")
-        if re.search(r"\bpickle\.loads?\(|jit\.load\(", text):
-            offenders.append(f"{path}: pickle/jit load")
+        if re.search(r"\bpickle\.loads?\(", text):
+            offenders.append(f"{path}: pickle.load")
+        # TorchScript archives run code when loaded: only export's check of the file it has just written loads one
+        if "jit.load(" in text and path.relative_to(REPO).as_posix() != "cvkit/export/run.py":
+            offenders.append(f"{path}: torch.jit.load")
     assert offenders == []

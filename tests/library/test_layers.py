@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cvkit.data", "cvkit.models", "cvkit.transforms"),
     ("cvkit.runtime",),
     ("cvkit.train", "cvkit.evaluate", "cvkit.crossval", "cvkit.augment", "cvkit.explain", "cvkit.retrieve",
-     "cvkit.convolutionalize", "cvkit.inspect"),
+     "cvkit.convolutionalize", "cvkit.inspect", "cvkit.export"),
     ("cvkit.cli", "cvkit.__main__"),
 ]
 MAX_LINES = 400

@@ -41,10 +41,11 @@ def test_image_added_only_to_test_split_leaves_stats_unchanged(runner, tmp_path)
     out = prepared(runner, tmp_path, "--size", "28")
     assert run(runner, "-q", "normalize", out).exit_code == 0
     before = (out / "stats.json").read_bytes()
-    extra = make_image(tmp_path / "white.png", seed=0, size=(28, 28), mode="L")
+    (out / "extra").mkdir()  # inside the dataset: a manifest path may not lead outside it or its source
+    extra = make_image(out / "extra" / "white.png", seed=0, size=(28, 28), mode="L")
     Image.new("L", (28, 28), 255).save(extra)
     m = pd.read_csv(out / "manifest.csv", keep_default_na=False)
-    row = {"path": str(extra), "label": "bag", "split": "test", "fold": -1, "sha1": "0" * 40}
+    row = {"path": "extra/white.png", "label": "bag", "split": "test", "fold": -1, "sha1": "0" * 40}
     pd.concat([m, pd.DataFrame([row])]).to_csv(out / "manifest.csv", index=False)
     assert run(runner, "-q", "normalize", out).exit_code == 0
     assert (out / "stats.json").read_bytes() == before

@@ -1,0 +1,54 @@
+"""``cvkit export``: a run as an ONNX, TorchScript or safetensors file, checked against the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cvkit.cli.common import emit, state
+from cvkit.cli.options import Force, Out
+from cvkit.progress import console
+
+
+def export_command(
+    run: Annotated[Path, typer.Argument(help="A run directory written by 'cvkit train'.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx, torchscript or safetensors.")] = "onnx",
+    fuse_bn: Annotated[bool, typer.Option("--fuse-bn", help=(
+        "Fold each BatchNorm into the convolution or linear layer before it (at test time BN is a fixed affine "
+        "map): fewer layers, the same predictions. onnx and torchscript only."))] = False,
+    half: Annotated[bool, typer.Option("--half", help="fp16 weights (half the size; checked with a looser "
+                                                      "tolerance).")] = False,
+    opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 18,
+    out: Out = None,
+    force: Force = False,
+) -> None:
+    """Write RUN as a deployable file and check it: the exported file, read back (onnxruntime for ONNX when
+    installed, torch.jit.load, cvkit's loader), must predict the run's val images as the run does; the largest
+    probability difference and the top-1 agreement are printed and kept in export.json.
+
+    ONNX and TorchScript take float32 images N x C x H x W in [0, 1] at the run's size and return class
+    probabilities (normalization included); model.json beside the file gives the size, channels and class names.
+    The safetensors export is a run folder cvkit predict/evaluate read. A TorchScript file runs code when loaded:
+    load only files you trust.
+
+    Default --out: RUN/export_FORMAT (replaced when run again).
+
+    Example: cvkit export runs/fmnist --format onnx --fuse-bn
+    """
+    from cvkit.export import export_run
+
+    result = export_run(run, fmt, out, fuse_bn, half, opset, force=force or out is None)
+    if not state.quiet:
+        i = result.info
+        check = (f"largest probability difference {i.max_abs_prob_diff:.2e}, top-1 agreement {i.top1_agreement:.1%} "
+                 f"on {i.check_images} {i.check_source} ({i.checked_with})" if i.max_abs_prob_diff is not None
+                 else f"not checked: {i.checked_with}")
+        console.print(f"{result.file}: {i.exporter}{', BatchNorm folded' if i.fuse_bn else ''}"
+                      f"{', fp16' if i.half else ''}; {check}", highlight=False, soft_wrap=True)
+    emit(str(result.file))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_command)

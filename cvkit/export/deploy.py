@@ -1,0 +1,31 @@
+"""The exported graph: normalization, the network and the output probabilities in one module.
+
+Input: float32 images N x C x H x W with values in [0, 1], at the run's size and channels (what
+``model.json`` describes); output: class probabilities N x K in ``classes`` order. A deployment
+then needs no cvkit: resize, scale to [0, 1], run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from cvkit.models.losses import outputs_to_probs
+
+
+class Deployed(nn.Module):
+    def __init__(self, model: nn.Module, mean: list[float], std: list[float], loss: str,
+                 mean_image: np.ndarray | None = None) -> None:
+        super().__init__()
+        self.model, self.loss = model, loss
+        c = len(mean)
+        center = (torch.tensor(mean, dtype=torch.float32).view(1, c, 1, 1) if mean_image is None else  # as Preprocess
+                  torch.from_numpy(np.asarray(mean_image, np.float32)).permute(2, 0, 1)[None])
+        self.register_buffer("mean", center)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, c, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        dtype = next(self.model.parameters()).dtype
+        return outputs_to_probs(self.model(x.to(dtype)), self.loss)
