@@ -68,7 +68,7 @@ def main() -> None:
             with torch.inference_mode():
                 timings = {"eager": rate(plain, x), "eager_fused": rate(folded_net, x),
                            "torchscript_fused": rate(scripted, x)}
-            timings["onnxruntime_fused"] = rate(lambda a: session.run(None, {"image": a}), x.numpy())
+            timings["onnxruntime_fused"] = rate(lambda a, s=session: s.run(None, {"image": a}), x.numpy())
             row[f"batch_{batch}_images_per_s"] = {k: round(v, 1) for k, v in timings.items()}
             row[f"batch_{batch}_speedup_vs_eager"] = {k: round(v / timings["eager"], 2) for k, v in timings.items()}
         result[arch] = row

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from cvkit.cli.common import emit, state
-from cvkit.cli.options import BatchSize, Force, Out, Workers
+from cvkit.cli.options import BatchSize, Force, Out, ShardOption, Workers, parse_shard
 from cvkit.errors import OptionError
 from cvkit.progress import console
 
@@ -40,11 +40,13 @@ def cam_command(
     batch_size: BatchSize = 32,
     workers: Workers = None,
     force: Force = False,
+    shard: ShardOption = None,
 ) -> None:
     """Class activation maps of images: an overlay PNG and the map (.npy) per image and method, and
     OUT/cams.csv (path,class,score,x0,y0,x1,y1: the box from the map, in the image's pixels).
 
-    Default --out: RUN/cam (replaced whole when run again).
+    Default --out: RUN/cam (replaced whole when run again). --shard I/N (I from 0) explains share I of the sorted
+    inputs into OUT/shard-I-of-N, a complete output of its own, so that N machines share a large job.
 
     Example: cvkit cam runs/shapes photos/ --method gradcam,cam --boxes photos/boxes.csv --metrics
     """
@@ -65,7 +67,7 @@ def cam_command(
     if not state.quiet:
         where = f"ImageNet weights of {arch}" if imagenet else f"run {loaded.run}"
         console.print(f"Explaining with {where}", highlight=False)
-    result = cam(loaded, inputs, out, options, force)
+    result = cam(loaded, inputs, out, options, force, parse_shard(shard))
     if not state.quiet:
         _summary(result)
     emit(str(result.out / "cams.csv"))

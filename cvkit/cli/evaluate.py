@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from cvkit.cli.common import emit, state
-from cvkit.cli.options import BatchSize, Json, Out
+from cvkit.cli.options import BatchSize, Json, Out, ShardOption, parse_shard
 from cvkit.progress import console
 
 
@@ -21,6 +21,10 @@ def evaluate_command(
     tta: Annotated[bool, typer.Option("--tta", help="Average with horizontally flipped images.")] = False,
     top: Annotated[int, typer.Option(help="How many worst predictions to show in top_losses.")] = 16,
     batch_size: BatchSize = 512,
+    shard: ShardOption = None,
+    merge: Annotated[bool, typer.Option("--merge", help=(
+        "Put the shard-I-of-N folders of --out together: the report of the whole split, as one run writes it "
+        "(no forward pass)."))] = False,
     as_json: Json = False,
 ) -> None:
     """Score RUN (or the ensemble of several RUNs: mean of their probabilities) on a dataset split.
@@ -28,11 +32,33 @@ def evaluate_command(
     Writes metrics.json, predictions.csv, confusion_matrix.csv/.png and top_losses.csv/.png into --out
     (default: RUN/eval_SPLIT, replaced whole when it is run again).
 
+    A large split can be scored in shares on several machines: --shard I/N (I from 0) writes share I into
+    OUT/shard-I-of-N; then 'cvkit evaluate RUN --split SPLIT --merge' writes the whole report into OUT.
+
     Example: cvkit evaluate runs/fmnist --split test
     """
-    from cvkit.evaluate.run import evaluate
+    from cvkit.errors import OptionError
+    from cvkit.evaluate.run import EvalResult, evaluate
 
-    result = evaluate([str(r) for r in runs], data, split, out, tta, top, state.device, batch_size)
+    parsed = parse_shard(shard)
+    if merge:
+        from cvkit.evaluate.shards import merge_shards
+
+        if parsed is not None:
+            raise OptionError("--merge puts the shards together; drop --shard")
+        target = Path(out) if out else runs[0] / f"eval_{split}" if len(runs) == 1 else runs[0] / f"ensemble_eval_{split}"
+        result = EvalResult(target, merge_shards(target, split, top), [])
+        if not state.quiet:
+            _summary(result)
+        emit(json.dumps(result.metrics) if as_json else str(result.out))
+        return
+    result = evaluate([str(r) for r in runs], data, split, out, tta, top, state.device, batch_size, parsed)
+    if parsed is not None:
+        if not state.quiet:
+            console.print(f"share {parsed[0]} of {parsed[1]}: {result.metrics.get('count', 0):,} images in {result.out}; "
+                          f"merge with --merge once every share is done", highlight=False)
+        emit(json.dumps(result.metrics) if as_json else str(result.out))
+        return
     if not state.quiet:
         _summary(result)
     emit(json.dumps(result.metrics) if as_json else str(result.out))

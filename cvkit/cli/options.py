@@ -69,3 +69,23 @@ def parse_hidden(text: str | None) -> list[int] | None:
 
         raise OptionError(f"--hidden {text} must be layer widths separated by commas, for example --hidden 512,256")
     return widths
+
+
+ShardOption = Annotated[Optional[str], typer.Option(
+    "--shard", metavar="I/N", help="Do share I of N of the work (I from 0, as a SLURM array numbers its tasks) into "
+                                   "OUT/shard-I-of-N; merge the shares afterwards (see README).")]
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``--shard 1/4`` -> (1, 4)."""
+    if text is None:
+        return None
+    from cvkit.errors import OptionError
+
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise OptionError(f"--shard {text} must be I/N, for example --shard 0/4 (share I of N, I from 0)") from None
+    if count < 1 or not 0 <= index < count:
+        raise OptionError(f"--shard {text}: I must be from 0 to N-1 (from 0 to {max(count, 1) - 1} here), N at least 1")
+    return index, count

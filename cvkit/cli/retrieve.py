@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from cvkit.cli.common import emit, handle_errors, state
-from cvkit.cli.options import BatchSize, Inputs, Json, Out, Workers
+from cvkit.cli.options import BatchSize, Inputs, Json, Out, ShardOption, Workers, parse_shard
 from cvkit.progress import console
 
 retrieve_app = typer.Typer(name="retrieve", no_args_is_help=True,
@@ -38,16 +38,22 @@ def index_command(
              "(pip install 'cvkit[faiss]').")] = "flat",
     batch_size: BatchSize = 256,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing index instead of appending to it.")] = False,
+    shard: ShardOption = None,
     as_json: Json = False,
 ) -> None:
     """Embed every image of a dataset split with RUN's model into an index folder: embeddings.npy \
 (L2-normalized), items.csv (row, path, label, split) and meta.json.
 
+    A large split can be indexed in shares on several machines: --shard I/N (I from 0) indexes share I into \
+OUT/shard-I-of-N; 'cvkit retrieve merge OUT' then makes them one index.
+
     Example: cvkit retrieve index runs/fmnist data/fmnist --split train --out runs/fmnist/index
     """
     from cvkit.retrieve import build_index
 
-    result = build_index(run, data, out, split, layer, half, index_type, state.device, batch_size, force)
+    result = build_index(run, data, out, split, layer, half, index_type, state.device, batch_size, force,
+                         parse_shard(shard))
+    out = result.out
     meta = result.meta
     if not state.quiet:
         console.print(f"{result.added} image(s) of {split} added ({result.already} already indexed); {out} holds "
@@ -150,8 +156,27 @@ def duplicates_command(
                      "cross_split": result.cross_split}) if as_json else str(result.out))
 
 
+def merge_command(
+    out: Annotated[Path, typer.Argument(metavar="INDEX", help="The --out of 'retrieve index --shard I/N'.")],
+    index_type: Annotated[str, typer.Option(help="flat (exact), or ivf / hnsw: an approximate faiss index built "
+                                                 "over the merged embeddings.")] = "flat",
+) -> None:
+    """Put the shares INDEX/shard-I-of-N written by 'retrieve index --shard I/N' together into INDEX: the same
+    index one unsharded 'retrieve index' writes (the shard folders stay).
+
+    Example: cvkit retrieve merge runs/fmnist/index --index-type ivf
+    """
+    from cvkit.retrieve import merge_index
+
+    meta = merge_index(out, index_type)
+    if not state.quiet:
+        console.print(f"{out} holds {meta.count} x {meta.dimension} {meta.dtype} from layer {meta.layer}, index "
+                      f"{meta.index_type}", highlight=False, soft_wrap=True)
+    emit(str(out))
+
+
 def register(app: typer.Typer) -> None:
-    for name, command in (("index", index_command), ("query", query_command), ("eval", eval_command),
+    for name, command in (("index", index_command), ("merge", merge_command), ("query", query_command), ("eval", eval_command),
                           ("duplicates", duplicates_command)):
         retrieve_app.command(name)(handle_errors(command))
     app.add_typer(retrieve_app, name="retrieve")

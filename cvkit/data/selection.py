@@ -127,3 +127,19 @@ def load_selection(dataset: str | os.PathLike, sel: Selection, size: tuple[int, 
     paths_all = [d.paths[j] for _, d, i in parts for j in i]
     row_all = np.concatenate([w for w, _, _ in parts])
     return SplitData(images, labels, [paths_all[j] for j in order], classes, [int(row_all[j]) for j in order])
+
+
+def shard_range(n: int, index: int, count: int) -> range:
+    """Positions ``0..n-1`` of shard ``index`` of ``count`` (``--shard I/N``): contiguous, in order, sizes
+    differing by at most one, every position in exactly one shard."""
+    base, extra = divmod(n, count)
+    start = index * base + min(index, extra)
+    return range(start, start + base + (1 if index < extra else 0))
+
+
+def take_shard(data: SplitData, shard: tuple[int, int]) -> SplitData:
+    """Share ``shard=(I, N)`` of a split's images (:func:`shard_range`), images read into memory."""
+    rows = shard_range(len(data.labels), *shard)
+    index = np.arange(rows.start, rows.stop)
+    return SplitData(take(data.images, index), data.labels[index], data.paths[rows.start:rows.stop], data.classes,
+                     data.rows[rows.start:rows.stop])

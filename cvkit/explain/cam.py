@@ -32,7 +32,7 @@ from cvkit.runtime.features import check_layer, default_layer
 CHUNK = 512  # images decoded at a time: memory stays bounded on folders of any size
 # What --force may replace: cam's own files, the maps named after a method (never any PNG of the user's).
 OWN = (*(f for f in CAM_FILES if "*" not in f),
-       *(f"*_{m}{end}" for m in METHODS for end in (".png", ".npy", "_top*.png", "_top*.npy")))
+       *(f"*_{m}{end}" for m in METHODS for end in (".png", ".npy", "_top*.png", "_top*.npy")), "shard-*-of-*")
 
 
 @dataclass
@@ -98,23 +98,34 @@ def unique_stems(paths: list[str]) -> list[str]:
 
 
 def cam(subject: LoadedRun, inputs: list[str], out: str | os.PathLike | None, options: CamOptions,
-        force: bool = False) -> CamSummary:
-    """Maps for every readable image of ``inputs``, written to ``out`` (default ``RUN/cam``)."""
+        force: bool = False, shard: tuple[int, int] | None = None) -> CamSummary:
+    """Maps for every readable image of ``inputs``, written to ``out`` (default ``RUN/cam``).
+
+    ``shard=(I, N)``: share I of the sorted inputs only, into ``out/shard-I-of-N``: each shard folder is
+    complete on its own (its maps, cams.csv, rejected.csv), and file names are those of an unsharded run."""
     forced = check_options(subject, options)
     size, chans = subject.input_size, subject.in_chans
     layer = check_layer(subject.model, options.layer, chans, size) if options.layer else default_layer(
         subject.model, chans, size)
     paths = collect_inputs(inputs)
+    stems = dict(zip(paths, unique_stems(paths)))  # over all inputs: a shard names files as a whole run does
+    if shard is not None:
+        from cvkit.data.selection import shard_range
+
+        rows = shard_range(len(paths), *shard)
+        paths = paths[rows.start:rows.stop]
     truth = read_true_boxes(options.boxes) if options.boxes else None
     reads = [*inputs] + ([subject.run] if subject.run.is_dir() else [])
     default_out = subject.run / "cam" if subject.run.is_dir() else Path("cam")
-    out = check_out(out or default_out, reads=reads, own=holds_only(OWN), force=force or out is None)
+    target = Path(out or default_out)
+    if shard is not None:
+        target = target / f"shard-{shard[0]}-of-{shard[1]}"
+    out = check_out(target, reads=reads, own=holds_only(OWN), force=force or out is None)
     rows: list[dict] = []
     found_paths: list[str] = []
     rejected: list[tuple[str, str]] = []
     seconds: dict[str, float] = defaultdict(float)
     per_method: dict[str, dict[str, list]] = {m: defaultdict(list) for m in options.methods}
-    stems = dict(zip(paths, unique_stems(paths)))
     with replacing(out) as stage, progress_bar("CAM", len(paths), unit="img") as bar:
         for start in range(0, len(paths), CHUNK):
             found = read_images(paths[start:start + CHUNK], size, chans, subject.info.resize, options.workers)

@@ -33,7 +33,7 @@ DUPLICATE_COLUMNS = ("a", "b", "similarity", "path_a", "path_b", "label_a", "lab
                      "cross_split")
 # What an index folder may hold (what `index --force` may replace): its own files and the outputs
 # query, eval and duplicates write into it by default.
-INDEX_FILES = (EMBEDDINGS, ITEMS_CSV, META_JSON, FAISS_INDEX, EVAL_JSON, DUPLICATES_CSV, "query")
+INDEX_FILES = (EMBEDDINGS, ITEMS_CSV, META_JSON, FAISS_INDEX, EVAL_JSON, DUPLICATES_CSV, "query", "shard-*-of-*")
 QUERY_FILES = (NEIGHBORS_CSV, "neighbors*.png", "rejected.csv")
 DTYPES = ("float32", "float16")
 INDEX_TYPES = ("flat", "ivf", "hnsw")

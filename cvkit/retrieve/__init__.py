@@ -9,8 +9,9 @@ near-identical pairs and flags those that cross splits.
 from cvkit.retrieve.duplicates import DuplicatesResult, duplicates
 from cvkit.retrieve.evaluate import RetrievalEval, evaluate_index, parse_ks
 from cvkit.retrieve.index import IndexResult, build_index, embed, load_index
+from cvkit.retrieve.merge import merge_index
 from cvkit.retrieve.query import QueryResult, query
 from cvkit.retrieve.search import Rows, search
 
-__all__ = ["DuplicatesResult", "IndexResult", "QueryResult", "RetrievalEval", "Rows", "build_index", "duplicates",
+__all__ = ["merge_index", "DuplicatesResult", "IndexResult", "QueryResult", "RetrievalEval", "Rows", "build_index", "duplicates",
            "embed", "evaluate_index", "load_index", "parse_ks", "query", "search"]

@@ -94,9 +94,11 @@ def absolute(data: Path, path: str) -> str:
 
 def build_index(run: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, split: str = "train",
                 layer: str | None = None, half: bool = False, index_type: str = "flat", device: str = "auto",
-                batch_size: int = 256, force: bool = False) -> IndexResult:
+                batch_size: int = 256, force: bool = False, shard: tuple[int, int] | None = None) -> IndexResult:
     """Embed every image of ``split`` into the index ``out``; an existing index (same run and layer)
-    gets the images it does not hold yet appended. The folder is swapped in whole when complete."""
+    gets the images it does not hold yet appended. The folder is swapped in whole when complete.
+    ``shard=(I, N)``: share I of the split only, into ``out/shard-I-of-N`` (flat; ``merge_index`` puts the
+    shares together and builds an approximate index then)."""
     import pandas as pd
 
     from cvkit.data import load_split
@@ -110,6 +112,11 @@ def build_index(run: str | os.PathLike, data: str | os.PathLike, out: str | os.P
         raise OptionError(f"--batch-size {batch_size} must be at least 1")
     check_index_type(index_type)
     data, out = Path(data), Path(out)
+    if shard is not None:
+        if index_type != "flat":
+            raise OptionError(f"--index-type {index_type} is built over the whole index: give it to 'cvkit retrieve "
+                              f"merge {out}' once every share is indexed, not to --shard")
+        out = out / f"shard-{shard[0]}-of-{shard[1]}"
     if not is_dataset(data):
         raise OptionError(f"DATA {data} is not a dataset directory; make one with 'cvkit prepare'")
     loaded = load_run(run, resolve_device(device))
@@ -122,6 +129,10 @@ def build_index(run: str | os.PathLike, data: str | os.PathLike, out: str | os.P
     check_out(out, reads=[run, data], own=holds_only(INDEX_FILES), force=force or old is not None)
 
     part = load_split(data, split, loaded.input_size)
+    if shard is not None:
+        from cvkit.data.selection import take_shard
+
+        part = take_shard(part, shard)
     if part.images.shape[3] != loaded.in_chans:
         raise ManifestError(f"{data} has {part.images.shape[3]} channel(s), {run} takes {loaded.in_chans}; "
                             f"prepare the dataset with --channels {loaded.in_chans}")
