@@ -21,7 +21,8 @@ demo: $(VENV)
 	$(BIN)/cvkit predict $(DEMO)/run sample_data/fashion/bag sample_data/photos -k 3
 	$(BIN)/cvkit cam $(DEMO)/run sample_data/fashion/bag sample_data/fashion/sneaker --method gradcam,layercam
 	$(BIN)/cvkit visualize $(DEMO)/run --curves --filters --confusion --max-patches --units 4 --top 6 --saliency sample_data/fashion/bag/000.png --smooth 8
-	@echo "Demo outputs: dataset $(DEMO)/fashion (augment_preview.png), run $(DEMO)/run (metrics.csv, curves.png, eval_test/, predict/, cam/, visualize/)"
+	$(BIN)/cvkit export $(DEMO)/run --format onnx --fuse-bn
+	@echo "Demo outputs: dataset $(DEMO)/fashion (augment_preview.png), run $(DEMO)/run (metrics.csv, curves.png, eval_test/, predict/, cam/, visualize/, export_onnx/)"
 
 test: $(VENV)
 	$(BIN)/python -m pytest -n 2 -q

@@ -77,9 +77,12 @@ class Batches:
         def read() -> None:
             try:
                 for idx in chunks:
-                    sorted_idx, _ = torch.sort(idx)
+                    # read in file order (sequential), then put the images back in the batch's order, so
+                    # a streamed epoch is the resident one image for image (augmentation draws included)
+                    sorted_idx, order = torch.sort(idx)
                     batch = torch.from_numpy(self.images[sorted_idx.numpy()])
-                    pending.put((batch.pin_memory() if pin else batch, sorted_idx))
+                    batch = batch[torch.argsort(order)]
+                    pending.put((batch.pin_memory() if pin else batch, idx))
                 pending.put(None)
             except BaseException as e:  # handed to the consumer, which raises it
                 pending.put(e)
