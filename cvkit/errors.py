@@ -59,3 +59,7 @@ class UnsafeOutput(OptionError):
 
 class Interrupted(CvkitError):
     """The user stopped the command (Ctrl-C); the message says what was kept and how to go on."""
+
+
+class OutputLocked(OutputExists):
+    """Another cvkit process is writing the same output folder right now."""

@@ -59,20 +59,16 @@ def _folder(index: int, name: str) -> str:
     return f"{index:03d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('._') or 'class'}"
 
 
-def materialize(dataset: str | os.PathLike, policy: AugmentPolicy, copies: int, seed: int,
-                device: torch.device) -> int:
-    """Write ``copies`` augmented versions of each original train image; returns the rows added."""
-    import pandas as pd
-
+def check_materialize(dataset: str | os.PathLike, policy: AugmentPolicy, copies: int) -> tuple:
+    """Refuse what :func:`materialize` cannot do, before anything is written (``cvkit augment`` calls it
+    before it replaces augment.json). Returns the manifest, its original rows, their train rows, and
+    those rows' numbers in the manifest."""
     dataset = Path(dataset)
     if not 1 <= copies <= MAX_COPIES:
         raise OptionError(f"--materialize {copies} must be a number of copies from 1 to {MAX_COPIES}")
     if not policy.active or set(policy.active) <= {"mixup", "cutmix"}:
         raise OptionError("--materialize needs a policy with a geometric or photometric transform; "
                           "give one (e.g. --preset standard)")
-    if policy.mixes:
-        info("[yellow]--materialize:[/] mixup and cutmix are left out of the copies (a file holds one label); "
-             "train applies them on the fly")
     frame = read_manifest(dataset)
     if SOURCE_COLUMN not in frame.columns:
         frame[SOURCE_COLUMN] = ""
@@ -84,6 +80,19 @@ def materialize(dataset: str | os.PathLike, policy: AugmentPolicy, copies: int, 
     # Row numbers of the originals in the manifest as it is now, for the cache's selection.
     current = np.flatnonzero((frame[SOURCE_COLUMN] == "").to_numpy())[train_rows]
     _check_own(dataset, frame)
+    return frame, originals, train_rows, current
+
+
+def materialize(dataset: str | os.PathLike, policy: AugmentPolicy, copies: int, seed: int,
+                device: torch.device) -> int:
+    """Write ``copies`` augmented versions of each original train image; returns the rows added."""
+    import pandas as pd
+
+    dataset = Path(dataset)
+    frame, originals, train_rows, current = check_materialize(dataset, policy, copies)
+    if policy.mixes:
+        info("[yellow]--materialize:[/] mixup and cutmix are left out of the copies (a file holds one label); "
+             "train applies them on the fly")
     data = load_selection(dataset, Selection.of_rows(current.tolist()))
     stage = stage_dir(dataset / AUGMENTED_DIR)
     try:

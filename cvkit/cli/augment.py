@@ -36,13 +36,14 @@ def augment_command(dataset: Path, preset: Optional[str] = None, preview: int = 
 
     Example: cvkit augment data/fmnist --preset standard --preview 8
     """
-    from cvkit.augment.materialize import materialize as make_copies
+    from cvkit.augment.materialize import check_materialize, materialize as make_copies
     from cvkit.augment.preview import preview as make_preview
     from cvkit.device import resolve_device
     from cvkit.files.dataset import AugmentFile, read_classes
     from cvkit.transforms.policy import make_policy, read_augment, write_augment
 
     read_classes(dataset)  # a dataset directory, or a one-line error saying what it is not
+    seed = seed_or_global(seed)
     values = {k: v for k, v in given.items() if v is not None}
     if "scale" in values:
         values["scale"] = _parse_scale(values["scale"])
@@ -57,9 +58,10 @@ def augment_command(dataset: Path, preset: Optional[str] = None, preview: int = 
         policy = read_augment(dataset)
         if policy is None and (preview or materialize):
             raise OptionError(f"{dataset} has no augment.json yet; give a policy, e.g. --preset standard")
-    seed = seed_or_global(seed)
     device = resolve_device(state.device)
     written: dict[str, Any] = {}
+    if materialize:  # checked before anything is written: a bad option fails with nothing changed
+        check_materialize(dataset, policy, materialize)
     if preview:  # drawn before anything is written: a bad dataset fails with nothing changed
         written["preview"] = str(make_preview(dataset, policy, preview, seed, device))
     if changes:

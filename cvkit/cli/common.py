@@ -16,8 +16,10 @@ from typing import Any, TypeVar
 
 import typer
 
+from cvkit.checks import check_seed, nonfinite, require_finite
 from cvkit.errors import CvkitError, Interrupted
 from cvkit.files.atomic import NO_ROOM, disk_full
+from cvkit.files.lock import release_all
 from cvkit.progress import console
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -58,7 +60,9 @@ def handle_errors(func: F) -> F:
 
     The app wraps every registered command in it (``cvkit.cli``), so no command can forget it.
     Warnings raised while the command runs are held back and shown only when it does not end in
-    an error: a torch warning before the ``Error:`` line only hides it.
+    an error: a torch warning before the ``Error:`` line only hides it. It also holds the two checks
+    every command shares: no float option is NaN or infinite (:mod:`cvkit.checks`), and the output
+    folders the command locked for writing (:mod:`cvkit.files.lock`) are released when it ends.
     """
 
     @functools.wraps(func)
@@ -67,6 +71,7 @@ def handle_errors(func: F) -> F:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("default")
+                _refuse_nonfinite(func, kwargs)
                 result = func(*args, **kwargs)
         except Interrupted as e:
             console.print(f"Interrupted: {e}", highlight=False, soft_wrap=True)
@@ -94,10 +99,33 @@ def handle_errors(func: F) -> F:
                           f"(rerun with --debug for the traceback, and please report it)", highlight=False,
                           soft_wrap=True)
             raise typer.Exit(ExitCode.INTERNAL) from None
+        finally:
+            release_all()
         _show(caught)
         return result
 
     return wrapper  # type: ignore[return-value]
+
+
+def _refuse_nonfinite(func: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """Every float option of every command, checked here once: ``nan`` and ``inf`` pass every range
+    check a command makes (``nan < 0`` is False), and only fail later, far from the option."""
+    for name, value in kwargs.items():
+        if nonfinite(value) is not None:
+            require_finite(_flag(func, name), value)
+
+
+def _flag(func: Callable[..., Any], name: str) -> str:
+    """How the user spelled option ``name`` of ``func``: its first long flag, else --name."""
+    import inspect
+    import typing
+
+    param = inspect.signature(func).parameters.get(name)
+    for meta in typing.get_args(param.annotation)[1:] if param is not None else ():
+        for decl in getattr(meta, "param_decls", None) or ():
+            if decl.startswith("--"):
+                return decl.split("/")[0]
+    return "--" + name.replace("_", "-")
 
 
 def _show(caught: list[warnings.WarningMessage]) -> None:
@@ -108,7 +136,8 @@ def _show(caught: list[warnings.WarningMessage]) -> None:
 
 
 def seed_or_global(seed: int | None) -> int:
-    return state.seed if seed is None else seed
+    """The command's --seed, else the global one; checked here for every command that draws at random."""
+    return check_seed(state.seed, "cvkit --seed") if seed is None else check_seed(seed)
 
 
 def emit(text: str) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from cvkit.cli.common import emit, state
+from cvkit.errors import OptionError
 from cvkit.progress import console
 
 
@@ -25,11 +26,14 @@ def models_command(
     """
     from cvkit.models import count_parameters, create_model, list_models
 
+    for flag, value in (("--num-classes", num_classes), ("--input-size", input_size), ("--channels", channels)):
+        if value < 1:
+            raise OptionError(f"{flag} {value} must be at least 1")
     rows = []
     for name, source in list_models(pattern):
         row = {"name": name, "source": source}
         if params:
-            model = create_model(name, num_classes, channels, (input_size, input_size))
+            model = create_model(name, num_classes, channels, (input_size, input_size), size_option="--input-size")
             row["parameters"] = count_parameters(model)
         rows.append(row)
     if as_json:

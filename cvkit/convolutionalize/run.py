@@ -4,6 +4,7 @@ its class score maps on images of any size at least the training size."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -12,18 +13,19 @@ import torch
 
 from cvkit.convolutionalize.dense import stitch, upsample
 from cvkit.errors import OptionError, SourceError
+from cvkit.files.dataset import write_rejected
 from cvkit.files.images import BadImage, read_image_file
 from cvkit.files.jsonio import write_json
-from cvkit.files.outputs import check_out, holds_only, replacing
-from cvkit.files.run import RUN_FILES, save_model_weights
+from cvkit.files.lock import releasing
+from cvkit.files.outputs import check_out, replacing
+from cvkit.files.owned import CONVOLUTIONAL_JSON, own_converted
+from cvkit.files.run import save_model_weights
 from cvkit.models.convolutional import to_convolutional
 from cvkit.models.losses import outputs_to_probs
 from cvkit.models.receptive import ReceptiveField, receptive_field
-from cvkit.runtime import load_run
+from cvkit.runtime import collect_inputs, load_run
 
 TOLERANCE = 1e-4  # largest |converted - original| logit allowed at the training size, float32
-CONVOLUTIONAL_JSON = "convolutional.json"
-OWN = (*RUN_FILES, CONVOLUTIONAL_JSON, "*_scores.npy", "*_heatmap.png", "*_labels.png")
 
 
 @dataclass
@@ -32,13 +34,18 @@ class ConvResult:
     max_difference: float
     rf: ReceptiveField
     maps: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)  # (image, shape of its score maps)
+    names: list[str] = field(default_factory=list)  # each map's file name stem, in the order of ``maps``
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (image, why it was skipped)
 
 
+@releasing  # the --out lock check_out takes is given up on return
 def convolutionalize(run: str | os.PathLike, out: str | os.PathLike | None = None, images: list[str] | None = None,
                      dense_stitch: bool = False, dense_upsample: bool = False, top: int = 3,
                      force: bool = False) -> ConvResult:
     """Convert RUN's head, check it on an input of the training size, write the converted run to ``out``
-    (default RUN/convolutional), and score maps for ``images``."""
+    (default RUN/convolutional), and score maps for ``images`` (image files, folders, CSV files with a
+    ``path`` column, as ``predict`` takes them). Images that cannot be read or are smaller than the
+    training size are skipped and listed in ``out/rejected.csv``; none usable is an error."""
     from cvkit.plots.dense import plot_label_map, plot_score_maps
 
     loaded = load_run(run, torch.device("cpu"), precision="fp32")
@@ -49,7 +56,8 @@ def convolutionalize(run: str | os.PathLike, out: str | os.PathLike | None = Non
         raise OptionError(f"{run} was normalized with a per-pixel mean image (normalize --mode pixel), which has "
                           "the training size only; normalize per channel and retrain to make score maps")
     size = loaded.input_size
-    out = check_out(out or loaded.run / "convolutional", reads=[loaded.run, *(images or [])], own=holds_only(OWN),
+    paths = list(dict.fromkeys(collect_inputs(images))) if images else []  # a file given twice: maps once
+    out = check_out(out or loaded.run / "convolutional", reads=[loaded.run, *(images or [])], own=own_converted,
                     force=force or out is None)
     x = torch.randn(4, info.in_chans, *size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -69,15 +77,9 @@ def convolutionalize(run: str | os.PathLike, out: str | os.PathLike | None = Non
             "format": 1, "source_run": str(loaded.run), "output_stride": list(rf.stride),
             "receptive_field": list(rf.size), "cell_00_centre": list(rf.centre),
             "max_abs_difference": difference, "stitch": dense_stitch, "upsample": dense_upsample})
-        for path in images or []:
-            try:
-                decoded, _ = read_image_file(path, info.in_chans)
-            except BadImage as e:
-                raise SourceError(f"--image {path} cannot be read ({e}); give a readable image") from None
-            image = decoded.array
-            if image.shape[0] < size[0] or image.shape[1] < size[1]:
-                raise SourceError(f"--image {path} is {image.shape[0]}x{image.shape[1]}, smaller than the training "
-                                  f"size {size[0]}x{size[1]}; give a larger image")
+        taken: set[str] = set()
+        for path, image in _usable(paths, info.in_chans, size, result.rejected):
+            name = unique_name(Path(path).stem, taken)
             with torch.no_grad():
                 batch = loaded.pre(torch.from_numpy(np.array(image[None])))  # a writable copy
                 maps = stitch(dense, batch, rf.stride) if dense_stitch else dense.score_maps(batch)[0]
@@ -86,9 +88,42 @@ def convolutionalize(run: str | os.PathLike, out: str | os.PathLike | None = Non
             scores = probs.double().numpy()
             if dense_upsample:  # stitched maps have a cell per input pixel: stride 1
                 scores = upsample(scores, rf, image.shape[:2], (1.0, 1.0) if dense_stitch else None)
-            stem = Path(path).stem
-            np.save(stage / f"{stem}_scores.npy", scores.astype(np.float32))
-            plot_score_maps(image, scores, info.classes, top, stage / f"{stem}_heatmap.png")
-            plot_label_map(image, scores.argmax(0), info.classes, stage / f"{stem}_labels.png")
-            result.maps.append((str(path), tuple(scores.shape)))
+            np.save(stage / f"{name}_scores.npy", scores.astype(np.float32))
+            plot_score_maps(image, scores, info.classes, top, stage / f"{name}_heatmap.png")
+            plot_label_map(image, scores.argmax(0), info.classes, stage / f"{name}_labels.png")
+            result.maps.append((path, tuple(scores.shape)))
+            result.names.append(name)
+        if paths:
+            if not result.maps:
+                first = result.rejected[0]
+                raise SourceError(f"none of the {len(paths)} input image(s) can be used (first: {first[0]}: "
+                                  f"{first[1]}); give readable images of at least {size[0]}x{size[1]} pixels")
+            write_rejected(stage, result.rejected)
     return result
+
+
+def _usable(paths: list[str], in_chans: int, size: tuple[int, int],
+            rejected: list[tuple[str, str]]) -> Iterator[tuple[str, np.ndarray]]:
+    """Each image of ``paths`` that can be used, at its own size and decoded as ``prepare`` decodes it, one
+    at a time (photos can be large); the others go to ``rejected`` with the reason."""
+    for path in paths:
+        try:
+            image = read_image_file(path, in_chans)[0].array
+        except BadImage as e:
+            rejected.append((path, str(e)))
+            continue
+        if image.shape[0] < size[0] or image.shape[1] < size[1]:
+            rejected.append((path, f"too small: {image.shape[0]}x{image.shape[1]}, smaller than the training size "
+                                   f"{size[0]}x{size[1]}"))
+            continue
+        yield path, image
+
+
+def unique_name(stem: str, taken: set[str]) -> str:
+    """``stem``, numbered when an earlier image took it (``a/x.png`` and ``b/x.png`` give ``x`` and ``x_2``)."""
+    name, n = stem, 1
+    while name in taken:
+        n += 1
+        name = f"{stem}_{n}"
+    taken.add(name)
+    return name

@@ -26,8 +26,10 @@ from cvkit.crossval.summary import Collected, choose_best, collect, write_tables
 from cvkit.data.selection import Selection
 from cvkit.errors import Interrupted, ManifestError, OptionError, OutputExists
 from cvkit.files.config import TrainConfig
-from cvkit.files.crossval import DEFAULT_LOO_LIMIT, CROSSVAL_FILES, BestConfig, CrossvalPlan, read_folds, write_folds
-from cvkit.files.outputs import check_out, holds_only, replacing
+from cvkit.files.crossval import DEFAULT_LOO_LIMIT, BestConfig, CrossvalPlan, read_folds, write_folds
+from cvkit.files.lock import releasing
+from cvkit.files.outputs import check_out, replacing
+from cvkit.files.owned import own_crossval
 from cvkit.progress import info, progress_bar
 
 
@@ -58,6 +60,7 @@ def _plain(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
+@releasing  # the --out lock check_out takes is given up on return
 def crossval(base: TrainConfig, out: str | os.PathLike, *, folds: int | None = None, holdout: float | None = None,
              loo: bool = False, loo_limit: int = DEFAULT_LOO_LIMIT, grid: dict[str, list[Any]] | None = None,
              refit: bool = True, fold: int | None = None, force: bool = False) -> CrossvalResult:
@@ -108,13 +111,14 @@ def crossval(base: TrainConfig, out: str | os.PathLike, *, folds: int | None = N
     return result
 
 
+@releasing  # the --out lock check_out takes is given up on return
 def summarize(out: str | os.PathLike, refit: bool | None = None, device: str = "auto") -> CrossvalResult:
     """Merge the fold runs under ``out`` (e.g. trained by separate ``--fold`` runs) into ``results.csv``,
     ``summary.csv`` and ``crossval.png``; when every fold is finished, choose the best configuration and,
     with ``refit`` (default: the setting the crossval was started with), refit it into ``out/final``."""
     out = Path(out)
     plan = CrossvalPlan.read(out)
-    check_out(out, reads=[plan.data], own=holds_only(CROSSVAL_FILES), force=True)
+    check_out(out, reads=[plan.data], own=own_crossval, force=True)
     frame = train_val(plan.data)
     if rows_key(frame) != plan.rows_key:
         raise ManifestError(f"{plan.data} changed since {out} was started (its train+val images or folds differ); "
@@ -128,7 +132,7 @@ def summarize(out: str | os.PathLike, refit: bool | None = None, device: str = "
 @contextlib.contextmanager
 def _workspace(out: Path, plan: CrossvalPlan, force: bool) -> Iterator[tuple[Path, bool]]:
     """Where to write, and whether an earlier run of the same plan is continued there."""
-    own = holds_only(CROSSVAL_FILES)
+    own = own_crossval
     if not force and CrossvalPlan.exists(out):
         check_out(out, reads=[plan.data], own=own, force=True)
         differ = CrossvalPlan.read(out).differences(plan)

@@ -88,7 +88,8 @@ def load_split(dataset: str | os.PathLike, split: str, size: tuple[int, int] | N
     info = DatasetInfo.read(dataset)
     if size is None:
         if not info.size:
-            raise OptionError(f"{dataset} was prepared without --size; pass --size N (or rerun prepare with --size)")
+            raise OptionError(f"{dataset} was prepared without --size; rerun 'cvkit prepare' with --size N (or give "
+                              f"'cvkit normalize' --size N)")
         size = (int(info.size[0]), int(info.size[1]))
     channels, resize = info.channels, info.resize
     part = frame[frame["split"] == split]

@@ -93,7 +93,8 @@ def decode_all(tasks: list[Task], channels: int | None = None, resize: Resize | 
 
     Returns one :class:`Result` per task, in task order. Never raises for a bad image.
     """
-    workers = default_workers() if workers is None else max(1, workers)
+    check_workers(workers)  # every command that decodes images comes here: none takes --workers 0
+    workers = default_workers() if workers is None else workers
     if out_path is not None:
         np.load(out_path, mmap_mode="r")  # fail here, not in a worker, when the file is wrong
     chunks = [tasks[i:i + CHUNK] for i in range(0, len(tasks), CHUNK)]

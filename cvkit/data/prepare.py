@@ -18,9 +18,9 @@ from cvkit.data.cache import copy_rows, rows_key, write_cache
 from cvkit.data.decode import Task, check_workers, decode_all
 from cvkit.data.sources import Item, open_source
 from cvkit.data.splits import assign_folds, carve, check_fractions
+from cvkit.checks import check_seed
 from cvkit.errors import OptionError, TooManyRejected, UnsafeOutput
 from cvkit.files.dataset import (
-    DATASET_FILES,
     MANIFEST_COLUMNS,
     SPLITS,
     DatasetInfo,
@@ -29,7 +29,9 @@ from cvkit.files.dataset import (
     write_rejected,
 )
 from cvkit.files.images import Resize
-from cvkit.files.outputs import check_out, holds_only, replacing
+from cvkit.files.lock import releasing
+from cvkit.files.outputs import check_out, replacing
+from cvkit.files.owned import own_dataset
 
 SPLIT_PRIORITY = {"test": 0, "val": 1, "train": 2}  # a duplicate is kept in the first of these
 
@@ -47,6 +49,7 @@ class PrepareResult:
     reasons: Counter = field(default_factory=Counter)
 
 
+@releasing  # the --out lock check_out takes is given up on return
 def prepare(source: str, out: str | os.PathLike, *, size: tuple[int, int] | None = None, val: float = 0.1,
             test: float = 0.1, folds: int = 0, channels: int | None = None, workers: int | None = None,
             seed: int = 0, classes: list[str] | None = None, root: str | None = None,
@@ -66,10 +69,12 @@ def prepare(source: str, out: str | os.PathLike, *, size: tuple[int, int] | None
         raise OptionError(f"--max-pixels {max_pixels} must be from 1 to Pillow's decompression-bomb limit "
                           f"{Image.MAX_IMAGE_PIXELS}; cvkit only lowers that limit")
     check_workers(workers)
+    check_seed(seed)
     if folds == 1 or folds < 0:
         raise OptionError(f"--folds {folds} must be at least 2 (or 0 for no folds)")
     sources = [] if source.startswith("torchvision:") else [source]
-    out = check_out(out, sources=sources, reads=[root] if root else [], own=holds_only(DATASET_FILES), force=force)
+    out = check_out(out, sources=sources, reads=[root] if root else [], own=own_dataset, force=force,
+                    dataset=True)
     src = open_source(source, root=root, classes=classes)
     inside = next((it.path for it in src.items if it.array is None and _within(it.path, out)), None)
     if inside is not None:

@@ -13,7 +13,9 @@ from cvkit.data.decode import check_workers
 from cvkit.evaluate.run import check_batch_size
 from cvkit.files.atomic import write_csv
 from cvkit.files.dataset import write_rejected
-from cvkit.files.outputs import check_out, holds_only, replacing
+from cvkit.files.lock import releasing
+from cvkit.files.outputs import check_out, replacing
+from cvkit.files.owned import own_predict
 
 
 @dataclass
@@ -29,9 +31,9 @@ class PredictResult:
         return [[(self.classes[j], float(self.probs[i, j])) for j in row] for i, row in enumerate(order)]
 
 
-PREDICT_FILES = ("predictions.csv", "rejected.csv")
 
 
+@releasing  # the --out lock check_out takes is given up on return
 def predict(run: str | os.PathLike, inputs: list[str], out: str | os.PathLike | None = None, tta: bool = False,
             device: str = "auto", batch_size: int = 256, workers: int | None = None) -> PredictResult:
     """Predict every readable image of ``inputs``; unreadable ones are reported and skipped."""
@@ -44,7 +46,7 @@ def predict(run: str | os.PathLike, inputs: list[str], out: str | os.PathLike | 
     check_workers(workers)
     loaded = load_run(run, resolve_device(device))
     paths = collect_inputs(inputs)
-    out = check_out(out or loaded.run / "predict", reads=[loaded.run, *inputs], own=holds_only(PREDICT_FILES), force=True)
+    out = check_out(out or loaded.run / "predict", reads=[loaded.run, *inputs], own=own_predict, force=True)
     found = read_images(paths, loaded.input_size, loaded.in_chans, loaded.info.resize, workers)
     if not found.paths:
         first = found.rejected[0]

@@ -14,8 +14,6 @@ from cvkit.files.atomic import write_csv
 from cvkit.files.jsonio import write_json
 from cvkit.files.outputs import replacing
 
-EVALUATE_FILES = ("metrics.json", "predictions.csv", "confusion_matrix.csv", "confusion_matrix.png",
-                  "top_losses.csv", "top_losses.png", "shard-*-of-*", "shard.json", "probabilities.npy")
 
 
 def write_report(out: Path, probs: np.ndarray, split_data, extra: dict[str, Any], top_n: int,

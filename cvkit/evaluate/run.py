@@ -11,9 +11,11 @@ import numpy as np
 
 from cvkit.errors import ManifestError, OptionError
 from cvkit.evaluate.metrics import classification_metrics
-from cvkit.evaluate.report import EVALUATE_FILES, write_report
+from cvkit.evaluate.report import write_report
 from cvkit.files.dataset import SPLITS, is_dataset
-from cvkit.files.outputs import check_out, holds_only
+from cvkit.files.lock import releasing
+from cvkit.files.outputs import check_out
+from cvkit.files.owned import own_evaluate
 
 @dataclass
 class EvalResult:
@@ -22,6 +24,7 @@ class EvalResult:
     members: list[dict[str, Any]]
 
 
+@releasing  # the --out lock check_out takes is given up on return
 def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = None, split: str = "test",
              out: str | os.PathLike | None = None, tta: bool = False, top_n: int = 16, device: str = "auto",
              batch_size: int = 512, shard: tuple[int, int] | None = None) -> EvalResult:
@@ -55,7 +58,7 @@ def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = Non
         from cvkit.evaluate.shards import shard_folder
 
         out = shard_folder(Path(out or default), shard)
-    out = check_out(out or default, reads=[*(m.run for m in loaded), data], own=holds_only(EVALUATE_FILES), force=True)
+    out = check_out(out or default, reads=[*(m.run for m in loaded), data], own=own_evaluate, force=True)
     members, all_probs, split_data = [], [], None
     for member in loaded:
         split_data = load_split(data, split, member.input_size)

@@ -17,12 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cvkit.data.decode import check_workers
 from cvkit.errors import OptionError, SourceError
 from cvkit.explain.boxes import box_from_map, box_to_original, check_threshold, localization_metrics, peak
 from cvkit.explain.methods import METHODS, class_maps, check_method
 from cvkit.files.cams import CAM_FILES, read_true_boxes, write_cams_csv, write_faithfulness, write_localization
 from cvkit.files.dataset import write_rejected
 from cvkit.files.images import image_size
+from cvkit.files.lock import releasing
 from cvkit.files.outputs import check_out, holds_only, replacing
 from cvkit.plots.explain import write_cam_overlay
 from cvkit.progress import progress_bar
@@ -72,6 +74,7 @@ def check_options(subject: LoadedRun, options: CamOptions) -> list[int] | None:
         raise OptionError(f"--topk {options.topk} must lie between 1 and the number of classes ({len(subject.classes)})")
     if options.batch_size < 1:
         raise OptionError(f"--batch-size {options.batch_size} must be at least 1")
+    check_workers(options.workers)
     if options.class_name is None:
         return None
     if options.topk > 1:
@@ -97,6 +100,7 @@ def unique_stems(paths: list[str]) -> list[str]:
     return stems
 
 
+@releasing  # the --out lock check_out takes is given up on return
 def cam(subject: LoadedRun, inputs: list[str], out: str | os.PathLike | None, options: CamOptions,
         force: bool = False, shard: tuple[int, int] | None = None) -> CamSummary:
     """Maps for every readable image of ``inputs``, written to ``out`` (default ``RUN/cam``).
@@ -120,7 +124,7 @@ def cam(subject: LoadedRun, inputs: list[str], out: str | os.PathLike | None, op
     target = Path(out or default_out)
     if shard is not None:
         target = target / f"shard-{shard[0]}-of-{shard[1]}"
-    out = check_out(target, reads=reads, own=holds_only(OWN), force=force or out is None)
+    out = check_out(target, reads=reads, own=holds_only(OWN, {"shard-*-of-*": holds_only(OWN)}), force=force or out is None)
     rows: list[dict] = []
     found_paths: list[str] = []
     rejected: list[tuple[str, str]] = []

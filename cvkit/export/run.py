@@ -23,8 +23,10 @@ from cvkit import __version__
 from cvkit.errors import ManifestError, OptionError
 from cvkit.export.deploy import Deployed
 from cvkit.export.fuse import count_batchnorms, fuse_batchnorm, max_abs_diff
-from cvkit.files.export import EXPORT_FILES, ExportInfo
-from cvkit.files.outputs import check_out, holds_only, replacing
+from cvkit.files.export import ExportInfo
+from cvkit.files.lock import releasing
+from cvkit.files.outputs import check_out, replacing
+from cvkit.files.owned import own_export
 from cvkit.files.run import save_weights
 from cvkit.progress import info
 from cvkit.runtime import load_run
@@ -43,6 +45,7 @@ class ExportResult:
     info: ExportInfo
 
 
+@releasing  # the --out lock check_out takes is given up on return
 def export_run(run: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None, fuse_bn: bool = False,
                half: bool = False, opset: int = 18, force: bool = False) -> ExportResult:
     """Export ``run`` as ``fmt`` into ``out`` (default ``RUN/export_FORMAT``); see ``cvkit export --help``."""
@@ -56,10 +59,13 @@ def export_run(run: str | os.PathLike, fmt: str, out: str | os.PathLike | None =
     cpu = torch.device("cpu")
     loaded = load_run(run, cpu, precision="fp32")  # refuses a run whose files are broken or unsafe
     run = loaded.run
-    out = check_out(out or run / f"export_{fmt}", reads=[run], own=holds_only(EXPORT_FILES), force=force)
+    out = check_out(out or run / f"export_{fmt}", reads=[run], own=own_export, force=force)
     images, source = _check_images(loaded)
     reference = _probs(Deployed(loaded.model, loaded.info.mean, loaded.info.std, loaded.info.loss, _mean_image(loaded)),
                        images)
+    if not torch.isfinite(reference).all():  # nothing to compare an export with: NaN == NaN is never checked
+        raise ManifestError(f"the model of {run} gives outputs that are not finite (NaN or infinite) on "
+                            f"{len(images)} {source}; retrain it: nothing was exported")
 
     model, fused, left = loaded.model, 0, count_batchnorms(loaded.model)
     fuse_diff = None
@@ -78,7 +84,7 @@ def export_run(run: str | os.PathLike, fmt: str, out: str | os.PathLike | None =
         checked, probs = _read_back(fmt, path, images, loaded)
         diff = max_abs_diff(probs, reference) if probs is not None else None
         agree = float((probs.argmax(1) == reference.argmax(1)).float().mean()) if probs is not None else None
-        if diff is not None and (diff > TOLERANCE[half] or agree < 0.99):
+        if diff is not None and not (diff <= TOLERANCE[half] and agree >= 0.99):  # a NaN difference fails too
             raise ManifestError(f"the {fmt} export of {run} does not predict as the run does (largest probability "
                                 f"difference {diff:.2e}, top-1 agreement {agree:.1%}, on {len(images)} {source}); "
                                 f"nothing was written: report it, and try without --fuse-bn / --half")

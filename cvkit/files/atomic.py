@@ -16,6 +16,19 @@ from cvkit.errors import DiskFull, ManifestError
 NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
+def umask() -> int:
+    """The process's umask (read by setting it, then putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def public_mode(path: str | os.PathLike, folder: bool = False) -> None:
+    """Give a file or folder made by ``tempfile`` (0600 / 0700, private) the mode the user's umask asks
+    for, as ``open`` and ``mkdir`` would: a run on a shared file system is readable by the group."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~umask())
+
+
 def disk_full(path: str | os.PathLike, error: BaseException) -> DiskFull:
     return DiskFull(f"the disk is full (or a file-size limit was reached) while writing {path} ({error}); "
                     f"free some space and rerun")
@@ -30,6 +43,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        public_mode(tmp)
         os.replace(tmp, path)
     except OSError as e:
         if e.errno in NO_ROOM:
@@ -80,7 +94,9 @@ def write_npy(path: str | os.PathLike, array: "np.ndarray") -> None:  # noqa: F8
 def stage_dir(out: Path) -> Path:
     """A fresh hidden folder beside ``out`` to build its successor in."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".new", dir=out.parent))
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".new", dir=out.parent))
+    public_mode(stage, folder=True)
+    return stage
 
 
 def swap_dir(stage: Path, out: Path, commit: Callable[[], None] | None = None) -> None:

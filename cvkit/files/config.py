@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from cvkit.checks import check_seed, finite_fields
 from cvkit.errors import ManifestError, OptionError
 from cvkit.files.jsonio import from_json, read_json, write_json
 
@@ -110,6 +111,8 @@ class TrainConfig:
 
     def check(self) -> None:
         """Refuse option values that cannot work, naming the option and the fix."""
+        finite_fields(self)  # NaN would pass every range check below
+        check_seed(self.seed)
         choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES, "precision": PRECISIONS,
                    "memory_format": MEMORY_FORMATS, "monitor": MONITORS, "head": HEADS, "init": INITS}
         for name, allowed in choices.items():

@@ -6,6 +6,7 @@ Each has a typed reader and writer here and nowhere else (README.md, "File contr
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -168,6 +169,10 @@ class DatasetInfo:
         info = from_json(cls, read_json(path, PREPARE_AGAIN), path, PREPARE_AGAIN)
         if info.channels not in (1, 3):
             raise ManifestError(f"{path}: 'channels' must be 1 or 3; {PREPARE_AGAIN}")
+        if info.size is not None and (len(info.size) != 2 or min(info.size) < 1):
+            raise ManifestError(f"{path}: 'size' must be [height, width], each 1 or more, or null; {PREPARE_AGAIN}")
+        if info.resize not in ("crop", "squash"):
+            raise ManifestError(f"{path}: 'resize' {info.resize!r} must be crop or squash; {PREPARE_AGAIN}")
         return info
 
     def write(self, dataset: str | os.PathLike) -> None:
@@ -201,6 +206,13 @@ class Stats:
         stats = from_json(cls, read_json(path, fix), path, fix)
         if len(stats.mean) != len(stats.std) or not stats.mean or min(stats.std) <= 0:
             raise ManifestError(f"{path}: 'mean' and 'std' need one value per channel and std above 0; {fix}")
+        if not all(math.isfinite(v) for v in (*stats.mean, *stats.std)):
+            raise ManifestError(f"{path}: 'mean' or 'std' holds NaN or infinity; {fix}")
+        if stats.mode not in ("channel", "pixel") or stats.mean_image not in (None, "mean_image.npy"):
+            raise ManifestError(f"{path}: 'mode' must be channel or pixel and 'mean_image' \"mean_image.npy\" or "
+                                f"null; {fix}")
+        if stats.size is not None and (len(stats.size) != 2 or min(stats.size) < 1):
+            raise ManifestError(f"{path}: 'size' must be [height, width], each 1 or more, or null; {fix}")
         return stats
 
     @staticmethod

@@ -64,13 +64,27 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
-    """Scale 16/32-bit integer and float images to 8 bits by their range, not by clipping."""
-    arr = np.asarray(img)
-    if img.mode == "F":
-        hi = 1.0 if float(np.nanmax(arr, initial=0.0)) <= 1.0 else 255.0
-        out = np.clip(np.nan_to_num(arr) / hi * 255.0, 0, 255)
-    else:  # I;16, I;16B, I;16L, I: 16-bit samples (a value of 40000 becomes 156)
-        out = np.clip(arr.astype(np.float64) / 257.0, 0, 255)
+    """Scale 16/32-bit integer and float images to 8 bits by their range, not by clipping.
+
+    Integer samples from 0 to 65535 are 16-bit ones (a value of 40000 becomes 156), whatever the mode
+    stores them in (``I;16``, or ``I``, as Pillow opens 16-bit PNGs and 32-bit TIFFs); float samples
+    from 0 to 1 or from 0 to 255 keep that scale. Samples outside those ranges (a 32-bit TIFF holding
+    values up to 2**31, negative values, floats above 255) fit no fixed scale: they are stretched from
+    the image's own minimum (0) to its maximum (255), where clipping would make the image solid white.
+    NaN becomes 0, +inf 255.
+    """
+    arr = np.asarray(img).astype(np.float64)
+    values = arr[np.isfinite(arr)]
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if img.mode == "F" and lo >= 0 and hi <= 255:
+        base, top = 0.0, 1.0 if hi <= 1.0 else 255.0
+    elif img.mode != "F" and lo >= 0 and hi <= 65535:
+        base, top = 0.0, 65535.0
+    else:
+        base, top = lo, (hi if hi > lo else lo + 1.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = (arr - base) * (255.0 / (top - base))
+    out = np.clip(np.nan_to_num(out, nan=0.0, posinf=255.0, neginf=0.0), 0, 255)
     return Image.fromarray(np.rint(out).astype(np.uint8), "L")
 
 

@@ -56,18 +56,37 @@ def read_json(path: str | os.PathLike, fix: str) -> dict[str, Any]:
 _TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "list": list, "dict": dict}
 
 
-def _type_ok(value: Any, annotation: str) -> bool:
-    """A light check of JSON values against a dataclass field's annotation string."""
-    options = [a.strip() for a in annotation.split("|")]
-    for option in options:
-        base = option.split("[")[0]
+def _split(text: str, sep: str) -> list[str]:
+    """``text`` cut at each ``sep`` outside brackets: ``"dict[str, int] | None"`` at "|" -> two parts."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch == "[") - (ch == "]")
+        if ch == sep and depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    return [*parts, text[start:].strip()]
+
+
+def type_ok(value: Any, annotation: str) -> bool:
+    """A check of a JSON value against a dataclass field's annotation string, down to the items of
+    lists and the values of objects (``list[float]`` holding a string is refused, not just a non-list)."""
+    for option in _split(annotation, "|"):
+        base, _, inner = option.partition("[")
+        args = _split(inner[:-1], ",") if inner else []
         if option == "None" and value is None:
             return True
         if base == "Any":
             return True
         expected = _TYPES.get(base)
-        if expected is not None and isinstance(value, expected) and not (base in ("int", "float") and isinstance(value, bool)):
-            return True
+        if expected is None or not isinstance(value, expected):
+            continue
+        if base in ("int", "float") and isinstance(value, bool):  # JSON true is no number
+            continue
+        if base == "list" and args and not all(type_ok(v, args[0]) for v in value):
+            continue
+        if base == "dict" and len(args) == 2 and not all(type_ok(v, args[1]) for v in value.values()):
+            continue
+        return True
     return False
 
 
@@ -84,7 +103,7 @@ def from_json(cls: type, data: dict[str, Any], path: Path, fix: str, allow_unkno
             if f.default is MISSING and f.default_factory is MISSING:  # type: ignore[misc]
                 raise ManifestError(f"{path} lacks '{name}'; {fix}")
             continue
-        if not _type_ok(data[name], str(f.type)):
+        if not type_ok(data[name], str(f.type)):
             raise ManifestError(f"{path}: '{name}' is {json.dumps(data[name])[:60]}, which is not {f.type}; {fix}")
         kwargs[name] = data[name]
     return cls(**kwargs)

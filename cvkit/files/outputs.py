@@ -13,12 +13,20 @@ import contextlib
 import os
 import shutil
 from fnmatch import fnmatch
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from cvkit.errors import OutputExists, UnsafeOutput
 from cvkit.files.atomic import stage_dir, swap_dir
 from cvkit.files.dataset import is_dataset
+from cvkit.files.lock import acquire
+
+# An ``own`` test: the first entry of a folder, at any depth, that is not this command's output (None: all
+# of it is). What ``--force`` may replace, and what a refusal names.
+Own = Callable[[Path], "Path | None"]
+# Hidden names cvkit's own writes leave: an atomic write's temporary file, a folder swap's staging and
+# old copy, and the lock file beside a folder being written (all of them after a kill -9).
+HIDDEN_LEFTOVERS = (".*.tmp", ".*.new", ".*.old-*", ".*.lock")
 
 
 def _real(path: str | os.PathLike) -> Path:
@@ -37,13 +45,16 @@ def _dataset_above(path: Path) -> Path | None:
 
 
 def check_out(out: str | os.PathLike, *, reads: Sequence[str | os.PathLike] = (),
-              sources: Sequence[str | os.PathLike] = (), own: Callable[[Path], bool] | None = None,
-              force: bool = False, what: str = "--out") -> Path:
+              sources: Sequence[str | os.PathLike] = (), own: Own | None = None,
+              force: bool = False, what: str = "--out", lock: bool = True, dataset: bool = False) -> Path:
     """Check ``out`` against the rules above; returns it as a Path.
 
     ``reads``: every dataset or run the command reads; ``sources``: folders or files imported (their
-    inside is off limits too). ``own(folder)`` says whether an existing folder holds this command's
-    kind of output (what ``--force`` may replace); None: any folder may be replaced.
+    inside is off limits too). ``own(folder)`` names the first entry of an existing folder, at any
+    depth, that is not this command's kind of output (``--force`` replaces only a folder where it
+    finds none); None: any folder may be replaced. ``lock``: hold ``out``'s lock (``files/lock.py``)
+    from here on, so that a second command writing the same folder is refused while this one runs.
+    ``dataset``: the command writes a whole dataset (``prepare``), so ``out`` may be one.
     """
     out = Path(out)
     real = _real(out)
@@ -58,28 +69,41 @@ def check_out(out: str | os.PathLike, *, reads: Sequence[str | os.PathLike] = ()
         if src_real.is_dir() and _inside(real, src_real):
             raise UnsafeOutput(f"{what} {out} lies inside the source {src}; the next import would read it as "
                                f"input: choose a {what} outside {src}")
-    dataset = _dataset_above(real)
-    if dataset is not None and not (dataset == real and own is not None and own(real)):
-        raise UnsafeOutput(f"{what} {out} lies inside the dataset {dataset}; only 'cvkit prepare' writes there: "
+    above = _dataset_above(real)
+    if above is not None and not (above == real and dataset):
+        raise UnsafeOutput(f"{what} {out} lies inside the dataset {above}; only 'cvkit prepare' writes there: "
                            f"choose a {what} outside it")
+    if lock:
+        acquire(out, what)  # before looking at what is there: another writer may be changing it
     if out.exists() or out.is_symlink():
         if not out.is_dir():
             raise UnsafeOutput(f"{what} {out} is a file, not a folder; remove it or choose another {what}")
         if any(out.iterdir()):
             if not force:
                 raise OutputExists(f"{what} {out} already exists and is not empty; pass --force to replace it")
-            if own is not None and not own(out):
-                raise UnsafeOutput(f"{what} {out} holds files cvkit did not write there, and --force replaces only "
-                                   f"cvkit's own output; empty it yourself or choose another {what}")
+            foreign = own(out) if own is not None else None
+            if foreign is not None:
+                raise UnsafeOutput(f"{what} {out} holds files cvkit did not write there ({foreign}), and --force "
+                                   f"replaces only cvkit's own output; move them away or choose another {what}")
     return out
 
 
-def holds_only(names: Sequence[str]) -> Callable[[Path], bool]:
+def holds_only(names: Sequence[str], folders: Mapping[str, Own] | None = None) -> Own:
     """An ``own`` test for :func:`check_out`: the folder holds nothing but entries named like ``names``
-    (the files a command writes; shell patterns allowed), so ``--force`` never deletes a file cvkit
-    did not write there. Hidden leftovers of an interrupted atomic write count as cvkit's."""
-    def own(folder: Path) -> bool:
-        return all(any(fnmatch(entry.name, n) for n in (*names, ".*.tmp", ".*.new")) for entry in folder.iterdir())
+    (what a command writes; shell patterns allowed) and folders named like a key of ``folders`` whose
+    own test finds nothing foreign in them, so ``--force`` never deletes a file cvkit did not write,
+    at any depth (``RUN/eval_val/notes.txt`` blocks ``train --force``). Hidden leftovers of an
+    interrupted write count as cvkit's."""
+    def own(folder: Path) -> Path | None:
+        for entry in sorted(folder.iterdir()):
+            inner = next((test for pattern, test in (folders or {}).items() if fnmatch(entry.name, pattern)), None)
+            if inner is not None and entry.is_dir() and not entry.is_symlink():
+                foreign = inner(entry)
+                if foreign is not None:
+                    return foreign
+            elif not any(fnmatch(entry.name, n) for n in (*names, *HIDDEN_LEFTOVERS)):
+                return entry
+        return None
     return own
 
 

@@ -6,6 +6,8 @@ checkpoint loads with ``weights_only=True``: reading a run never executes code.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import pickle
 import re
@@ -15,7 +17,7 @@ from typing import Any
 
 from cvkit.errors import ManifestError, UnsafeCheckpoint
 from cvkit.files.atomic import NO_ROOM, atomic_path, disk_full, read_csv_checked, write_csv
-from cvkit.files.jsonio import from_json, read_json, write_json
+from cvkit.files.jsonio import from_json, read_json, type_ok, write_json
 
 RETRAIN = "retrain with 'cvkit train'"
 METRICS_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
@@ -28,6 +30,10 @@ RUN_FILES = ("model.safetensors", "model.json", "last.ckpt", "metrics.csv", "con
 
 
 # ----------------------------------------------------------------------------- model.json
+
+# model.json's "arch_options": the keyword arguments of cvkit.models.create_model that shape the net.
+ARCH_OPTION_TYPES = {"head": "str", "activation": "str | None", "dropout": "float | None", "batchnorm": "bool | None",
+                     "hidden": "list[int] | None"}
 
 
 @dataclass
@@ -60,6 +66,7 @@ class ModelInfo:
             what = "is a file" if run.is_file() else "has no model.json"
             raise ManifestError(f"{run} {what}: it is not a run directory; create one with 'cvkit train'")
         info = from_json(cls, read_json(path, RETRAIN), path, RETRAIN)
+        info._check_values(path)
         if info.num_classes != len(info.classes):
             raise ManifestError(f"{path}: 'num_classes' is {info.num_classes} but 'classes' names "
                                 f"{len(info.classes)}; restore model.json or {RETRAIN}")
@@ -67,9 +74,40 @@ class ModelInfo:
         if info.num_outputs != expected:
             raise ManifestError(f"{path}: 'num_outputs' {info.num_outputs} does not fit {info.num_classes} classes "
                                 f"with loss {info.loss} (expected {expected}); restore model.json or {RETRAIN}")
-        if len(info.input_size) != 2 or min(info.input_size) < 1 or len(info.mean) != info.in_chans:
-            raise ManifestError(f"{path}: 'input_size' or 'mean' does not fit 'in_chans'; restore model.json or {RETRAIN}")
+        if len(info.input_size) != 2 or min(info.input_size) < 1:
+            raise ManifestError(f"{path}: 'input_size' must be [height, width], each 1 or more; restore model.json "
+                                f"or {RETRAIN}")
         return info
+
+    def _check_values(self, path: Path) -> None:
+        """Values that pass the type check but would make every prediction wrong or crash the model's rebuild."""
+        from cvkit.files.config import LOSSES
+
+        fix = f"restore model.json or {RETRAIN}"
+        if self.num_classes < 1 or self.in_chans < 1:
+            raise ManifestError(f"{path}: 'num_classes' and 'in_chans' must be 1 or more; {fix}")
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            if len(values) != self.in_chans:
+                raise ManifestError(f"{path}: '{key}' has {len(values)} value(s) but 'in_chans' is {self.in_chans}: "
+                                    f"it needs one per input channel; {fix}")
+            if not all(math.isfinite(v) for v in values):
+                raise ManifestError(f"{path}: '{key}' {values} holds NaN or infinity; {fix}")
+        if min(self.std) <= 0:  # dividing by 0 makes every input NaN: one class for everything, no probabilities
+            raise ManifestError(f"{path}: 'std' {self.std} must be above 0 for every channel; {fix}")
+        if self.loss not in LOSSES:
+            raise ManifestError(f"{path}: 'loss' {self.loss!r} is not one of {', '.join(LOSSES)}; {fix}")
+        if self.resize not in ("crop", "squash"):
+            raise ManifestError(f"{path}: 'resize' {self.resize!r} must be crop or squash; {fix}")
+        if self.mean_image not in (None, "mean_image.npy"):
+            raise ManifestError(f"{path}: 'mean_image' must be \"mean_image.npy\" or null; {fix}")
+        for key, value in self.arch_options.items():
+            if key not in ARCH_OPTION_TYPES:
+                raise ManifestError(f"{path}: 'arch_options' has unknown key '{key}' (known: "
+                                    f"{', '.join(ARCH_OPTION_TYPES)}); {fix}")
+            if not type_ok(value, ARCH_OPTION_TYPES[key]):
+                raise ManifestError(f"{path}: 'arch_options' '{key}' is {json.dumps(value)[:60]}, which is not "
+                                    f"{ARCH_OPTION_TYPES[key]}; {fix}")
 
     def write(self, run: str | os.PathLike) -> None:
         write_json(Path(run) / "model.json", asdict(self))
@@ -117,10 +155,15 @@ def load_weights_file(path: str | os.PathLike) -> dict[str, "torch.Tensor"]:  # 
     from safetensors.torch import load_file
 
     try:
-        return load_file(str(path))
+        state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise ManifestError(f"{path} is not a readable safetensors file ({str(e)[:160]}); {RETRAIN} "
                             f"or restore the file") from None
+    bad = sum(int((~t.isfinite()).sum()) for t in state.values() if t.is_floating_point())
+    if bad:  # a diverged model predicts one class for everything, with NaN probabilities
+        raise ManifestError(f"{path} holds {bad:,} NaN or infinite weights: the model diverged and predicts "
+                            f"nothing; {RETRAIN} (a lower --lr) or restore the file")
+    return state
 
 
 def save_model_weights(run: str | os.PathLike, state: dict[str, "torch.Tensor"], epoch: int) -> None:  # noqa: F821

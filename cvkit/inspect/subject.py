@@ -24,6 +24,8 @@ from cvkit.models import check_input_size, create_model
 from cvkit.models.inspection import REFERENCE, SIZE_ERRORS, runs
 from cvkit.models.receptive import receptive_field
 
+SIZE_OPTION = "--input-size"  # where a size other than a run's own comes from: size errors speak to it
+
 
 def measurer(real: Callable[[], nn.Module], in_chans: int) -> Callable[[Call], Field | str]:
     """The receptive field of a call's output measured on the real net (``real()``, built on first use)."""
@@ -56,7 +58,7 @@ def inspect_model(model: nn.Module, in_chans: int, size: tuple[int, int], *, sub
 def _on_meta(arch: str, num_classes: int, in_chans: int, size: tuple[int, int]) -> nn.Module | None:
     try:
         with torch.device("meta"):
-            return create_model(arch, num_classes, in_chans, size)
+            return create_model(arch, num_classes, in_chans, size, size_option=SIZE_OPTION)
     except CvkitError:
         raise
     except Exception:  # a constructor that needs values (``.item()``): build it for real
@@ -70,7 +72,7 @@ def inspect_arch(arch: str, num_classes: int = 1000, in_chans: int = 3,
     An unknown name or an image size the net cannot take raises OptionError with the fix.
     """
     size = (int(input_size[0]), int(input_size[1]))
-    real = functools.cache(lambda: create_model(arch, num_classes, in_chans, size))
+    real = functools.cache(lambda: create_model(arch, num_classes, in_chans, size, size_option=SIZE_OPTION))
     measure = measurer(real, in_chans)
     model, calls = _on_meta(arch, num_classes, in_chans, size), None
     if model is not None:
@@ -78,18 +80,18 @@ def inspect_arch(arch: str, num_classes: int = 1000, in_chans: int = 3,
             calls = trace(model, in_chans, size, measure)
         except SIZE_ERRORS:
             if runs(model, in_chans, (REFERENCE, REFERENCE), on_meta=True):
-                check_input_size(arch, model, in_chans, size)  # the size is at fault: names one that works
+                check_input_size(arch, model, in_chans, size, SIZE_OPTION)  # the size is at fault: names one that works
             model = None  # an op without a meta kernel
     if model is None:
         model = real()
         try:
             calls = trace(model, in_chans, size, measure)
         except SIZE_ERRORS as e:
-            check_input_size(arch, model, in_chans, size)
+            check_input_size(arch, model, in_chans, size, SIZE_OPTION)
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise OptionError(f"--arch {arch} does not run on {size[0]}x{size[1]} images ({reason}); "
                               "try another --input-size") from None
-    check_input_size(arch, model, in_chans, size)
+    check_input_size(arch, model, in_chans, size, SIZE_OPTION)
     return inspect_model(model, in_chans, size, subject=arch, arch=arch, num_classes=num_classes, calls=calls)
 
 
@@ -101,6 +103,6 @@ def inspect_run(run: str | os.PathLike, device: torch.device,
     loaded = load_run(run, device, precision="fp32")
     size = loaded.input_size if input_size is None else (int(input_size[0]), int(input_size[1]))
     if size != loaded.input_size:
-        check_input_size(loaded.info.arch, loaded.model, loaded.in_chans, size)
+        check_input_size(loaded.info.arch, loaded.model, loaded.in_chans, size, SIZE_OPTION)
     return inspect_model(loaded.model, loaded.in_chans, size, subject=str(run), arch=loaded.info.arch,
                          num_classes=loaded.info.num_classes)

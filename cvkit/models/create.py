@@ -78,7 +78,7 @@ def arch_options(arch: str | None = None, *, head: str = "auto", activation: str
 def create_model(arch: str, num_outputs: int, in_chans: int, input_size: tuple[int, int], *, head: str = "auto",
                  activation: str | None = None, dropout: float | None = None, batchnorm: bool | None = None,
                  hidden: list[int] | None = None, init: str = "default", pretrained: bool = False,
-                 check_size: bool = True) -> nn.Module:
+                 check_size: bool = True, size_option: str | None = None) -> nn.Module:
     """Build ``arch`` for ``num_outputs`` logits from ``in_chans``-channel images of ``input_size`` (h, w).
 
     The model offers timm's interface: ``forward_features``, ``forward_head``, ``num_features``,
@@ -88,13 +88,16 @@ def create_model(arch: str, num_outputs: int, in_chans: int, input_size: tuple[i
     every conv and linear weight (biases zero). ``pretrained`` downloads the weights of timm or
     torchvision. ``check_size=False`` skips the check that cvkit's nets take images of ``input_size``
     (a run's model, checked when it was trained: the check's meta-device pass costs 2-3 s of imports).
+    ``size_option``: the option ``input_size`` came from (``--input-size``), which a size error then names;
+    None when it is a dataset's size.
     """
     options = arch_options(arch, head=head, activation=activation, dropout=dropout, batchnorm=batchnorm,
                            hidden=hidden, init=init, pretrained=pretrained)
     source = resolve_arch(arch)
     size = (int(input_size[0]), int(input_size[1]))
     if source == "cvkit":
-        model: nn.Module = _create_cvkit(arch, num_outputs, in_chans, size, Options(**options), check_size)
+        model: nn.Module = _create_cvkit(arch, num_outputs, in_chans, size, Options(**options), check_size,
+                                         size_option)
     else:
         try:
             if source == "timm":
@@ -120,7 +123,7 @@ def create_model(arch: str, num_outputs: int, in_chans: int, input_size: tuple[i
 
 
 def _create_cvkit(arch: str, num_outputs: int, in_chans: int, size: tuple[int, int], options: Options,
-                  check_size: bool = True) -> Net:
+                  check_size: bool = True, size_option: str | None = None) -> Net:
     build = CVKIT_MODELS[arch].build
 
     def builds(candidate: tuple[int, int]) -> bool:
@@ -134,7 +137,7 @@ def _create_cvkit(arch: str, num_outputs: int, in_chans: int, size: tuple[int, i
         return takes(net, in_chans)(candidate)
 
     if check_size and not builds(size):
-        raise too_small(arch, size, smallest_size(builds, size))
+        raise too_small(arch, size, smallest_size(builds, size), size_option)
     return build(num_outputs, in_chans, size, options)
 
 
@@ -149,6 +152,15 @@ def _create_timm(arch: str, num_outputs: int, in_chans: int, options: dict[str, 
         kwargs["drop_rate"] = options["dropout"]
     if options["activation"] is not None:
         kwargs["act_layer"] = get_act_layer(options["activation"])
+    if pretrained:
+        from cvkit.models.weights import cached_timm_weights, hub_unreachable
+
+        overlay = cached_timm_weights(arch)
+        if overlay is not None:
+            kwargs["pretrained_cfg_overlay"] = overlay  # the cached file, read with no network request
+        elif (why := hub_unreachable()) is not None:
+            raise OptionError(f"could not fetch pretrained weights for '{arch}' (offline?): {why}; download them "
+                              f"elsewhere and pass --weights FILE")
     model = timm.create_model(arch, pretrained=pretrained, num_classes=num_outputs, in_chans=in_chans, **kwargs)
     # timm's head is already GAP (+ dropout) + linear when it takes the features' width directly.
     if options["head"] == "gap" and getattr(model, "head_hidden_size", model.num_features) != model.num_features:

@@ -150,8 +150,16 @@ def smallest_size(works: Callable[[tuple[int, int]], bool], input_size: tuple[in
     return None
 
 
-def too_small(arch: str, input_size: tuple[int, int], smallest: int | None) -> OptionError:
+def too_small(arch: str, input_size: tuple[int, int], smallest: int | None, option: str | None = None) -> OptionError:
+    """The error for images too small for ``arch``. ``option``: the option the size came from (such as
+    ``--input-size``), which the message then speaks to; None when it is the dataset's size."""
     h, w = input_size
+    if option is not None:
+        if smallest is None:
+            return OptionError(f"{option} {h}x{w}: {arch} does not run on that size, nor on any size up to "
+                               f"{MAX_SIZE}x{MAX_SIZE}; pick another architecture (see 'cvkit models')")
+        return OptionError(f"{option} {h}x{w} is too small for {arch}: it needs at least {smallest}x{smallest} px; "
+                           f"give {option} {smallest} or more")
     if smallest is None:
         return OptionError(f"--arch {arch} does not run on {h}x{w} images, nor on any size up to "
                            f"{MAX_SIZE}x{MAX_SIZE}; pick another --arch (see 'cvkit models')")
@@ -159,18 +167,24 @@ def too_small(arch: str, input_size: tuple[int, int], smallest: int | None) -> O
                        f"rerun 'cvkit prepare ... --size {smallest}' (or larger)")
 
 
-def check_input_size(arch: str, model: nn.Module, in_chans: int, input_size: tuple[int, int]) -> None:
+def check_input_size(arch: str, model: nn.Module, in_chans: int, input_size: tuple[int, int],
+                     option: str | None = None) -> None:
     """Refuse images too small for ``model`` (VGG at 28 px: five 2x2 pools leave nothing), naming the
-    smallest size that works and the fix. Nets that flatten their image take only the size they were built for."""
+    smallest size that works and the fix. Nets that flatten their image take only the size they were built for.
+    ``option``: the option the size came from (the error then speaks to it), None for the dataset's size."""
     h, w = input_size
     fixed = getattr(model, "fixed_input_size", None)
     if fixed is not None and tuple(fixed) != (h, w):
+        if option is not None:
+            raise OptionError(f"{option} {h}x{w}: this {arch} was built for {fixed[0]}x{fixed[1]} images only (it "
+                              f"flattens them into a fully connected layer); give {option} {fixed[0]}x{fixed[1]} "
+                              "or leave it out")
         raise OptionError(f"--arch {arch} was built for {fixed[0]}x{fixed[1]} images (it flattens them into a fully "
                           f"connected layer), these are {h}x{w}; resize them to {fixed[0]}x{fixed[1]}, "
                           "or train with --head gap")
     works = takes(model, in_chans)
     if not works((h, w)):
-        raise too_small(arch, (h, w), smallest_size(works, (h, w)))
+        raise too_small(arch, (h, w), smallest_size(works, (h, w)), option)
 
 
 def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:

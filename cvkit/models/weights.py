@@ -52,7 +52,48 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not tensors:
         raise OptionError(f"--weights {path} holds no state dict (names mapped to tensors, at the top or under "
                           f"{', '.join(repr(k) for k in NESTED_KEYS)}); save model.state_dict() instead")
+    bad = sum(int((~t.isfinite()).sum()) for t in tensors.values() if t.is_floating_point())
+    if bad:  # training from them ends in a NaN loss whose message would point at --lr
+        raise OptionError(f"--weights {path} holds {bad:,} NaN or infinite values; pass the weights of a model that "
+                          f"did not diverge")
     return tensors
+
+
+def cached_timm_weights(arch: str) -> dict[str, str] | None:
+    """timm's pretrained weights for ``arch`` when a file of them is in the local cache, as
+    ``timm.create_model``'s ``pretrained_cfg_overlay`` (read with no network), else None."""
+    import timm
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = timm.models.get_pretrained_cfg(arch)
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        for name in filter(None, (cfg.hf_hub_filename, "model.safetensors", "pytorch_model.bin")):
+            found = try_to_load_from_cache(cfg.hf_hub_id, name)
+            if isinstance(found, str):
+                return {"file": found}
+    if cfg.url:
+        local = Path(torch.hub.get_dir()) / "checkpoints" / Path(cfg.url).name
+        if local.is_file():
+            return {"file": str(local)}
+    return None
+
+
+def hub_unreachable(seconds: float = 3.0) -> str | None:
+    """Why the Hugging Face hub cannot be reached from here (None: it can). Without this check an
+    offline download retries for about a minute before it fails."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=seconds).close()
+    except OSError as e:
+        return f"{host} cannot be reached ({e.strerror or e})"
+    return None
 
 
 def _first_line(error: BaseException) -> str:

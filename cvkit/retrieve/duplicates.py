@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cvkit.errors import OptionError
+from cvkit.files.lock import releasing
 from cvkit.files.outputs import check_out, holds_only
 from cvkit.files.retrieve import DUPLICATES_CSV, write_duplicates
 from cvkit.retrieve.index import load_index
@@ -34,6 +35,7 @@ def check_threshold(threshold: float) -> None:
                           f"embeddings (0.95-0.99 finds near duplicates)")
 
 
+@releasing  # the --out lock check_out takes is given up on return
 def duplicates(index: str | os.PathLike, threshold: float = 0.98, out: str | os.PathLike | None = None,
                max_pairs: int = MAX_PAIRS) -> DuplicatesResult:
     """Every pair with similarity >= ``threshold`` (the ``max_pairs`` most similar written), in

@@ -18,10 +18,11 @@ import torch
 from cvkit.errors import ManifestError, OptionError
 from cvkit.files.dataset import SPLITS, is_dataset
 from cvkit.files.jsonio import finite
+from cvkit.files.lock import releasing
 from cvkit.files.outputs import check_out, holds_only
 from cvkit.files.retrieve import EVAL_JSON, write_eval
 from cvkit.retrieve.approx import faiss_search
-from cvkit.retrieve.index import absolute, embed, load_index
+from cvkit.retrieve.index import absolute, check_batch_size, embed, load_index
 from cvkit.retrieve.query import load_index_run
 from cvkit.retrieve.search import BLOCK_ELEMENTS, Rows, all_scores, normalize, search
 from cvkit.runtime import LoadedRun
@@ -122,6 +123,7 @@ def _indexed_pixels(loaded: LoadedRun, items: "pd.DataFrame", datasets: list[str
     return pixel_rows(loaded, arrays, (where[:, 0], where[:, 1]))
 
 
+@releasing  # the --out lock check_out takes is given up on return
 def evaluate_index(index: str | os.PathLike, queries: str | os.PathLike, split: str = "test",
                    ks: list[int] | None = None, out: str | os.PathLike | None = None, baseline: bool = True,
                    device: str = "auto", batch_size: int = 256) -> RetrievalEval:
@@ -134,6 +136,7 @@ def evaluate_index(index: str | os.PathLike, queries: str | os.PathLike, split: 
         raise OptionError(f"-k {min(ks)} must be at least 1")
     if split not in SPLITS:
         raise OptionError(f"--split {split} must be one of {', '.join(SPLITS)}")
+    check_batch_size(batch_size)
     folder, data = Path(index), Path(queries)
     meta, embeddings, items = load_index(folder)
     if not is_dataset(data):

@@ -20,7 +20,9 @@ import torch
 from cvkit.device import autocast
 from cvkit.errors import ManifestError, OptionError
 from cvkit.files.dataset import SPLITS, is_dataset
-from cvkit.files.outputs import check_out, holds_only, replacing
+from cvkit.files.lock import releasing
+from cvkit.files.outputs import check_out, replacing
+from cvkit.files.owned import own_index
 from cvkit.files.retrieve import (EMBEDDINGS, FAISS_INDEX, INDEX_FILES, ITEMS_CSV, META_JSON,
                                   IndexMeta, is_index, open_embeddings, read_items, write_embeddings, write_items)
 from cvkit.progress import progress_bar
@@ -92,6 +94,13 @@ def absolute(data: Path, path: str) -> str:
     return os.path.abspath(path if os.path.isabs(path) else data / path)
 
 
+def check_batch_size(batch_size: int) -> None:
+    """``--batch-size`` of index, query and eval: at least 1."""
+    if batch_size < 1:
+        raise OptionError(f"--batch-size {batch_size} must be at least 1")
+
+
+@releasing  # the --out lock check_out takes is given up on return
 def build_index(run: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, split: str = "train",
                 layer: str | None = None, half: bool = False, index_type: str = "flat", device: str = "auto",
                 batch_size: int = 256, force: bool = False, shard: tuple[int, int] | None = None) -> IndexResult:
@@ -108,8 +117,7 @@ def build_index(run: str | os.PathLike, data: str | os.PathLike, out: str | os.P
 
     if split not in SPLITS:
         raise OptionError(f"--split {split} must be one of {', '.join(SPLITS)}")
-    if batch_size < 1:
-        raise OptionError(f"--batch-size {batch_size} must be at least 1")
+    check_batch_size(batch_size)
     check_index_type(index_type)
     data, out = Path(data), Path(out)
     if shard is not None:
@@ -126,7 +134,7 @@ def build_index(run: str | os.PathLike, data: str | os.PathLike, out: str | os.P
     old = IndexMeta.read(out) if is_index(out) and not force else None
     if old is not None:
         _check_same(old, out, run_path, layer, dtype)
-    check_out(out, reads=[run, data], own=holds_only(INDEX_FILES), force=force or old is not None)
+    check_out(out, reads=[run, data], own=own_index, force=force or old is not None)
 
     part = load_split(data, split, loaded.input_size)
     if shard is not None:

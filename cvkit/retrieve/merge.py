@@ -15,13 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from cvkit.errors import ManifestError, OptionError
-from cvkit.files.outputs import check_out, holds_only, replacing
-from cvkit.files.retrieve import INDEX_FILES, IndexMeta, is_index, open_embeddings, read_items, write_embeddings, write_items
+from cvkit.files.lock import releasing
+from cvkit.files.outputs import check_out, replacing
+from cvkit.files.owned import own_index
+from cvkit.files.retrieve import IndexMeta, is_index, open_embeddings, read_items, write_embeddings, write_items
 from cvkit.retrieve.approx import build_faiss, check_index_type
 
 SHARD = re.compile(r"^shard-(\d+)-of-(\d+)$")
 
 
+@releasing  # the --out lock check_out takes is given up on return
 def merge_index(out: str | Path, index_type: str = "flat") -> IndexMeta:
     import pandas as pd
 
@@ -57,7 +60,7 @@ def merge_index(out: str | Path, index_type: str = "flat") -> IndexMeta:
     if items["path"].duplicated().any():
         raise ManifestError(f"the shards of {out} hold an image twice ({items['path'][items['path'].duplicated()].iloc[0]}); "
                             f"they are shares of different splits: rerun them")
-    check_out(out, own=holds_only(INDEX_FILES), force=True)  # only cvkit's own files get replaced
+    check_out(out, own=own_index, force=True)  # only cvkit's own files get replaced
     meta = IndexMeta(first.run, first.layer, first.dimension, len(vectors), first.dtype, first.data, index_type)
     with replacing(out) as stage:
         for _, _, path in found:

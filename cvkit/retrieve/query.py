@@ -9,13 +9,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cvkit.data.decode import check_workers
 from cvkit.errors import ManifestError, OptionError, SourceError
 from cvkit.files.dataset import write_rejected
-from cvkit.files.outputs import check_out, holds_only, replacing
-from cvkit.files.retrieve import QUERY_FILES, IndexMeta, write_neighbors
+from cvkit.files.lock import releasing
+from cvkit.files.outputs import check_out, replacing
+from cvkit.files.owned import own_query
+from cvkit.files.retrieve import IndexMeta, write_neighbors
 from cvkit.plots.retrieve import write_contact_sheet
 from cvkit.retrieve.approx import faiss_search
-from cvkit.retrieve.index import embed, load_index
+from cvkit.retrieve.index import check_batch_size, embed, load_index
 from cvkit.retrieve.search import Rows, search
 from cvkit.runtime import LoadedRun
 
@@ -58,6 +61,7 @@ def nearest(folder: Path, meta: IndexMeta, embeddings: np.ndarray, vectors: torc
     return search(vectors, Rows.of(embeddings), k)
 
 
+@releasing  # the --out lock check_out takes is given up on return
 def query(index: str | os.PathLike, inputs: list[str], k: int = 5, out: str | os.PathLike | None = None,
           exact: bool = False, device: str = "auto", batch_size: int = 256, workers: int | None = None) -> QueryResult:
     """The ``k`` nearest indexed images (cosine) of every readable image of ``inputs``, read as the run
@@ -67,11 +71,13 @@ def query(index: str | os.PathLike, inputs: list[str], k: int = 5, out: str | os
     from cvkit.runtime import collect_inputs, read_images
 
     check_k(k)
+    check_batch_size(batch_size)
+    check_workers(workers)
     folder = Path(index)
     meta, embeddings, items = load_index(folder)
     loaded = load_index_run(meta, folder, device)
     paths = collect_inputs(inputs)
-    out = check_out(out or folder / "query", reads=[folder, meta.run, *inputs], own=holds_only(QUERY_FILES), force=True)
+    out = check_out(out or folder / "query", reads=[folder, meta.run, *inputs], own=own_query, force=True)
     found = read_images(paths, loaded.input_size, loaded.in_chans, loaded.info.resize, workers)
     if not found.paths:
         first = found.rejected[0]

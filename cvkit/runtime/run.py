@@ -13,7 +13,7 @@ from torch import nn
 
 from cvkit.data.batches import Batches
 from cvkit.device import autocast, set_memory_format
-from cvkit.errors import ManifestError
+from cvkit.errors import ManifestError, OptionError
 from cvkit.files.config import TrainConfig
 from cvkit.files.run import ModelInfo, load_model_weights
 from cvkit.progress import progress_bar
@@ -63,8 +63,14 @@ class LoadedRun:
         if len(images) == 0:
             return np.zeros((0, len(self.classes))), None
         with torch.inference_mode():
-            return predict_batches(self.model, self.batches(images, batch_size, labels), self.pre, self.info.loss,
-                                   self.precision, tta=tta, num_classes=len(self.classes))
+            probs, loss = predict_batches(self.model, self.batches(images, batch_size, labels), self.pre,
+                                          self.info.loss, self.precision, tta=tta, num_classes=len(self.classes))
+        bad = int((~np.isfinite(probs).all(axis=1)).sum())
+        if bad:  # argmax over NaN is class 0: scoring it would report a made-up accuracy
+            raise ManifestError(f"the model of {self.run} gives NaN or infinite outputs for {bad:,} of {len(probs):,} "
+                                f"images (at {self.precision}): its weights are broken or overflow; retrain it (a lower "
+                                f"--lr{'' if self.precision == 'fp32' else ', --precision fp32'})")
+        return probs, loss
 
     def penultimate(self, images: np.ndarray, batch_size: int = 256, description: str = "Features") -> torch.Tensor:
         """The features the classifier's last layer reads (timm's ``pre_logits``), N x D float32 on the CPU:
@@ -99,8 +105,12 @@ def load_run(run: str | os.PathLike, device: torch.device, precision: str = "aut
 
     run = Path(run)
     info = ModelInfo.read(run)
-    model = create_model(info.arch, info.num_outputs, info.in_chans, (info.input_size[0], info.input_size[1]),
-                         check_size=False, **(info.arch_options or {}))
+    try:
+        model = create_model(info.arch, info.num_outputs, info.in_chans, (info.input_size[0], info.input_size[1]),
+                             check_size=False, **(info.arch_options or {}))
+    except OptionError as e:  # the options came from the file, not from the command line
+        raise ManifestError(f"{run / 'model.json'} describes a model cvkit cannot build ({e}); restore model.json "
+                            f"or retrain the run") from None
     if info.convolutional:  # written by 'cvkit convolutionalize': the same net with its head made convolutional
         from cvkit.models.convolutional import to_convolutional
 

@@ -11,6 +11,7 @@ only rank 0 writes the run directory; choices that are timed (``--budget``'s epo
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -25,10 +26,11 @@ from cvkit.data.selection import Selection
 from cvkit.errors import Interrupted, OptionError
 from cvkit.files.atomic import remove_leftovers, write_npy
 from cvkit.files.config import TrainConfig, parse_budget
-from cvkit.files.outputs import check_out, holds_only, replacing
+from cvkit.files.lock import locked
+from cvkit.files.outputs import check_out, replacing
+from cvkit.files.owned import own_run
 from cvkit.files.run import (
     METRICS_COLUMNS,
-    RUN_FILES,
     ModelInfo,
     read_checkpoint,
     save_model_weights,
@@ -70,14 +72,16 @@ def fit(cfg: TrainConfig, train: Selection | None = None, val: Selection | None 
     a ``--budget`` starts counting; default: now.
     """
     budget = Budget(parse_budget(cfg.budget), started or time.perf_counter()) if cfg.budget else None
-    run = check_out(cfg.out, reads=[cfg.data, *([cfg.weights] if cfg.weights else [])], own=holds_only(RUN_FILES), force=force)
-    world = World.start(cfg.device)
-    if world.main:
-        _clean(run)
-    try:
-        return _fit(cfg, run, world, train, val, force, callbacks, budget)
-    finally:
-        world.stop()
+    with locked(cfg.out, enabled=_rank() == 0):  # one writer: a second train into this --out is refused
+        run = check_out(cfg.out, reads=[cfg.data, *([cfg.weights] if cfg.weights else [])], own=own_run, force=force,
+                        lock=False)
+        world = World.start(cfg.device)
+        if world.main:
+            _clean(run)
+        try:
+            return _fit(cfg, run, world, train, val, force, callbacks, budget)
+        finally:
+            world.stop()
 
 
 def _fit(cfg: TrainConfig, run: Path, world: World, train: Selection | None, val: Selection | None, force: bool,
@@ -100,8 +104,25 @@ def _fit(cfg: TrainConfig, run: Path, world: World, train: Selection | None, val
             result = _loop(trainer, stage, None, resumable=False, callbacks=callbacks, budget=budget)
         result.run = run
         return result
+    created = not run.exists()
     run.mkdir(parents=True, exist_ok=True)
-    return _loop(trainer, run, None, resumable=True, callbacks=callbacks, budget=budget)
+    try:
+        return _loop(trainer, run, None, resumable=True, callbacks=callbacks, budget=budget)
+    except BaseException:
+        _discard_unstarted(run, created)
+        raise
+
+
+def _discard_unstarted(run: Path, created: bool) -> None:
+    """A new run that fails before its first epoch is saved leaves nothing: its config.json alone would
+    block the next ``--out`` and could not be resumed. (The folder was empty: all in it is this run's.)"""
+    if (run / "last.ckpt").exists():
+        return
+    for name in ("config.json", "mean_image.npy"):
+        (run / name).unlink(missing_ok=True)
+    remove_leftovers(run)
+    if created and not any(run.iterdir()):
+        run.rmdir()
 
 
 def resume(run: str | os.PathLike, callbacks: tuple[Callback, ...] = ()) -> TrainResult:
@@ -109,6 +130,11 @@ def resume(run: str | os.PathLike, callbacks: tuple[Callback, ...] = ()) -> Trai
     run = Path(run)
     if not run.is_dir():
         raise OptionError(f"--resume {run}: no such run directory")
+    with locked(run, "--resume", enabled=_rank() == 0):
+        return _resume(run, callbacks)
+
+
+def _resume(run: Path, callbacks: tuple[Callback, ...]) -> TrainResult:
     cfg = TrainConfig.read(run)
     _clean(run)  # before reading: a write killed mid-way leaves its temporary file, never a half checkpoint
     ckpt = read_checkpoint(run)
@@ -133,8 +159,12 @@ def resume(run: str | os.PathLike, callbacks: tuple[Callback, ...] = ()) -> Trai
         world.stop()
 
 
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))  # under torchrun, rank 0 alone locks and touches the files
+
+
 def _clean(run: Path) -> None:
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 alone touches the files
+    if _rank() == 0:
         removed = remove_leftovers(run)
         if removed:
             info(f"Removed {len(removed)} temporary file(s) left by an interrupted write: {', '.join(sorted(removed))}")
@@ -142,6 +172,8 @@ def _clean(run: Path) -> None:
 
 def _better(monitor: str, value: float, best: float | None) -> bool:
     """Accuracy should rise; losses (val_loss, or train_loss when there is no val split) should fall."""
+    if not math.isfinite(value):
+        return False
     if best is None:
         return True
     return value > best if monitor == "val_acc" else value < best
@@ -196,6 +228,7 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
                 row["val_loss"], row["val_acc"] = trainer.validate()
             else:
                 row["val_loss"], row["val_acc"] = float("nan"), float("nan")
+            trainer.check_finite(epoch, row["val_loss"] if data.val is not None else None)  # before anything is kept
             row["lr"] = trainer.optimizer.param_groups[-1]["lr"]
             row = {k: row[k] for k in METRICS_COLUMNS}
             history.append(row)

@@ -11,8 +11,9 @@ import numpy as np
 
 from cvkit.files.atomic import write_csv
 from cvkit.files.config import TrainConfig
-from cvkit.files.outputs import check_out, holds_only
-from cvkit.files.run import RUN_FILES
+from cvkit.files.lock import releasing
+from cvkit.files.outputs import check_out
+from cvkit.files.owned import own_run
 from cvkit.plots import plot_lr_find
 from cvkit.progress import progress_bar
 from cvkit.train.trainer import Trainer
@@ -44,11 +45,12 @@ def suggest_lr(lrs: list[float], losses: list[float]) -> float | None:
     return float(lrs[lo + int(np.nanargmin(np.where(np.isfinite(window), window, np.nan)))])
 
 
+@releasing  # the --out lock check_out takes is given up on return
 def lr_find(cfg: TrainConfig, start_lr: float = 1e-6, end_lr: float = 10.0, steps: int = 100) -> LrFindResult:
     """Run the range test on ``cfg``'s model and data; writes lr_find.csv and lr_find.png into ``cfg.out``."""
     import pandas as pd
 
-    out = check_out(cfg.out, reads=[cfg.data], own=holds_only(RUN_FILES), force=True)
+    out = check_out(cfg.out, reads=[cfg.data], own=own_run, force=True)
     trainer = Trainer.build(cfg)
     steps = max(10, min(steps, len(trainer.batches) * 5))
     factor = (end_lr / start_lr) ** (1 / (steps - 1))

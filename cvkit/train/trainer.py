@@ -8,6 +8,7 @@ normalize, forward, backward.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -249,8 +250,25 @@ class Trainer:
         after an epoch only)."""
         step = int(bad_step)
         if step >= 0:
-            raise TrainingDiverged(f"the loss became {float(bad_loss)} at epoch {epoch}, step {step + 1}; lower --lr "
-                                   f"(the base lr is {self.base_lr:g}) or try --precision fp32")
+            raise TrainingDiverged(f"the loss became {float(bad_loss)} at epoch {epoch}, step {step + 1}; "
+                                   f"{self._divergence_advice()}")
+
+    def _divergence_advice(self) -> str:
+        advice = f"lower --lr (the base lr is {self.base_lr:g})"
+        return advice if self.precision == "fp32" else f"{advice} or try --precision fp32"
+
+    def check_finite(self, epoch: int, val_loss: float | None) -> None:
+        """Refuse to keep an epoch whose weights, BatchNorm statistics or val loss are not finite, however
+        they got there (an optimizer step after the last finite loss, an overflow, a bad option): nothing of
+        this epoch is saved, and the run's files keep the last good one."""
+        tensors = [t for t in self.model.state_dict().values() if t.is_floating_point()]
+        bad = int(sum((~torch.isfinite(t)).sum() for t in tensors)) if tensors else 0
+        if bad:
+            raise TrainingDiverged(f"the weights became NaN or infinite in epoch {epoch} ({bad:,} values); "
+                                   f"{self._divergence_advice()}; the run keeps its last good epoch")
+        if val_loss is not None and not math.isfinite(val_loss):
+            raise TrainingDiverged(f"the val loss became {val_loss} in epoch {epoch} (the weights are finite, their "
+                                   f"outputs are not); {self._divergence_advice()}; the run keeps its last good epoch")
 
     @property
     def steps_done(self) -> int:

@@ -11,6 +11,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from cvkit.checks import finite_fields
 from cvkit.errors import OptionError
 from cvkit.files.dataset import AugmentFile
 
@@ -82,6 +83,7 @@ class AugmentPolicy:
     def check(self, where: str = "") -> "AugmentPolicy":
         """Refuse values that cannot work, naming the option (``where``: the file, when read from one)."""
         at = f"{where}: " if where else ""
+        finite_fields(self, where)  # NaN would pass every range check below
         for name in ("hflip", "vflip", "erase", "grayscale"):
             if not 0 <= getattr(self, name) <= 1:
                 raise OptionError(f"{at}--{name} {getattr(self, name)} must be a probability from 0 to 1")

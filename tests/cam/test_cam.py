@@ -119,6 +119,34 @@ def test_pretrained_offline_says_how_to_do_without(tmp_path, monkeypatch):
     assert "Traceback" not in result.stderr
 
 
+def test_pretrained_weights_in_the_local_cache_load_without_network(tmp_path, monkeypatch):
+    """Offline, a download retried for about a minute; cached weights are now read from their file."""
+    import time
+
+    import huggingface_hub.constants
+    import timm
+    from safetensors.torch import save_file
+
+    cfg = timm.models.get_pretrained_cfg("resnet18")
+    snapshot = tmp_path / "hub" / f"models--{cfg.hf_hub_id.replace('/', '--')}" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("abc123")
+    torch.manual_seed(7)
+    state = timm.create_model("resnet18").state_dict()
+    save_file(state, snapshot / "model.safetensors")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    from cvkit.models import create_model
+
+    started = time.perf_counter()
+    model = create_model("resnet18", 1000, 3, (224, 224), pretrained=True)
+    assert time.perf_counter() - started < 20
+    assert torch.equal(model.state_dict()["conv1.weight"], state["conv1.weight"])
+    image = next((SAMPLE / "photos").iterdir())
+    result = cli("-q", "cam", image, "--arch", "resnet18", "--pretrained", "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.stderr
+
+
 def test_local_imagenet_weights(tmp_path):
     from safetensors.torch import save_file
 

@@ -45,7 +45,7 @@ def test_converted_run_is_equivalent_and_loads(trained, data, tmp_path):
 
 def test_score_maps_of_a_larger_image(trained, big_image, tmp_path):
     out = tmp_path / "maps"
-    result = cli("convolutionalize", trained, "--image", big_image, "--out", out)
+    result = cli("convolutionalize", trained, big_image, "--out", out)
     assert result.exit_code == 0, result.stderr
     scores = np.load(out / "big_scores.npy")
     k = len(json.loads((trained / "model.json").read_text())["classes"])
@@ -58,13 +58,13 @@ def test_score_maps_of_a_larger_image(trained, big_image, tmp_path):
 @pytest.mark.parametrize("options", [["--upsample"], ["--stitch", "--upsample"]])
 def test_maps_in_the_image_frame(trained, big_image, tmp_path, options):
     out = tmp_path / "frame"
-    result = cli("convolutionalize", trained, "--image", big_image, *options, "--out", out)
+    result = cli("convolutionalize", trained, big_image, *options, "--out", out)
     assert result.exit_code == 0, result.stderr
     assert np.load(out / "big_scores.npy").shape[1:] == (56, 64)
 
 
 def test_stitch_is_denser(trained, big_image, tmp_path):
-    result = cli("convolutionalize", trained, "--image", big_image, "--stitch", "--out", tmp_path / "s")
+    result = cli("convolutionalize", trained, big_image, "--stitch", "--out", tmp_path / "s")
     assert result.exit_code == 0, result.stderr
     # each of the 4 x 4 shifted copies is cut to (H - 3) x (W - 3); its map has (side - 28) // 4 + 1 cells
     assert np.load(tmp_path / "s" / "big_scores.npy").shape[1:] == (4 * ((56 - 3 - 28) // 4 + 1), 4 * ((64 - 3 - 28) // 4 + 1))
@@ -73,7 +73,7 @@ def test_stitch_is_denser(trained, big_image, tmp_path):
 def test_image_smaller_than_training_size(trained, tmp_path):
     small = tmp_path / "small.png"
     Image.fromarray(np.zeros((20, 20), np.uint8)).save(small)
-    result = cli("convolutionalize", trained, "--image", small, "--out", tmp_path / "o")
+    result = cli("convolutionalize", trained, small, "--out", tmp_path / "o")
     assert result.exit_code == 2
     assert "smaller than the training size 28x28" in result.stderr
     assert not (tmp_path / "o").exists()

@@ -138,3 +138,41 @@ def test_no_code_path_unpickles_with_weights_only_false():
         if "jit.load(" in text and path.relative_to(REPO).as_posix() != "cvkit/export/run.py":
             offenders.append(f"{path}: torch.jit.load")
     assert offenders == []
+
+
+def test_a_second_writer_is_refused_while_a_run_is_written_and_a_killed_run_blocks_nobody(data, tmp_path, runner):
+    """Issue 19.3: two trains into one --out both succeeded, one silently replacing the other."""
+    out = tmp_path / "run"
+    proc = start("slow", "0.05", "train", data, "--out", out, *TRAIN)
+    wait_for(lambda: epochs_done(out) >= 1, proc)
+    lock = tmp_path / ".run.lock"
+    assert lock.is_file()
+    for args in (["train", data, "--out", out, *TRAIN], ["train", data, "--out", out, *TRAIN, "--force"],
+                 ["train", "--resume", out]):
+        result = run(runner, *args)
+        assert result.exit_code == 2, (args, result.stderr)
+        assert f"is being written by another cvkit process (pid {proc.pid} on " in result.stderr, result.stderr
+        assert f"-q train {data} --out {out}" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = epochs_done(out)
+    assert lock.is_file()  # left by kill -9: the kernel released its flock, so it blocks nobody
+    result = run(runner, "-q", "train", "--resume", out)
+    assert result.exit_code == 0, result.stderr
+    assert list(pd.read_csv(out / "metrics.csv")["epoch"]) == list(range(1, 7)) and done >= 1
+    assert not lock.exists()  # released and removed when the command ended
+
+
+def test_weights_that_become_nan_without_a_nan_loss_are_never_kept(data, tmp_path):
+    """Issue 19.4: an optimizer step after the last finite loss left NaN weights, saved as the best epoch."""
+    out = tmp_path / "run"
+    proc = start("nan-weights-at", "6", "train", data, "--out", out, *TRAIN)  # epoch 2's last step
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert re.search(r"the weights became NaN or infinite in epoch 2 \([0-9,]+ values\); lower --lr", err), err
+    assert "Traceback" not in err
+    assert "--precision fp32" not in err  # it was fp32 already
+    for name in ("model.safetensors", "last.ckpt", "metrics.csv"):
+        assert (out / name).read_bytes() == (tmp_path / "snapshot" / name).read_bytes(), name
+    assert all(torch.isfinite(t).all() for t in load_file(out / "model.safetensors").values())
+    assert torch.load(out / "last.ckpt", weights_only=True)["epoch"] == 1

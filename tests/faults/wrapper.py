@@ -8,6 +8,8 @@ MODE hang-in-checkpoint N: the N-th ``last.ckpt`` write stops half-way through i
     creates ``<run>/../writing`` and sleeps, so a test can kill -9 it mid-write.
 MODE nan-at STEP: the loss of the STEP-th training step (1-based, over the run) is NaN; just before,
     the run's files are copied to ``<run>/../snapshot/``.
+MODE nan-weights-at STEP: after the STEP-th training step (whose loss was finite) one weight becomes NaN,
+    as an optimizer step can make it; the run's files are copied to ``<run>/../snapshot/`` first.
 """
 
 from __future__ import annotations
@@ -69,6 +71,22 @@ elif mode == "nan-at":
         return loss
 
     losses.Criterion.__call__ = nan_loss
+elif mode == "nan-weights-at":
+    real_step, calls = trainer.Trainer.step, []
+
+    def poisoning_step(self, *args, **kwargs):
+        result = real_step(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == int(arg):
+            snapshot = out.parent / "snapshot"
+            snapshot.mkdir()
+            for name in ("model.safetensors", "last.ckpt", "metrics.csv"):
+                shutil.copy(out / name, snapshot / name)
+            with torch.no_grad():
+                next(self.model.parameters()).view(-1)[0] = float("nan")
+        return result
+
+    trainer.Trainer.step = poisoning_step
 else:
     sys.exit(f"unknown mode {mode}")
 

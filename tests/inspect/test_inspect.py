@@ -136,8 +136,8 @@ def test_a_run(trained):
 @pytest.mark.parametrize("args, message", [
     ([], "give a RUN directory or --arch ARCH"),
     (["--arch", "vgg61"], "Unknown architecture 'vgg61'. Did you mean"),
-    (["--arch", "vgg16", "--input-size", "16"], "--arch vgg16 needs images of at least 32x32"),
-    (["--arch", "smallcnn", "--input-size", "2"], "--arch smallcnn needs images of at least 4x4"),
+    (["--arch", "vgg16", "--input-size", "16"], "--input-size 16x16 is too small for vgg16: it needs at least 32x32"),
+    (["--arch", "smallcnn", "--input-size", "2"], "--input-size 2x2 is too small for smallcnn: it needs at least 4x4"),
     (["--arch", "vgg16", "--input-size", "big"], "--input-size 'big' is not a size"),
     (["--arch", "vgg16", "--num-classes", "0"], "--num-classes 0 must be at least 1"),
 ])

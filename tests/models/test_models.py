@@ -354,6 +354,9 @@ def test_pretrained_weights_that_cannot_be_fetched_say_what_to_do(monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("[Errno -2] Name or service not known")
 
+    import cvkit.models.weights
+
+    monkeypatch.setattr(cvkit.models.weights, "hub_unreachable", lambda: None)  # as if the network were up
     monkeypatch.setattr(timm.models._builder, "load_pretrained", offline)
     monkeypatch.setattr(torchvision.models._api.WeightsEnum, "get_state_dict", offline)
     for arch in ("resnet18", "alexnet"):
@@ -361,6 +364,11 @@ def test_pretrained_weights_that_cannot_be_fetched_say_what_to_do(monkeypatch):
                                               r"\[Errno -2\] Name or service not known; download them elsewhere "
                                               r"and pass --weights FILE"):
             create_model(arch, 3, 1, (64, 64), pretrained=True)
+    # no network at all: refused before timm's hub client retries for a minute
+    monkeypatch.setattr(cvkit.models.weights, "hub_unreachable", lambda: "huggingface.co cannot be reached (no route)")
+    with pytest.raises(OptionError, match=r"'resnet18' \(offline\?\): huggingface.co cannot be reached \(no route\); "
+                                          r"download them elsewhere and pass --weights FILE"):
+        create_model("resnet18", 3, 1, (64, 64), pretrained=True)
 
 
 def test_cvkit_nets_build_without_importing_timm_or_torchvision():

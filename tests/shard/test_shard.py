@@ -20,6 +20,16 @@ def test_shares_cover_every_position_once_in_order():
             assert max(sizes) - min(sizes) <= 1
 
 
+def _rounded(value):
+    if isinstance(value, float):
+        return float(f"{value:.5g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
 def test_evaluate_shards_merge_into_the_unsharded_report(trained, tmp_path, runner):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     assert run(runner, "-q", "evaluate", trained, "--split", "val", "--out", whole).exit_code == 0
@@ -31,9 +41,11 @@ def test_evaluate_shards_merge_into_the_unsharded_report(trained, tmp_path, runn
     assert run(runner, "-q", "evaluate", trained, "--split", "val", "--out", parts, "--merge").exit_code == 0
     a, b = (json.loads((f / "metrics.json").read_text()) for f in (whole, parts))
     assert b.pop("shards") == 3 and b.pop("data") and a.pop("data")
-    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    # Equal up to float32 rounding: oneDNN may pick another kernel for another batch size (it does on Intel CPUs)
+    assert _rounded(a) == _rounded(b)
     for name in ("predictions.csv", "confusion_matrix.csv", "top_losses.csv"):
-        assert (whole / name).read_text() == (parts / name).read_text(), name
+        x, y = (pd.read_csv(f / name) for f in (whole, parts))
+        pd.testing.assert_frame_equal(x, y, check_exact=False, rtol=1e-4, atol=1e-5, obj=name)
     assert all((parts / f"shard-{i}-of-3" / "shard.json").is_file() for i in range(3))  # the shares stay
 
 

@@ -18,9 +18,6 @@ from cvkit.runtime import LoadedRun
 if TYPE_CHECKING:
     from cvkit.data import SplitData
 
-# Every file `visualize` writes (shell patterns): what its --out may hold and be rewritten over.
-VISUALIZE_FILES = ("curves.png", "filters.png", "activations_*.png", "max_patches_*.png", "max_patches_*.csv",
-                   "maximize_*.png", "saliency_*.png", "embedding_*.png", "embedding_*.csv", "confusion_*.png")
 
 
 def safe_name(text: str) -> str:

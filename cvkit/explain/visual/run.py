@@ -18,7 +18,6 @@ import numpy as np
 
 from cvkit.errors import OptionError
 from cvkit.explain.visual.common import (
-    VISUALIZE_FILES,
     class_index,
     load_data,
     read_image,
@@ -26,6 +25,7 @@ from cvkit.explain.visual.common import (
 )
 from cvkit.progress import info
 from cvkit.runtime import LoadedRun
+from cvkit.files.lock import releasing
 
 if TYPE_CHECKING:
     from cvkit.data import SplitData
@@ -134,12 +134,14 @@ def _keep_earlier(out: Path, stage: Path) -> None:
                 shutil.copy2(entry, stage / entry.name)
 
 
+@releasing  # the --out lock check_out takes is given up on return
 def visualize(run: str | os.PathLike, request: VisualizeRequest, out: str | os.PathLike | None = None,
               device: str = "auto") -> VisualizeResult:
     """Draw what ``request`` asks for about ``run`` into ``out`` (default ``RUN/visualize``)."""
     from cvkit.device import resolve_device
     from cvkit.explain.visual import draw
-    from cvkit.files.outputs import check_out, holds_only, replacing
+    from cvkit.files.outputs import check_out, replacing
+    from cvkit.files.owned import own_visualize
     from cvkit.runtime import load_run
 
     if not request.chosen():
@@ -151,7 +153,7 @@ def visualize(run: str | os.PathLike, request: VisualizeRequest, out: str | os.P
     reads = [loaded.run, *(p for p in (request.activations, request.saliency) if p)]
     if plan.splits:
         reads.append(request.data or loaded.data)
-    out = check_out(out or loaded.run / "visualize", reads=reads, own=holds_only(VISUALIZE_FILES), force=True)
+    out = check_out(out or loaded.run / "visualize", reads=reads, own=own_visualize, force=True)
     result = VisualizeResult(out, layer=plan.layer)
     r = request
     with replacing(out) as stage:

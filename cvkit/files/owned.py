@@ -1,0 +1,57 @@
+"""What cvkit writes, at every depth: the ``own`` tests ``--force`` consults before it replaces a folder.
+
+A run folder holds train's files and the folders other commands write into it (``RUN/eval_val``,
+``RUN/predict``, ...); a crossval folder holds fold runs. Each command's names are defined here,
+below the commands, so that ``train --force`` can tell a user's ``RUN/eval_val/notes.txt`` from
+evaluate's own files without importing evaluate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cvkit.files.cams import CAM_FILES
+from cvkit.files.crossval import CROSSVAL_FILES
+from cvkit.files.dataset import DATASET_FILES
+from cvkit.files.export import EXPORT_FILES
+from cvkit.files.outputs import Own, holds_only
+from cvkit.files.retrieve import INDEX_FILES, QUERY_FILES
+from cvkit.files.run import RUN_FILES
+
+SHARDS = "shard-*-of-*"
+EVALUATE_FILES = ("metrics.json", "predictions.csv", "confusion_matrix.csv", "confusion_matrix.png",
+                  "top_losses.csv", "top_losses.png", "shard.json", "probabilities.npy")
+PREDICT_FILES = ("predictions.csv", "rejected.csv")
+# Every file `visualize` writes (shell patterns): what its --out may hold and be rewritten over.
+VISUALIZE_FILES = ("curves.png", "filters.png", "activations_*.png", "max_patches_*.png", "max_patches_*.csv",
+                   "maximize_*.png", "saliency_*.png", "embedding_*.png", "embedding_*.csv", "confusion_*.png")
+CONVOLUTIONAL_JSON = "convolutional.json"
+CONVOLUTIONAL_FILES = (CONVOLUTIONAL_JSON, "*_scores.npy", "*_heatmap.png", "*_labels.png", "rejected.csv")
+
+own_evaluate: Own = holds_only(EVALUATE_FILES, {SHARDS: holds_only(EVALUATE_FILES)})
+own_predict: Own = holds_only(PREDICT_FILES)
+own_visualize: Own = holds_only(VISUALIZE_FILES)
+own_export: Own = holds_only(EXPORT_FILES)
+_CAM: Own = holds_only(CAM_FILES, {SHARDS: holds_only(CAM_FILES)})
+_OUTPUTS: dict[str, Own] = {"eval_*": own_evaluate, "ensemble_eval_*": own_evaluate, "predict": own_predict,
+                            "cam": _CAM, "visualize": own_visualize, "export_*": own_export}
+_RUN_ONLY = tuple(name for name in RUN_FILES if name not in ("convolutional", *_OUTPUTS))
+# A converted run (``cvkit convolutionalize``) is a run with a few files more, and is never converted again.
+own_converted: Own = holds_only((*_RUN_ONLY, *CONVOLUTIONAL_FILES), _OUTPUTS)
+own_run: Own = holds_only(_RUN_ONLY, {**_OUTPUTS, "convolutional": own_converted})
+own_crossval: Own = holds_only(tuple(n for n in CROSSVAL_FILES if n not in ("folds", "final")),
+                               {"folds": holds_only((), {"*": holds_only((), {"*": own_run})}), "final": own_run})
+_INDEX_ONLY = tuple(name for name in INDEX_FILES if name not in ("query", SHARDS))
+own_query: Own = holds_only(QUERY_FILES)
+own_index: Own = holds_only(_INDEX_ONLY, {"query": own_query, SHARDS: holds_only(_INDEX_ONLY)})
+
+
+def _pictures(folder: Path) -> Path | None:
+    """A folder of PNGs cvkit wrote (``DATA/images/``, ``DATA/augmented/``), in sub-folders of any depth."""
+    return holds_only(("*.png",), {"*": _pictures})(folder)
+
+
+_DATASET_ONLY = tuple(name for name in DATASET_FILES if name not in ("cache", "images", "augmented"))
+# The packed cache: cache/{split}_{H}x{W}.npy and .json, and the decoded images kept while it is built.
+own_dataset: Own = holds_only(_DATASET_ONLY, {"cache": holds_only(("*_*x*.npy", "*_*x*.json", ".decoded.npy")),
+                                              "images": _pictures, "augmented": _pictures})
