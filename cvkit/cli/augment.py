@@ -36,14 +36,23 @@ def augment_command(dataset: Path, preset: Optional[str] = None, preview: int = 
 
     Example: cvkit augment data/fmnist --preset standard --preview 8
     """
-    from cvkit.augment.materialize import check_materialize, materialize as make_copies
-    from cvkit.augment.preview import preview as make_preview
-    from cvkit.device import resolve_device
-    from cvkit.files.dataset import AugmentFile, read_classes
-    from cvkit.transforms.policy import make_policy, read_augment, write_augment
+    from cvkit.files.dataset import read_classes
+    from cvkit.files.lock import locked
 
     read_classes(dataset)  # a dataset directory, or a one-line error saying what it is not
     seed = seed_or_global(seed)
+    with locked(dataset, "dataset"):  # one writer: not while prepare, normalize or another augment rewrite it
+        _augment(dataset, preset, preview, materialize, seed, as_json, given)
+
+
+def _augment(dataset: Path, preset: Optional[str], preview: int, materialize: int, seed: int, as_json: bool,
+             given: dict[str, Any]) -> None:
+    from cvkit.augment.materialize import check_materialize, materialize as make_copies
+    from cvkit.augment.preview import preview as make_preview
+    from cvkit.device import resolve_device
+    from cvkit.files.dataset import AugmentFile
+    from cvkit.transforms.policy import make_policy, read_augment, write_augment
+
     values = {k: v for k, v in given.items() if v is not None}
     if "scale" in values:
         values["scale"] = _parse_scale(values["scale"])

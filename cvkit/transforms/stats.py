@@ -19,6 +19,7 @@ from cvkit.data.decode import check_workers
 from cvkit.errors import OptionError, UnknownArchitecture
 from cvkit.files.atomic import write_npy
 from cvkit.files.dataset import DatasetInfo, Stats
+from cvkit.files.lock import locked
 from cvkit.progress import progress_bar
 
 
@@ -88,6 +89,12 @@ def normalize(dataset: str | os.PathLike, size: tuple[int, int] | None = None, m
     """Write ``DATASET/stats.json`` (and ``mean_image.npy`` in pixel mode); returns the statistics."""
     check_workers(workers)
     dataset = Path(dataset)
+    with locked(dataset, "dataset"):  # not while prepare or augment rewrite it
+        return _normalize(dataset, size, mode, from_arch, workers)
+
+
+def _normalize(dataset: Path, size: tuple[int, int] | None, mode: str, from_arch: str | None,
+               workers: int | None) -> Stats:
     info = DatasetInfo.read(dataset)
     if from_arch:
         if mode != "channel":

@@ -234,3 +234,40 @@ def test_starting_weights_that_are_not_finite_are_refused(data, trained, tmp_pat
     result = run(runner, "train", data, "--out", tmp_path / "r", "--epochs", "1", *FAST, "--weights", tmp_path / "w.safetensors")
     one_line_error(result, "w.safetensors holds 1 NaN or infinite values")
     assert not (tmp_path / "r").exists()
+
+
+def test_prepare_force_names_the_file_of_a_user_in_the_dataset_at_any_depth(idx_folder, tmp_path, runner):
+    """Issue 19.17: prepare --force onto a dataset holding a user file said only 'only cvkit prepare writes there'."""
+    out = tmp_path / "ds"
+    assert run(runner, "-q", "prepare", idx_folder, "--out", out, "--size", "8").exit_code == 0
+    assert run(runner, "-q", "normalize", out).exit_code == 0
+    picture = next((out / "images").rglob("*.png"))
+    for note in (out / "notes.txt", out / "cache" / "mine.npy", picture.parent / "notes.txt"):
+        note.write_text("mine")
+        one_line_error(run(runner, "prepare", idx_folder, "--out", out, "--size", "8", "--force"),
+                       f"holds files cvkit did not write there ({note})")
+        assert note.read_text() == "mine"
+        note.unlink()
+    assert run(runner, "-q", "prepare", idx_folder, "--out", out, "--size", "8", "--force").exit_code == 0
+
+
+def test_a_dataset_being_written_is_not_written_by_a_second_command(data, tmp_path, runner):
+    """The lock of issue 19.3 for the commands that write into a dataset: prepare, normalize and augment."""
+    import subprocess
+    import sys
+
+    dataset = tmp_path / "ds"
+    shutil.copytree(data, dataset)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from cvkit.files.lock import acquire; "
+                               f"acquire({str(dataset)!r}); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for args in (["normalize", dataset], ["augment", dataset, "--hflip", "0.5"],
+                     ["prepare", SAMPLE / "fashion", "--out", dataset, "--force"]):
+            one_line_error(run(runner, *args), f"is being written by another cvkit process (pid {holder.pid} on ")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (dataset / "augment.json").exists() or (dataset / "augment.json").read_bytes() == (data / "augment.json").read_bytes()
+    assert run(runner, "-q", "augment", dataset, "--hflip", "0.5").exit_code == 0  # the killed holder blocks nobody
