@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := out/demo
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench docs clean
 
 # The venv is rebuilt when pyproject.toml changes; pip takes torch from this machine's local wheels.
 $(VENV): pyproject.toml
@@ -29,6 +29,11 @@ test: $(VENV)
 
 bench: $(VENV)
 	$(BIN)/python bench/run.py
+
+# The command pages (docs/commands/) from the CLI's help, and bench/README.md from bench/results/*.json.
+docs: $(VENV)
+	$(BIN)/python docs/generate.py
+	$(BIN)/python bench/report.py
 
 clean:
 	rm -rf out .pytest_cache

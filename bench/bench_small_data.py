@@ -28,13 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from common import CVKIT, HERE, RESULTS, WORK, run_measured, write_result
+from common import CVKIT, HERE, METADATA_KEYS, RESULTS, WORK, run_measured, write_result
 
 SEEDS = (0, 1, 2)
 DEMO_SRC = HERE.parent / "sample_data" / "fashion"
 PARTS = ("digits", "demo")
 # Top-level keys write_result adds: a label may not take one of these names.
-RESERVED = {"benchmark", "date", "machine", "cores"}
+RESERVED = set(METADATA_KEYS)
 
 
 def digits_source() -> Path:

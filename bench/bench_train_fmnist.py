@@ -1,5 +1,5 @@
 """Fashion-MNIST training through the CLI with default options, against the hand-written PyTorch
-baseline (../shared/bench/baseline_fmnist.py --epochs 5), both measured in this one run.
+baseline (bench/baseline_fmnist.py --epochs 5), both measured in this one run.
 
 Targets (issues 3 and 7): default model test accuracy >= 0.93 (mean over 3 seeds) with `cvkit train`
 wall time <= 1/3 of the baseline's 5 training epochs; resnet18 (timm) at 28 px reported; evaluation images/s; resnet18 at
@@ -27,7 +27,7 @@ import numpy as np
 from common import (CVKIT, HERE, RESULTS, WORK, fmnist_dataset, need_fmnist, run_measured, spread, train_and_evaluate,
                     write_result)
 
-BASELINE = Path(os.environ.get("CVKIT_BASELINE", HERE.parent.parent / "shared" / "bench" / "baseline_fmnist.py"))
+BASELINE = Path(os.environ.get("CVKIT_BASELINE", HERE / "baseline_fmnist.py"))  # the typical user's hand-written loop
 FLOOR_IMG_S = 600e9 / 10.65e9  # training images/s at the measured bf16 matmul peak: about 56
 # The part of --only that measures each result key.
 PART_OF = {"cvkit_default": "default", "baseline": "default", "targets": "default", "eval_throughput": "eval",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -47,10 +48,50 @@ def cpu() -> str:
     return f"{model} ({', '.join(has) if has else 'no AVX-512, no bf16 matrix instructions'})"
 
 
+# The top-level keys write_result adds to every result file (bench/report.py reads them; a benchmark's own keys
+# must not take these names).
+METADATA_KEYS = ("benchmark", "date", "commit", "command", "versions", "machine", "cpu", "cores")
+# The packages whose versions decide the figures; a missing one is left out.
+PACKAGES = ("cvkit", "torch", "torchvision", "timm", "numpy", "pillow", "onnxruntime", "faiss-cpu", "kornia", "grad-cam")
+
+
+def commit() -> str | None:
+    """The repository's commit (`git describe --always --dirty`): what code the figures were measured on."""
+    proc = subprocess.run(["git", "-C", str(HERE.parent), "describe", "--always", "--dirty"], capture_output=True,
+                          text=True)
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def command() -> str:
+    """The exact command that ran this benchmark, as typed from the repository root."""
+    script = Path(sys.argv[0]).resolve()
+    shown = script.relative_to(HERE.parent) if script.is_relative_to(HERE.parent) else script
+    return shlex.join(["python", str(shown), *sys.argv[1:]])
+
+
 def write_result(name: str, data: dict) -> Path:
+    """bench/results/NAME.json: DATA under the metadata every result records (when, on which commit, CPU and
+    package versions, and the command that measured it)."""
+    if clash := set(data) & (set(METADATA_KEYS) - {"versions"}):
+        raise ValueError(f"result keys {sorted(clash)} are reserved for write_result's metadata")
     RESULTS.mkdir(exist_ok=True)
-    data = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.processor() or platform.machine(),
-            "cpu": cpu(), "cores": os.cpu_count(), **data}
+    data = dict(data)
+    meta = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": commit(), "command": command(),
+            "versions": {**package_versions(), **data.pop("versions", {})},
+            "machine": platform.processor() or platform.machine(), "cpu": cpu(), "cores": os.cpu_count()}
+    data = {**meta, **data}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=2) + "\n")
     print(json.dumps(data))

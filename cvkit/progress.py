@@ -32,10 +32,6 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
-def is_quiet() -> bool:
-    return _quiet
-
-
 class RateColumn(ProgressColumn):
     """Items per second, e.g. ``12,345 img/s``."""
 

@@ -16,6 +16,7 @@ from cvkit.files.dataset import write_rejected
 from cvkit.files.lock import releasing
 from cvkit.files.outputs import check_out, replacing
 from cvkit.files.owned import own_predict
+from cvkit.tasks import Task
 
 
 @dataclass
@@ -25,20 +26,16 @@ class PredictResult:
     probs: np.ndarray  # N x K
     classes: list[str]
     rejected: list[tuple[str, str]]
+    task: Task
 
     def top_k(self, k: int) -> list[list[tuple[str, float]]]:
-        order = np.argsort(-self.probs, axis=1, kind="stable")[:, :k]
-        return [[(self.classes[j], float(self.probs[i, j])) for j in row] for i, row in enumerate(order)]
-
-
+        return self.task.top(self.probs, k)
 
 
 @releasing  # the --out lock check_out takes is given up on return
 def predict(run: str | os.PathLike, inputs: list[str], out: str | os.PathLike | None = None, tta: bool = False,
             device: str = "auto", batch_size: int = 256, workers: int | None = None) -> PredictResult:
     """Predict every readable image of ``inputs``; unreadable ones are reported and skipped."""
-    import pandas as pd
-
     from cvkit.device import resolve_device
     from cvkit.runtime import collect_inputs, load_run, read_images
 
@@ -54,10 +51,6 @@ def predict(run: str | os.PathLike, inputs: list[str], out: str | os.PathLike | 
                           f"give readable images")
     probs, _ = loaded.predict(found.images, batch_size=batch_size, tta=tta)
     with replacing(out) as stage:
-        table = pd.DataFrame({"path": found.paths, "predicted": [loaded.classes[i] for i in probs.argmax(1)],
-                              "probability": probs.max(1)})
-        for i, name in enumerate(loaded.classes):
-            table[f"prob_{name}"] = probs[:, i]
-        write_csv(stage / "predictions.csv", table, "%.6g")
+        write_csv(stage / "predictions.csv", loaded.task.prediction_table(found.paths, probs), "%.6g")
         write_rejected(stage, found.rejected)
-    return PredictResult(out, found.paths, probs, loaded.classes, found.rejected)
+    return PredictResult(out, found.paths, probs, loaded.classes, found.rejected, loaded.task)

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 
 from cvkit.errors import ManifestError, OptionError
-from cvkit.evaluate.metrics import classification_metrics
 from cvkit.evaluate.report import write_report
-from cvkit.files.dataset import SPLITS, is_dataset
+from cvkit.files.dataset import SPLITS, DatasetInfo, is_dataset
 from cvkit.files.lock import releasing
 from cvkit.files.outputs import check_out
 from cvkit.files.owned import own_evaluate
+
 
 @dataclass
 class EvalResult:
@@ -45,14 +45,18 @@ def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = Non
     check_batch_size(batch_size)
     dev = resolve_device(device)
     loaded = [load_run(r, dev) for r in runs]
-    classes = loaded[0].classes
+    classes, task = loaded[0].classes, loaded[0].task
     for member in loaded[1:]:
-        if member.classes != classes:
-            raise OptionError(f"{member.run} was trained on other classes than {loaded[0].run}; "
-                              f"an ensemble needs the same classes in the same order")
+        if member.classes != classes or member.task.name != task.name:
+            raise OptionError(f"{member.run} was trained on other classes or for another task than {loaded[0].run}; "
+                              f"an ensemble needs the same task and classes in the same order")
     data = Path(data or loaded[0].data or "")
     if not is_dataset(data):
         raise OptionError(f"--data {data or '?'} is not a dataset directory; pass --data DIR")
+    prepared = DatasetInfo.read(data).task
+    if not type(task).trains_on(prepared):
+        raise OptionError(f"{loaded[0].run} predicts {task.name} and {data} was prepared for {prepared}: its targets "
+                          f"cannot score that run; evaluate on a dataset of the run's task")
     default = loaded[0].run / (f"eval_{split}" if len(loaded) == 1 else f"ensemble_eval_{split}")
     if shard is not None:
         from cvkit.evaluate.shards import shard_folder
@@ -75,9 +79,8 @@ def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = Non
                                 f"{member.in_chans}; prepare the dataset with --channels {member.in_chans}")
         probs, _ = member.predict(split_data.images, split_data.labels, batch_size, tta)
         all_probs.append(probs)
-        scores = classification_metrics(split_data.labels, probs, classes)
-        members.append({"run": str(member.run), "accuracy": scores["accuracy"], "log_loss": scores["log_loss"],
-                        "balanced_accuracy": scores["balanced_accuracy"]})
+        scores = task.metrics(probs, split_data.labels)
+        members.append({"run": str(member.run), **{key: scores[key] for key in task.summary_keys}})
     probs = np.mean(all_probs, axis=0)
     extra: dict[str, Any] = {"split": split, "data": str(data), "runs": [str(m.run) for m in loaded], "tta": tta}
     if len(loaded) > 1:
@@ -86,8 +89,8 @@ def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = Non
         from cvkit.evaluate.shards import write_shard
 
         extra.pop("members", None)  # the merge scores the ensemble as a whole
-        return EvalResult(out, write_shard(out, probs, split_data, shard, {**extra, "total": total}), members)
-    return EvalResult(out, write_report(out, probs, split_data, extra, top_n), members)
+        return EvalResult(out, write_shard(out, task, probs, split_data, shard, {**extra, "total": total}), members)
+    return EvalResult(out, write_report(out, task, probs, split_data, extra, top_n), members)
 
 
 def check_batch_size(batch_size: int) -> None:

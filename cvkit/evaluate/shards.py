@@ -20,6 +20,7 @@ from cvkit.data.cache import SplitData
 from cvkit.data.selection import shard_range
 from cvkit.errors import ManifestError, OptionError
 from cvkit.files.evaluate import ShardInfo
+from cvkit.tasks import Task, TaskSpec, create_task
 
 SHARD = re.compile(r"^shard-(\d+)-of-(\d+)$")
 
@@ -28,22 +29,18 @@ def shard_folder(out: Path, shard: tuple[int, int]) -> Path:
     return out / f"shard-{shard[0]}-of-{shard[1]}"
 
 
-def write_shard(out: Path, probs: np.ndarray, data: SplitData, shard: tuple[int, int], extra: dict[str, Any]) -> dict:
-    import pandas as pd
-
-    from cvkit.evaluate.metrics import classification_metrics
+def write_shard(out: Path, task: Task, probs: np.ndarray, data: SplitData, shard: tuple[int, int],
+                extra: dict[str, Any]) -> dict:
     from cvkit.files.atomic import write_csv, write_npy
     from cvkit.files.outputs import replacing
 
     n_total = int(extra.pop("total"))
     rows = shard_range(n_total, *shard)
-    metrics = {**classification_metrics(data.labels, probs, data.classes), **extra, "shard": list(shard)} if len(
+    metrics = {**task.metrics(probs, data.labels), **extra, "shard": list(shard)} if len(
         data.labels) else {"count": 0, **extra, "shard": list(shard)}
     with replacing(out) as stage:
         write_npy(stage / "probabilities.npy", probs.astype(np.float64))
-        table = pd.DataFrame({"path": data.paths, "label": [data.classes[i] for i in data.labels],
-                              "predicted": [data.classes[i] for i in probs.argmax(1)] if len(probs) else []})
-        write_csv(stage / "predictions.csv", table)
+        write_csv(stage / "predictions.csv", task.prediction_table(data.paths, probs, data.labels), "%.6g")
         ShardInfo(shard[0], shard[1], rows.start, rows.stop, n_total, extra["split"], os.path.abspath(extra["data"]),
                   [os.path.abspath(r) for r in extra["runs"]],
                   extra["tta"], list(data.classes), {k: v for k, v in extra.items()
@@ -80,10 +77,12 @@ def merge_shards(out: Path, split: str, top_n: int = 16) -> dict[str, Any]:
             raise ManifestError(f"--merge: {path} is a shard of another evaluation (split, data, runs, tta or size "
                                 f"differ from {found[0][2].name}, or --split {split}); rerun it")
     probs = np.concatenate([np.load(p / "probabilities.npy") for _, _, p in found])
-    data = load_split(first.data, first.split, tuple(ModelInfo.read(first.runs[0]).input_size))
+    info = ModelInfo.read(first.runs[0])
+    data = load_split(first.data, first.split, tuple(info.input_size))
     if len(data.labels) != first.total or len(probs) != first.total:
         raise ManifestError(f"--merge: the shards hold {len(probs)} predictions, {first.data} has {len(data.labels)} "
                             f"{first.split} images now; rerun the shards")
     extra = {"split": first.split, "data": first.data, "runs": first.runs, "tta": first.tta, **first.extra,
              "shards": count}
-    return write_report(out, probs, data, extra, top_n, keep=tuple(p.name for _, _, p in found))
+    task = create_task(info.task, TaskSpec(info.classes, info.loss))
+    return write_report(out, task, probs, data, extra, top_n, keep=tuple(p.name for _, _, p in found))

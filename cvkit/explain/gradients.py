@@ -1,9 +1,10 @@
 """One forward (and backward) pass that captures a layer's feature map and the gradient of the
 target class's score with respect to it: what every gradient CAM method is computed from.
 
-The hook is registered for the pass only and removed in a ``finally`` block. The gradient comes
-from ``torch.autograd.grad``, not ``.backward()``, so the parameters' ``.grad`` are never written
-and the graph is freed when the call returns: calling this ten thousand times keeps memory flat.
+The hook (:func:`cvkit.models.hooks.hooked`) is registered for the pass only and removed whatever
+happens. The gradient comes from ``torch.autograd.grad``, not ``.backward()``, so the parameters'
+``.grad`` are never written and the graph is freed when the call returns: calling this ten thousand
+times keeps memory flat.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from torch import nn
 
 from cvkit.device import autocast
 from cvkit.errors import OptionError
+from cvkit.models.hooks import hooked
 
 # A map whose range is below this fraction of its magnitude is constant up to rounding: it gets
 # zeros rather than its rounding noise stretched to [0, 1].
@@ -33,12 +35,11 @@ class LayerPass:
     gradients: torch.Tensor | None
 
 
-def layer_module(model: nn.Module, layer: str, x: torch.Tensor) -> nn.Module:
-    """The module named ``layer``; an unknown name gets the runtime's error that lists the valid ones."""
-    module = dict(model.named_modules()).get(layer) if layer else None
-    if module is None:
+def require_layer(model: nn.Module, layer: str, x: torch.Tensor) -> None:
+    """Refuses a ``layer`` that names no module of the model, with the runtime's error that lists the
+    valid ones (layers with a feature map at ``x``'s size)."""
+    if not layer or layer not in dict(model.named_modules()):
         _refuse_layer(model, layer, x)
-    return module
 
 
 def _refuse_layer(model: nn.Module, layer: str, x: torch.Tensor) -> None:
@@ -96,10 +97,10 @@ def layer_pass(model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Ten
     hook hands the rest of the net a clone of a fresh leaf, so an in-place op after the layer (timm's
     ``x += shortcut``) neither fails on the leaf nor changes the values captured.
     """
-    module = layer_module(model, layer, x)
+    require_layer(model, layer, x)
     seen: dict[str, torch.Tensor] = {}
 
-    def hook(_module: nn.Module, _inputs: tuple, output: object) -> object:
+    def hook(output: object) -> object:
         if not isinstance(output, torch.Tensor) or output.ndim != 4:
             return None  # not a feature map: refused once the pass is over
         if not gradients:
@@ -110,9 +111,8 @@ def layer_pass(model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Ten
         seen["a"] = leaf
         return leaf.clone()
 
-    handle = module.register_forward_hook(hook)
     try:
-        with torch.inference_mode(False), torch.no_grad(), autocast(x.device, precision):
+        with hooked(model, {layer: hook}), torch.inference_mode(False), torch.no_grad(), autocast(x.device, precision):
             logits = model(x)
             if targets is not None and targets.is_inference():
                 targets = targets.clone()  # an index saved for the backward pass must be a normal tensor
@@ -130,7 +130,6 @@ def layer_pass(model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Ten
         return LayerPass(logits.detach().float(), targets, seen["a"].detach().float(),
                          None if grad is None else grad.float())
     finally:
-        handle.remove()
         seen.clear()
 
 

@@ -26,12 +26,13 @@ from cvkit.explain.gradients import (
     class_scores,
     default_targets,
     gradcam_raw,
-    layer_module,
     layer_pass,
     normalize_maps,
+    require_layer,
     upsample_maps,
     weighted_sum,
 )
+from cvkit.models.hooks import hooked
 
 METHODS: tuple[str, ...] = ("cam", "gradcam", "gradcam++", "scorecam", "layercam", "eigencam", "augmented-gradcam")
 # The options each method takes beyond the common ones; any other name is refused, not ignored.
@@ -181,15 +182,12 @@ def _cam(model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | 
     """CAM (Zhou et al., 2016): the last feature map weighted by the classifier's weights of the
     target class, sum_k w_k^c A_k (no bias, no ReLU). Only a head that is global average pooling
     then one linear layer (or a 1x1 conv, as NiN's) makes that map sum exactly to the logit."""
-    module = layer_module(model, layer, x)
+    require_layer(model, layer, x)
     seen: dict[str, torch.Tensor] = {}
-    handle = module.register_forward_hook(lambda _m, _i, out: seen.__setitem__("a", out) if torch.is_tensor(out) else None)
-    try:
-        with torch.no_grad(), autocast(x.device, precision):
-            features = model.forward_features(x)
-            logits = model.forward_head(features).float()
-    finally:
-        handle.remove()
+    with hooked(model, {layer: lambda out: seen.__setitem__("a", out) if torch.is_tensor(out) else None}), \
+            torch.no_grad(), autocast(x.device, precision):
+        features = model.forward_features(x)
+        logits = model.forward_head(features).float()
     weight, bias = _linear_weights(model.get_classifier(), features)
     if weight is None or not _is_gap_linear(features.float(), logits, weight, bias, precision):
         raise OptionError(f"--method cam needs a model whose head is global average pooling then one linear layer; "
@@ -237,14 +235,10 @@ def _is_gap_linear(features: torch.Tensor, logits: torch.Tensor, weight: torch.T
 def _describe_head(model: nn.Module, features: torch.Tensor) -> str:
     """The layers ``forward_head`` runs, in order, e.g. ``Flatten -> Linear -> ReLU -> Linear``."""
     names: list[str] = []
-    leaves = [m for m in model.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(lambda m, _i, _o: names.append(type(m).__name__)) for m in leaves]
-    try:
-        with torch.no_grad():
-            model.forward_head(features)
-    finally:
-        for handle in handles:
-            handle.remove()
+    leaves = {name: type(m).__name__ for name, m in model.named_modules() if name and not list(m.children())}
+    with hooked(model, {name: lambda _o, kind=kind: names.append(kind) for name, kind in leaves.items()}), \
+            torch.no_grad():
+        model.forward_head(features)
     steps = [n for i, n in enumerate(names) if n not in ("Identity", "Dropout") and (i == 0 or names[i - 1] != n)]
     return " -> ".join(steps) or type(model).__name__
 

@@ -18,16 +18,16 @@ SEARCH_DEPTH = 3  # runs/<name>/model.json, and two folders deeper (crossval's r
 
 
 def is_run(path: str | os.PathLike) -> bool:
-    return (Path(path) / "model.json").is_file()
+    return ModelInfo.exists(path)
 
 
 def latest_run(root: Path = RUNS) -> Path:
     """The run under ``root`` whose model.json was written last."""
-    found = [p.parent for depth in range(1, SEARCH_DEPTH + 1) for p in root.glob("/".join(["*"] * depth) + "/model.json")]
+    found = ModelInfo.runs_under(root, SEARCH_DEPTH)
     if not found:
         raise OptionError(f"no run given and none under ./{root}/; pass RUN (a folder written by 'cvkit train'), "
                           "or --arch NAME --pretrained for ImageNet weights")
-    return max(found, key=lambda run: (run / "model.json").stat().st_mtime)
+    return max(found, key=ModelInfo.written_at)
 
 
 def imagenet_classes() -> list[str]:

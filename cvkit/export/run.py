@@ -27,7 +27,7 @@ from cvkit.files.export import ExportInfo
 from cvkit.files.lock import releasing
 from cvkit.files.outputs import check_out, replacing
 from cvkit.files.owned import own_export
-from cvkit.files.run import save_weights
+from cvkit.files.run import ModelInfo, save_weights
 from cvkit.progress import info
 from cvkit.runtime import load_run
 
@@ -88,7 +88,7 @@ def export_run(run: str | os.PathLike, fmt: str, out: str | os.PathLike | None =
             raise ManifestError(f"the {fmt} export of {run} does not predict as the run does (largest probability "
                                 f"difference {diff:.2e}, top-1 agreement {agree:.1%}, on {len(images)} {source}); "
                                 f"nothing was written: report it, and try without --fuse-bn / --half")
-        shutil.copy(run / "model.json", stage / "model.json")
+        ModelInfo.copy(run, stage)
         if loaded.info.mean_image:
             shutil.copy(run / loaded.info.mean_image, stage / loaded.info.mean_image)
         result = ExportInfo(str(run), fmt, FILE_OF[fmt], fuse_bn, fused, left, half, opset if fmt == "onnx" else None,

@@ -47,6 +47,8 @@ def internal(default: Any = None, factory: Any = None) -> Any:
 class TrainConfig:
     data: str = internal("")
     out: str = internal("")
+    task: str | None = option(None, "What to predict (default: the task the dataset was prepared for); a simpler task "
+                                    "the dataset's targets allow, e.g. classify on a localize dataset.", MODEL)
     arch: str = option("smallcnn", "Architecture: see 'cvkit models'.", MODEL)
     head: str = option("auto", "auto (the architecture's own), fc (classic fully connected) or gap (global "
                                "average pooling + one linear layer).", MODEL)

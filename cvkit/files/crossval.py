@@ -28,9 +28,6 @@ FOLD_KINDS = ("kfold", "manifest", "holdout", "loo")
 # Leave-one-out trains one model per image: above this many train+val images it must be asked for.
 DEFAULT_LOO_LIMIT = 100
 FOLDS_COLUMNS = ("row", "path", "label", "split", "fold", "augmented_from")
-RESULTS_COLUMNS = ("config", "fold", "val_acc", "val_loss", "best_epoch", "epochs", "seconds")  # grid keys after config
-SUMMARY_COLUMNS = ("rank", "config", "folds", "val_acc_mean", "val_acc_std", "val_loss_mean", "val_loss_std",
-                   "best_epoch_mean", "seconds")  # grid keys after config
 AGAIN = "rerun 'cvkit crossval' with --force to start over"
 
 
@@ -152,17 +149,11 @@ def write_results(out: str | os.PathLike, frame: "pd.DataFrame") -> None:  # noq
     write_csv(Path(out) / "results.csv", frame)
 
 
-def read_results(out: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
-    return _read_csv(Path(out) / "results.csv", RESULTS_COLUMNS, {"config": str})
-
-
 def write_summary(out: str | os.PathLike, frame: "pd.DataFrame") -> None:  # noqa: F821
-    """``summary.csv``: one row per configuration, best first: mean and standard deviation over its folds."""
+    """``summary.csv``: one row per configuration, best first: mean and standard deviation over its folds
+    (``rank``, ``config``, ``folds``, ``val_acc_mean``, ``val_acc_std``, ``val_loss_mean``, ``val_loss_std``,
+    ``best_epoch_mean``, ``seconds``; each grid key is a column after ``config``)."""
     write_csv(Path(out) / "summary.csv", frame)
-
-
-def read_summary(out: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
-    return _read_csv(Path(out) / "summary.csv", SUMMARY_COLUMNS, {"config": str})
 
 
 def _read_csv(path: Path, columns: tuple[str, ...], dtype: dict[str, Any]) -> "pd.DataFrame":  # noqa: F821

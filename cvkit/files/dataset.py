@@ -21,6 +21,8 @@ SPLITS = ("train", "val", "test")
 DATASET_FILES = ("manifest.csv", "classes.json", "rejected.csv", "dataset.json", "stats.json", "augment.json",
                  "mean_image.npy", "cache", "images", "augmented", "augment_preview.png")
 REJECTED_COLUMNS = ("path", "reason")
+# The task of a dataset.json or model.json that names none (written before tasks existed): one class per image.
+DEFAULT_TASK = "classify"
 PREPARE_AGAIN = "rerun 'cvkit prepare' to write it"
 
 
@@ -160,6 +162,7 @@ class DatasetInfo:
     # The real path of the folder the images were imported from (a folder source, a CSV's folder); None
     # when prepare wrote the images into the dataset (IDX, torchvision). Absolute manifest paths must lie in it.
     source_root: str | None = None
+    task: str = DEFAULT_TASK  # what the dataset's targets are for (cvkit/tasks/); train uses it by default
 
     @classmethod
     def read(cls, dataset: str | os.PathLike) -> "DatasetInfo":

@@ -131,11 +131,6 @@ def write_eval(folder: str | os.PathLike, data: dict[str, Any]) -> Path:
     return path
 
 
-def read_eval(folder: str | os.PathLike) -> dict[str, Any]:
-    path = Path(folder)
-    return read_json(path / EVAL_JSON if path.is_dir() else path, "rerun 'cvkit retrieve eval' to write it")
-
-
 def write_duplicates(folder: str | os.PathLike, table: "pd.DataFrame") -> Path:  # noqa: F821
     path = Path(folder) / DUPLICATES_CSV
     write_csv(path, table[list(DUPLICATE_COLUMNS)], "%.6f")

@@ -17,6 +17,7 @@ from typing import Any
 
 from cvkit.errors import ManifestError, UnsafeCheckpoint
 from cvkit.files.atomic import NO_ROOM, atomic_path, disk_full, read_csv_checked, write_csv
+from cvkit.files.dataset import DEFAULT_TASK
 from cvkit.files.jsonio import from_json, read_json, type_ok, write_json
 
 RETRAIN = "retrain with 'cvkit train'"
@@ -57,6 +58,7 @@ class ModelInfo:
     val_loss: float | None = None
     cvkit_version: str = ""
     convolutional: bool = False  # written by 'cvkit convolutionalize': the head is made of convolutions
+    task: str = DEFAULT_TASK  # what the run predicts (cvkit/tasks/)
 
     @classmethod
     def read(cls, run: str | os.PathLike) -> "ModelInfo":
@@ -111,6 +113,29 @@ class ModelInfo:
 
     def write(self, run: str | os.PathLike) -> None:
         write_json(Path(run) / "model.json", asdict(self))
+
+    @staticmethod
+    def exists(run: str | os.PathLike) -> bool:
+        """Whether ``run`` holds a model.json: a run directory, as far as a search for runs needs."""
+        return (Path(run) / "model.json").is_file()
+
+    @staticmethod
+    def written_at(run: str | os.PathLike) -> float:
+        """When the run's model.json was last written (seconds since the epoch)."""
+        return (Path(run) / "model.json").stat().st_mtime
+
+    @staticmethod
+    def runs_under(root: str | os.PathLike, depth: int) -> list[Path]:
+        """The run directories 1 to ``depth`` folders below ``root`` (those that hold a model.json)."""
+        return [p.parent for level in range(1, depth + 1)
+                for p in Path(root).glob("/".join(["*"] * level) + "/model.json")]
+
+    @staticmethod
+    def copy(run: str | os.PathLike, folder: str | os.PathLike) -> None:
+        """Copy the run's model.json, byte for byte, into ``folder`` (an export beside its model file)."""
+        import shutil
+
+        shutil.copy(Path(run) / "model.json", Path(folder) / "model.json")
 
 
 # ----------------------------------------------------------------------------- metrics.csv

@@ -9,6 +9,10 @@ paddings). Each traced tensor is remembered with its version counter (which ever
 bumps), and a call whose input is no remembered tensor (an op the trace does not know) gets no
 formula value: the caller measures that layer (:func:`cvkit.models.receptive.receptive_field`) and
 the chain goes on from the measured value.
+
+Both engines are kept on purpose: the formula gives every layer from one pass (on the meta device
+too: VGG16 or a large timm net costs milliseconds), the experiment handles any op but one layer at a
+time with real passes on a copy. tests/inspect/test_receptive_agree.py checks that they agree.
 """
 
 from __future__ import annotations

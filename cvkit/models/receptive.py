@@ -1,11 +1,17 @@
 """Receptive fields found by experiment: which input window one unit of a layer sees, for any net.
 
-A formula (``r_out = r_in + (k - 1) * j_in``) needs the layer graph written out by hand for each
-architecture, and breaks on residual branches, dilations and odd paddings. Here the net itself
-answers: a copy made linear and positive (every weight an average, norms and activations
-removed, max-pools turned into average pools) passes every input pixel a unit depends on into its
-gradient with a positive weight and every other pixel with weight zero, so the nonzero region of
-the input gradient of one unit *is* its receptive field, whatever the architecture.
+The net itself answers: a copy made linear and positive (every weight an average, norms and
+activations removed, max-pools turned into average pools) passes every input pixel a unit depends
+on into its gradient with a positive weight and every other pixel with weight zero, so the nonzero
+region of the input gradient of one unit *is* its receptive field, whatever the architecture.
+
+cvkit has a second engine on purpose: :mod:`cvkit.inspect.trace` follows the formula
+(``r_out = r_in + (k - 1) * d * j_in``) along one traced pass, which gives every layer of a net at
+once for the cost of that pass, on the meta device too. The formula cannot follow an op it does not
+know (timm's VGG head stretching a map smaller than its 7x7 fc6, attention, a custom forward);
+this experiment can, one layer at a time, at the price of a few real passes on a copy. ``cvkit
+inspect`` uses the formula and measures here where it stops; ``visualize --max-patches`` measures
+here (one layer, any net). tests/inspect/test_receptive_agree.py checks that the two agree.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from cvkit.errors import OptionError
+from cvkit.models.hooks import forward_to
 
 START_SIZE = 64  # the first input side tried; doubled until the unit's window lies inside the input
 MAX_SIZE = 2048  # beyond this a window is taken as the whole image (attention, SE gates, global pools)
@@ -61,35 +68,6 @@ class _LocalOnly(TorchFunctionMode):
 
 GLOBAL_REDUCTIONS = {torch.mean, torch.Tensor.mean, torch.sum, torch.Tensor.sum, torch.amax, torch.Tensor.amax,
                      F.adaptive_avg_pool2d, F.adaptive_max_pool2d}
-
-
-class _Stop(Exception):
-    """Raised by the hook of the wanted layer: nothing after it needs computing."""
-
-
-def forward_to(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
-    """The output of the module named ``layer`` for input ``x``, with its autograd graph (when grad
-    is enabled), without running the rest of the net. The hook is removed whatever happens."""
-    module = dict(model.named_modules()).get(layer) if layer else None
-    if module is None:
-        raise OptionError(f"the model has no layer '{layer}'")
-    seen: list[torch.Tensor] = []
-
-    def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-        seen.append(output)
-        raise _Stop
-
-    handle = module.register_forward_hook(hook)
-    try:
-        model(x)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    if not seen or not isinstance(seen[0], torch.Tensor):
-        raise OptionError(f"layer '{layer}' is not called with a tensor output in the model's forward pass; "
-                          "choose another --layer")
-    return seen[0]
 
 
 class _AveragingConv(nn.Module):

@@ -16,6 +16,7 @@ from cvkit.files.lock import releasing
 from cvkit.files.outputs import check_out, replacing
 from cvkit.files.owned import own_query
 from cvkit.files.retrieve import IndexMeta, write_neighbors
+from cvkit.files.run import ModelInfo
 from cvkit.plots.retrieve import write_contact_sheet
 from cvkit.retrieve.approx import faiss_search
 from cvkit.retrieve.index import check_batch_size, embed, load_index
@@ -39,7 +40,7 @@ def load_index_run(meta: IndexMeta, folder: Path, device: str) -> LoadedRun:
     from cvkit.device import resolve_device
     from cvkit.runtime import load_run
 
-    if not (Path(meta.run) / "model.json").is_file():
+    if not ModelInfo.exists(meta.run):
         raise ManifestError(f"{folder}/meta.json names the run {meta.run}, which is gone; restore it there or "
                             f"rebuild the index with 'cvkit retrieve index RUN DATA --out {folder} --force'")
     return load_run(meta.run, resolve_device(device))

@@ -1,47 +1,36 @@
-"""Intermediate features by layer name, through forward hooks that are removed after use."""
+"""Intermediate features by layer name, through forward hooks that are removed after use
+(:mod:`cvkit.models.hooks`), and which layers have a feature map to explain."""
 
 from __future__ import annotations
 
 import contextlib
 import difflib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 
 from cvkit.errors import OptionError
-
-
-def layer_names(model: nn.Module) -> list[str]:
-    """Every named submodule, in forward-definition order (what ``layers`` may name)."""
-    return [name for name, _ in model.named_modules() if name]
+from cvkit.models.hooks import hooked, layer_names
 
 
 @contextlib.contextmanager
 def capture(model: nn.Module, layers: list[str]) -> Iterator[dict[str, torch.Tensor]]:
     """Within the block, ``seen[name]`` holds the last output of each named module.
 
-    The hooks are removed on leaving the block, whatever happens. Activations in cvkit's nets are
-    not in-place, so a captured output is never overwritten by the next layer.
+    The hooks (:func:`cvkit.models.hooks.hooked`) are removed on leaving the block, whatever happens.
+    Activations in cvkit's nets are not in-place, so a captured output is never overwritten by the
+    next layer.
     """
-    modules = dict(model.named_modules())
-    for name in layers:
-        if name not in modules or not name:
-            names = layer_names(model)
-            close = difflib.get_close_matches(name, names, n=3)
-            hint = f"did you mean {', '.join(close)}?" if close else f"its layers are {', '.join(names[:8])}, ..."
-            raise OptionError(f"the model has no layer '{name}'; {hint}")
     seen: dict[str, torch.Tensor] = {}
-    handles = []
-    for name in layers:
-        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor, name: str = name) -> None:
+
+    def keeper(name: str) -> Callable[[object], None]:
+        def keep(output: object) -> None:
             seen[name] = output.detach() if isinstance(output, torch.Tensor) else output
-        handles.append(modules[name].register_forward_hook(hook))
-    try:
+        return keep
+
+    with hooked(model, {name: keeper(name) for name in layers}):
         yield seen
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _map_outputs(model: nn.Module, in_chans: int, size: tuple[int, int]) -> tuple[list[tuple[str, tuple]], tuple]:
@@ -52,18 +41,15 @@ def _map_outputs(model: nn.Module, in_chans: int, size: tuple[int, int]) -> tupl
     from cvkit.models.inspection import probe
 
     finished: list[tuple[str, tuple]] = []
-    handles = []
-    for name, module in model.named_modules():
-        if name:
-            def hook(_m: nn.Module, _i: tuple, out: object, name: str = name) -> None:
-                if isinstance(out, torch.Tensor) and out.ndim == 4:
-                    finished.append((name, tuple(out.shape)))
-            handles.append(module.register_forward_hook(hook))
-    try:
+
+    def keeper(name: str) -> Callable[[object], None]:
+        def keep(out: object) -> None:
+            if isinstance(out, torch.Tensor) and out.ndim == 4:
+                finished.append((name, tuple(out.shape)))
+        return keep
+
+    with hooked(model, {name: keeper(name) for name in layer_names(model)}):
         features, _ = probe(model, (1, in_chans, *size), "forward_features", on_meta=False)
-    finally:
-        for handle in handles:
-            handle.remove()
     shape = tuple(features.shape) if isinstance(features, torch.Tensor) else ()
     return finished, shape
 

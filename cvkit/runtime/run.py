@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from cvkit.files.run import ModelInfo, load_model_weights
 from cvkit.progress import progress_bar
 from cvkit.runtime.features import capture
 from cvkit.runtime.infer import predict_batches
+from cvkit.tasks import Task, TaskSpec, create_task
 from cvkit.transforms.batch import Preprocess
 
 
@@ -36,6 +38,14 @@ class LoadedRun:
     @property
     def classes(self) -> list[str]:
         return self.info.classes
+
+    @cached_property
+    def task(self) -> Task:
+        """What the run predicts, as model.json records it."""
+        try:
+            return create_task(self.info.task, TaskSpec(self.info.classes, self.info.loss))
+        except OptionError as e:
+            raise ManifestError(f"{self.run / 'model.json'}: {e}; restore model.json or retrain the run") from None
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -64,7 +74,7 @@ class LoadedRun:
             return np.zeros((0, len(self.classes))), None
         with torch.inference_mode():
             probs, loss = predict_batches(self.model, self.batches(images, batch_size, labels), self.pre,
-                                          self.info.loss, self.precision, tta=tta, num_classes=len(self.classes))
+                                          self.task, self.precision, tta=tta)
         bad = int((~np.isfinite(probs).all(axis=1)).sum())
         if bad:  # argmax over NaN is class 0: scoring it would report a made-up accuracy
             raise ManifestError(f"the model of {self.run} gives NaN or infinite outputs for {bad:,} of {len(probs):,} "
@@ -132,4 +142,6 @@ def load_run(run: str | os.PathLike, device: torch.device, precision: str = "aut
     set_memory_format(model, memory_format)
     mean_image = np.load(run / info.mean_image) if info.mean_image else None
     pre = Preprocess(info.mean, info.std, device, mean_image, channels_last=memory_format == "channels_last")
-    return LoadedRun(run, model, info, pre, precision, device)
+    loaded = LoadedRun(run, model, info, pre, precision, device)
+    loaded.task  # noqa: B018  (a task model.json names wrongly fails here, before any work)
+    return loaded

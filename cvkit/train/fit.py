@@ -11,7 +11,6 @@ only rank 0 writes the run directory; choices that are timed (``--budget``'s epo
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable
@@ -37,7 +36,6 @@ from cvkit.files.run import (
     write_checkpoint,
     write_metrics,
 )
-from cvkit.models.losses import num_outputs
 from cvkit.progress import info, set_quiet
 from cvkit.train.batchnorm import RECALIBRATE_BELOW_STEPS
 from cvkit.train.budget import Budget
@@ -170,15 +168,6 @@ def _clean(run: Path) -> None:
             info(f"Removed {len(removed)} temporary file(s) left by an interrupted write: {', '.join(sorted(removed))}")
 
 
-def _better(monitor: str, value: float, best: float | None) -> bool:
-    """Accuracy should rise; losses (val_loss, or train_loss when there is no val split) should fall."""
-    if not math.isfinite(value):
-        return False
-    if best is None:
-        return True
-    return value > best if monitor == "val_acc" else value < best
-
-
 def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: bool, budget: Budget | None = None,
           callbacks: tuple[Callback, ...] = ()) -> TrainResult:
     cfg, data = trainer.cfg, trainer.data
@@ -233,7 +222,7 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
             row = {k: row[k] for k in METRICS_COLUMNS}
             history.append(row)
             value = row[monitor]
-            if _better(monitor, value, best["value"]):
+            if trainer.task.better(monitor, value, best["value"]):
                 best, bad_epochs = {"epoch": epoch, "value": value}, 0
                 if main:
                     save_model_weights(run, trainer.model.state_dict(), epoch)
@@ -289,10 +278,11 @@ def _model_info(trainer: Trainer, epoch: int, row: dict[str, Any]) -> ModelInfo:
     from cvkit.models import arch_options
 
     cfg, data = trainer.cfg, trainer.data
-    return ModelInfo(cfg.arch, len(data.classes), num_outputs(cfg.loss, len(data.classes)), data.in_chans, list(data.input_size), data.classes,
-                     cfg.loss, data.stats.mean, data.stats.std, arch_options(cfg.arch, **cfg.model_options()),
-                     "mean_image.npy" if data.mean_image is not None else None, data.info.resize, epoch,
-                     row.get("val_acc"), row.get("val_loss"), __version__)
+    return ModelInfo(cfg.arch, len(data.classes), trainer.task.num_outputs, data.in_chans, list(data.input_size),
+                     data.classes, cfg.loss, data.stats.mean, data.stats.std,
+                     arch_options(cfg.arch, **cfg.model_options()), "mean_image.npy" if data.mean_image is not None else None,
+                     data.info.resize, epoch, row.get("val_acc"), row.get("val_loss"), __version__,
+                     task=trainer.task.name)
 
 
 def _plot_curves(run: Path, history: list[dict[str, Any]], best_epoch: int | None) -> None:

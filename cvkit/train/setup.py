@@ -20,6 +20,8 @@ from cvkit.errors import ManifestError, OptionError
 from cvkit.files.config import TrainConfig
 from cvkit.files.dataset import AugmentFile, DatasetInfo, Stats, read_manifest
 from cvkit.progress import info
+from cvkit.tasks import Task, TaskSpec, create_task, task_names
+from cvkit.tasks.registry import TASKS
 from cvkit.train.optim import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, lr_multiplier, make_optimizer, param_groups
 from cvkit.transforms.policy import AugmentPolicy, read_augment, with_values
 from cvkit.transforms.stats import image_stats
@@ -188,3 +190,18 @@ def build_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per
         optimizer, lr_multiplier(cfg.schedule, steps_per_epoch * epochs, steps_per_epoch,
                                  round(cfg.warmup * steps_per_epoch), cfg.step_size, cfg.gamma),
         last_epoch=start_step - 1)
+
+
+def build_task(cfg: TrainConfig, data: TrainingData) -> Task:
+    """The dataset's task, or ``--task`` where the dataset holds its targets (a simpler task)."""
+    prepared = data.info.task
+    name = cfg.task or prepared
+    if name not in TASKS:
+        raise OptionError(f"--task {name} must be one of {', '.join(task_names())}")
+    if not TASKS[name].trains_on(prepared):
+        raise OptionError(f"--task {name}: {data.dataset} was prepared for {prepared}, whose targets do not fit "
+                          f"{name}; leave --task out, or prepare the source again with --task {name}")
+    task = create_task(name, TaskSpec(data.classes, cfg.loss, cfg.label_smoothing))
+    if cfg.class_weights == "auto":
+        task.weigh_classes(data.train.labels)
+    return task

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from cvkit.data.batches import Batches, steps_per_epoch
@@ -22,9 +21,9 @@ from cvkit.data.selection import Selection
 from cvkit.device import autocast, keep_freed_memory, resolve_device, set_memory_format
 from cvkit.errors import TrainingDiverged
 from cvkit.files.config import TrainConfig
-from cvkit.models.losses import Criterion, num_outputs, outputs_to_probs, soft_targets
 from cvkit.progress import progress_bar
 from cvkit.runtime.infer import predict_batches
+from cvkit.tasks import Task
 from cvkit.train import setup, speed
 from cvkit.train.batchnorm import RECALIBRATE_BELOW_STEPS, recalibrate, sample_indices
 from cvkit.train.distributed import World, check_sync_bn
@@ -35,9 +34,9 @@ from cvkit.transforms.batch import Preprocess, augment, mix
 class Trainer:
     """Holds the parts of a run; :meth:`step`, :meth:`train_epoch` and :meth:`validate` use them."""
 
-    def __init__(self, cfg: TrainConfig, data: TrainingData, device: torch.device, model: torch.nn.Module,
+    def __init__(self, cfg: TrainConfig, data: TrainingData, task: Task, device: torch.device, model: torch.nn.Module,
                  batch_size: int, epochs: int, world: World | None = None) -> None:
-        self.cfg, self.data, self.device, self.model = cfg, data, device, model
+        self.cfg, self.data, self.task, self.device, self.model = cfg, data, task, device, model
         self.world = world or World()
         self.batch_size, self.epochs = batch_size, epochs  # batch_size: the global batch
         # Two generators: the epoch's shuffle (the same on every process, which then take their shares)
@@ -55,8 +54,6 @@ class Trainer:
         self.base_lr = setup.base_lr(cfg, batch_size)
         self.optimizer = setup.build_optimizer(cfg, model, self.backbone, self.base_lr)
         self.scheduler = setup.build_schedule(cfg, self.optimizer, len(self.batches), epochs)
-        weights = self._class_weights() if cfg.class_weights == "auto" else None
-        self.criterion = Criterion(cfg.loss, weights)
         self.policy = data.policy
         self.pre = Preprocess(data.stats.mean, data.stats.std, device, data.mean_image)
         self.precision, self.memory_format = "fp32", "contiguous"
@@ -81,12 +78,13 @@ class Trainer:
             train, default_val = setup.default_selections(Path(cfg.data))
             val = default_val if val is None else val
         data = setup.load_data(cfg, train, val)
-        model = setup.build_model(cfg, data, num_outputs(cfg.loss, len(data.classes)), device)
+        task = setup.build_task(cfg, data)
+        model = setup.build_model(cfg, data, task.num_outputs, device)
         if cfg.sync_bn and world.distributed:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         batch_size = setup.plan_batch(cfg, len(data.train.labels), world.world_size)
         epochs, why = setup.plan_epochs(cfg, steps_per_epoch(len(data.train.labels), batch_size, drop_last=True))
-        trainer = cls(cfg, data, device, model, batch_size, epochs, world)
+        trainer = cls(cfg, data, task, device, model, batch_size, epochs, world)
         trainer.epochs_reason = why
         trainer.setup_speed(resume)
         return trainer
@@ -143,11 +141,6 @@ class Trainer:
         self.gen.set_state(gen_state)
         self.cfg.resolved["speed_probe_ms_per_step"] = timings
 
-    def _class_weights(self) -> torch.Tensor:
-        counts = np.bincount(self.data.train.labels, minlength=len(self.classes)).astype(np.float64)
-        weights = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0.0)
-        return torch.tensor(weights, dtype=torch.float32, device=self.device)
-
     def _backbone_names(self) -> set[str]:
         from cvkit.models import head_parameter_names
 
@@ -193,13 +186,13 @@ class Trainer:
         precision = precision or self.precision
         self._train_mode()
         x = augment(self.pre.to_unit(images), self.policy, self.gen)
-        targets = soft_targets(labels, len(self.classes), self.cfg.label_smoothing)
-        if self.policy.mixes:
+        targets = self.task.train_targets(labels)
+        if self.policy.mixes and self.task.mixes:
             x, targets = mix(x, targets, self.policy, self.gen)
         x = self.pre.normalize(x)
         with autocast(self.device, precision):
             out = self.train_forward(x)
-        loss = self.criterion(out, targets)
+        loss = self.task.loss(out, targets)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -210,8 +203,7 @@ class Trainer:
             self.optimizer.step()
         if advance_schedule:
             self.scheduler.step()
-        correct = (outputs_to_probs(out.detach(), self.cfg.loss).argmax(1) == labels).sum()
-        return loss.detach(), correct
+        return loss.detach(), self.task.hits(out, labels)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         total_loss = torch.zeros((), device=self.device)
@@ -286,12 +278,11 @@ class Trainer:
 
     def validate(self) -> tuple[float, float]:
         """(val loss, val accuracy) in eval mode; each process of a distributed run takes its share of val."""
-        probs, loss = predict_batches(self.forward, self.val_batches.epoch(), self.pre, self.cfg.loss, self.precision,
-                                      num_classes=len(self.classes))
+        probs, loss = predict_batches(self.forward, self.val_batches.epoch(), self.pre, self.task, self.precision)
         labels = self.data.val.labels[self.world.rank::self.world.world_size]
-        loss_sum, correct, n = self.world.sum(float(loss) * len(labels), float((probs.argmax(1) == labels).sum()),
-                                              len(labels))
-        return loss_sum / n, correct / n
+        loss_sum, score_sum, n = self.world.sum(float(loss) * len(labels), self.task.score(probs, labels) * len(labels),
+                                                len(labels))
+        return loss_sum / n, score_sum / n
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cvkit", "cvkit.errors", "cvkit.progress", "cvkit.device"),
     ("cvkit.files", "cvkit.plots"),
     ("cvkit.data", "cvkit.models", "cvkit.transforms"),
+    ("cvkit.tasks",),
     ("cvkit.runtime",),
     ("cvkit.train", "cvkit.evaluate", "cvkit.crossval", "cvkit.augment", "cvkit.explain", "cvkit.retrieve",
      "cvkit.convolutionalize", "cvkit.inspect", "cvkit.export"),

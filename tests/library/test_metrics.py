@@ -1,4 +1,4 @@
-"""cvkit.evaluate: metrics checked against scikit-learn, and the PNGs the plot functions write."""
+"""cvkit.tasks.metrics: classification metrics checked against scikit-learn, and the PNGs the plot functions write."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from sklearn import metrics as skm
 
-from cvkit.evaluate import classification_metrics, confusion_matrix, top_losses
+from cvkit.tasks.metrics import classification_metrics, confusion_matrix, top_losses
 from cvkit.plots import plot_confusion_matrix, plot_curves, plot_lr_find, plot_top_losses
 
 # ----------------------------------------------------------------------------- inputs

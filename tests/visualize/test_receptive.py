@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from cvkit.models import create_model
-from cvkit.models.receptive import ReceptiveField, forward_to, receptive_field
+from cvkit.models.hooks import forward_to
+from cvkit.models.receptive import ReceptiveField, receptive_field
 
 
 def by_formula(layers: list[tuple[int, int, int]]) -> ReceptiveField:

@@ -18,7 +18,8 @@ from cvkit.explain.visual.maximize import maximize
 from cvkit.explain.visual.patches import max_patches
 from cvkit.explain.visual.saliency import saliency
 from cvkit.explain.visual.splits import embedding, project
-from cvkit.models.receptive import forward_to, receptive_field
+from cvkit.models.hooks import forward_to
+from cvkit.models.receptive import receptive_field
 from cvkit.runtime import load_run
 from tests.conftest import leftovers, tree
 

@@ -37,7 +37,7 @@ def resolve_layer(loaded: LoadedRun, layer: str | None) -> str:
 
 def layer_shape(loaded: LoadedRun, layer: str) -> tuple[int, int, int]:
     """(channels, h, w) of ``layer``'s output at the run's input size."""
-    from cvkit.models.receptive import forward_to
+    from cvkit.models.hooks import forward_to
 
     x = torch.zeros(1, loaded.in_chans, *loaded.input_size, device=loaded.device)
     with torch.inference_mode():

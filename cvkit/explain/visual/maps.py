@@ -47,7 +47,7 @@ def filters(loaded: LoadedRun) -> Filters:
 
 def activations(loaded: LoadedRun, image: np.ndarray, layer: str) -> torch.Tensor:
     """``layer``'s feature maps (C, h, w, float32 on the CPU) for one uint8 image (1 x H x W x C)."""
-    from cvkit.models.receptive import forward_to
+    from cvkit.models.hooks import forward_to
 
     with torch.inference_mode():
         x = loaded.pre(torch.from_numpy(np.ascontiguousarray(image)).to(loaded.device))

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from cvkit.errors import OptionError
 from cvkit.explain.gradients import class_scores
 from cvkit.explain.visual.common import layer_shape, pixel_bounds, to_pixels
-from cvkit.models.receptive import forward_to
+from cvkit.models.hooks import forward_to
 from cvkit.runtime import LoadedRun
 
 LR = 0.05  # Adam's step on the normalized image: about 1% of its range per step

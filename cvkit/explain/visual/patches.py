@@ -12,7 +12,8 @@ import torch
 from cvkit.device import autocast
 from cvkit.errors import OptionError
 from cvkit.explain.visual.common import layer_shape
-from cvkit.models.receptive import ReceptiveField, forward_to, receptive_field
+from cvkit.models.hooks import forward_to
+from cvkit.models.receptive import ReceptiveField, receptive_field
 from cvkit.progress import progress_bar
 from cvkit.runtime import LoadedRun
 

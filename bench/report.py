@@ -1,0 +1,166 @@
+"""Write bench/README.md from bench/README.template.md and bench/results/*.json.
+
+The template holds the prose; each `<!-- results: NAME -->` line in it becomes the table of
+results/NAME.json (for the benchmarks that have one) and a line saying how that file was measured:
+date, commit, CPU, package versions and the exact command, or "not recorded" where an older file
+lacks them (no value is ever guessed). `<!-- index -->` becomes the list of every results file.
+tests/app/test_docs.py fails when bench/README.md is out of date.
+
+Usage: .venv/bin/python bench/report.py [--check]   (or: make docs)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+TEMPLATE = HERE / "README.template.md"
+README = HERE / "README.md"
+REGENERATE = ".venv/bin/python bench/report.py (or: make docs)"
+NOT_RECORDED = "not recorded"
+MARKER = re.compile(r"^(?P<indent>[ \t]*)<!-- (?:results: (?P<name>[\w-]+)|(?P<index>index)) -->[ \t]*$", re.M)
+
+
+def load(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _pm(stats: dict, places: int = 4) -> str:
+    return f"{stats['mean']:.{places}f} ± {stats['std']:.{places}f}"
+
+
+def _seconds(runs: list[dict], key: str = "train_wall_seconds") -> str:
+    values = [r[key] for r in runs]
+    low, high = min(values), max(values)
+    return f"{low:.0f}" if round(low) == round(high) else f"{low:.0f}-{high:.0f}"
+
+
+def metadata(data: dict) -> str:
+    """How a results file was measured; every field it lacks says so."""
+    def field(key: str) -> str:
+        return str(data[key]) if data.get(key) not in (None, "", {}) else NOT_RECORDED
+
+    versions = data.get("versions")
+    shown = ", ".join(f"{k} {v}" for k, v in versions.items()) if versions else NOT_RECORDED
+    cores = f", {data['cores']} cores" if data.get("cores") else ""
+    command = f"`{data['command']}`" if data.get("command") else NOT_RECORDED
+    return (f"measured {field('date')}; CPU: {field('cpu')}{cores}; commit: {field('commit')}; command: {command}; "
+            f"versions: {shown}.")
+
+
+def train_fmnist(data: dict) -> list[str]:
+    default, base = data["cvkit_default"], data["baseline"]
+    rows = [[f"`cvkit train` defaults ({len(default['seeds'])} seeds)", _pm(default["test_acc"]),
+             _pm(default["best_val_acc"]), f"{default['train_wall_seconds']['mean']:.0f}"],
+            ["`baseline_fmnist.py --epochs 5` (1 run)", f"{base['test_acc']:.4f}", "",
+             f"{base['train_seconds_5_epochs']:.0f} (5 training epochs)"]]
+    lines = _table(["", "test acc", "best val acc", "train seconds"], rows)
+    if speedup := data.get("targets", {}).get("speedup_vs_baseline_mean"):
+        lines += ["", f"cvkit's defaults trained {speedup}x faster than the baseline in the same run."]
+    return lines
+
+
+def budget_fmnist(data: dict) -> list[str]:
+    rows = [[f"{r['budget_minutes']:g}m", str(r["epochs"]), f"{r['train_wall_seconds']:.0f} s", f"{r['best_val_acc']:.3f}",
+             f"{r['test_acc']:.3f}"] for r in data["budget"]["runs"]]
+    return _table(["`--budget`", "epochs", "command wall time", "best val acc", "test acc"], rows)
+
+
+def large(data: dict) -> list[str]:
+    def stage(s: dict) -> str:
+        seconds = f"{s['seconds']:.1f}" if s["seconds"] < 20 else f"{s['seconds']:.0f}"
+        return f"{seconds} s, {s['peak_rss_mb']:,} MB"
+
+    rows = [[f"{r['images']:,}", stage(r["prepare"]), stage(r["normalize"]), stage(r["train_1_epoch"]),
+             stage(r["evaluate_val"])] for r in data["runs"]]
+    return _table(["images", "prepare", "normalize", "train, 1 epoch", "evaluate"], rows)
+
+
+def distributed(data: dict) -> list[str]:
+    names = {"digits": "digits (8 px)", "fmnist": "Fashion-MNIST (28 px)"}
+    rows = []
+    for key in ("digits", "fmnist"):
+        if key not in data:
+            continue
+        part = data[key]
+        setting = names[key] + (f", `{' '.join(part['train_args'])}`" if part.get("train_args") else ", epochs auto")
+        for procs in ("1_process", "2_process"):
+            if procs in part:
+                r = part[procs]
+                rows.append([setting, procs[0], _pm(r["val_acc"]), _pm(r["test_acc"]), _seconds(r["runs"])])
+    return _table(["dataset", "processes", "val acc", "test acc", "train wall s"], rows)
+
+
+def export(data: dict) -> list[str]:
+    kinds = ["eager", "eager_fused", "torchscript_fused", "onnxruntime_fused"]
+    rows = []
+    for net in ("smallcnn", "resnet18"):
+        if net not in data:
+            continue
+        c, h, w = data[net]["input"]
+        for batch in (256, 1):
+            speed, ratio = data[net][f"batch_{batch}_images_per_s"], data[net][f"batch_{batch}_speedup_vs_eager"]
+            cells = [f"{speed[k]:,.0f}" + ("" if k == "eager" else f" ({ratio[k]:.2f}x)") for k in kinds]
+            rows.append([f"{net} {h}x{w}x{c}", str(batch), *cells])
+    return _table(["network", "batch", "eager", "eager, BN folded", "TorchScript, folded", "ONNX Runtime, folded"], rows)
+
+
+# The benchmarks whose results are shown as a table; the others get their metadata line only.
+TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, "budget_fmnist": budget_fmnist,
+                                                  "large": large, "distributed": distributed, "export": export}
+
+
+def results_block(name: str) -> list[str]:
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        return [f"`results/{name}.json`: not measured yet (`python bench/bench_{name}.py`)."]
+    data = load(name)
+    lines = [*TABLES[name](data), ""] if name in TABLES else []
+    return [*lines, f"[`results/{name}.json`](results/{name}.json): {metadata(data)}"]
+
+
+def index_block() -> list[str]:
+    rows = []
+    for path in sorted(RESULTS.glob("*.json")):
+        data = json.loads(path.read_text())
+        rows.append([f"[`{path.name}`](results/{path.name})", str(data.get("date") or NOT_RECORDED),
+                     str(data.get("commit") or NOT_RECORDED), str(data.get("cpu") or NOT_RECORDED),
+                     f"`{data['command']}`" if data.get("command") else NOT_RECORDED])
+    return _table(["results", "measured", "commit", "CPU", "command"], rows)
+
+
+def render() -> str:
+    template = TEMPLATE.read_text()
+
+    def replace(match: re.Match) -> str:
+        lines = index_block() if match["index"] else results_block(match["name"])
+        return "\n".join(match["indent"] + line if line else "" for line in lines)
+
+    header = "<!-- Generated by bench/report.py from bench/README.template.md and bench/results/*.json: do not edit. -->\n"
+    return header + MARKER.sub(replace, template)
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        if not README.is_file() or README.read_text() != text:
+            print(f"out of date: bench/README.md; regenerate with: {REGENERATE}", file=sys.stderr)
+            return 1
+        return 0
+    if not README.is_file() or README.read_text() != text:
+        README.write_text(text)
+        print("wrote bench/README.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,118 @@
+"""The interface every task implements.
+
+A task object is built from the run's classes and its training options (:class:`TaskSpec`), and is
+all the trainer, validation and inference need to know about what the outputs mean:
+
+- ``num_outputs``: the head's width;
+- ``train_targets(labels)``: what the loss compares the outputs with (soft targets, so label smoothing,
+  mixup and cutmix work on them), and ``mixes``: whether mixing images may mix those targets;
+- ``loss(outputs, targets)``: the mean loss of a batch;
+- ``hits(outputs, labels)``: the training metric's count for a batch (correct predictions);
+- ``probabilities(outputs)``: what inference returns for each image;
+- ``metric`` and ``score(probs, labels)``: the val figure that picks the best epoch (``val_<metric>``
+  in metrics.csv), and ``better(value, best)``: its direction;
+- ``metrics(probs, labels)``: evaluate's figures (metrics.json), ``summary_keys`` the few an ensemble
+  lists per member; ``write_evaluation``: evaluate's other files (predictions.csv and the task's tables
+  and pictures); ``prediction_table`` and ``top``: what predict writes and prints.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from cvkit.errors import OptionError
+
+
+@dataclass
+class TaskSpec:
+    """The options a task is built from: the run's classes and the training options that shape its loss."""
+
+    classes: list[str]
+    loss: str = "ce"
+    label_smoothing: float = 0.0
+
+
+class Task(ABC):
+    name: ClassVar[str] = ""
+    metric: ClassVar[str] = ""  # the val metric that picks the best epoch
+    higher_is_better: ClassVar[bool] = True
+    mixes: ClassVar[bool] = True  # mixup and cutmix may blend this task's targets
+    summary_keys: ClassVar[tuple[str, ...]] = ()  # the metrics an ensemble lists per member
+
+    def __init__(self, spec: TaskSpec) -> None:
+        self.spec = spec
+
+    @property
+    def classes(self) -> list[str]:
+        return self.spec.classes
+
+    @property
+    @abstractmethod
+    def num_outputs(self) -> int:
+        """See the module docstring."""
+
+    @abstractmethod
+    def train_targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """See the module docstring."""
+
+    @abstractmethod
+    def eval_targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """Targets for the validation loss: as for training, without smoothing."""
+
+    @abstractmethod
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """See the module docstring."""
+
+    @abstractmethod
+    def hits(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """See the module docstring."""
+
+    @abstractmethod
+    def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        """See the module docstring."""
+
+    @abstractmethod
+    def score(self, probs: np.ndarray, labels: np.ndarray) -> float:
+        """The val metric over these images (a mean: a distributed validation weights each share by its size)."""
+
+    @abstractmethod
+    def metrics(self, probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        """evaluate's figures, under the task's stable keys (docs/tasks.md)."""
+
+    @abstractmethod
+    def prediction_table(self, paths: list[str], probs: np.ndarray, labels: np.ndarray | None = None) -> Any:
+        """predictions.csv as a DataFrame: one row per image (with its label when known)."""
+
+    @abstractmethod
+    def top(self, probs: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        """Each image's ``k`` best answers with their scores, for predict's summary."""
+
+    @abstractmethod
+    def write_evaluation(self, stage: Path, probs: np.ndarray, split: Any, top_n: int) -> None:
+        """evaluate's files besides metrics.json, into ``stage``; ``top_n`` worst predictions shown."""
+
+    @classmethod
+    def trains_on(cls, dataset_task: str) -> bool:
+        """Whether a dataset prepared for ``dataset_task`` holds this task's targets (``train --task``)."""
+        return dataset_task == cls.name
+
+    def weigh_classes(self, labels: np.ndarray) -> None:
+        """``--class-weights auto``: weigh the loss by the classes' frequencies in ``labels`` (the train split)."""
+        raise OptionError(f"--class-weights auto is not available for --task {self.name}")
+
+    def better(self, monitor: str, value: float, best: float | None) -> bool:
+        """Whether ``value`` of the monitored metric beats ``best``: the task's metric in its direction,
+        losses downwards; a value that is not finite never wins."""
+        if not math.isfinite(value):
+            return False
+        if best is None:
+            return True
+        up = monitor == f"val_{self.metric}" and self.higher_is_better
+        return value > best if up else value < best
