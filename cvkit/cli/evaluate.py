@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from cvkit.cli.common import emit, state
-from cvkit.cli.options import BatchSize, Json, Out, ShardOption, parse_shard
+from cvkit.cli.options import BatchSize, Json, Out, ShardOption, parse_shard, Threshold
 from cvkit.progress import console
 
 
@@ -26,10 +26,12 @@ def evaluate_command(
         "Put the shard-I-of-N folders of --out together: the report of the whole split, as one run writes it "
         "(no forward pass)."))] = False,
     as_json: Json = False,
+    threshold: Threshold = None,
 ) -> None:
     """Score RUN (or the ensemble of several RUNs: mean of their probabilities) on a dataset split.
 
-    Writes metrics.json, predictions.csv, confusion_matrix.csv/.png and top_losses.csv/.png into --out
+    Writes metrics.json, predictions.csv and the task's tables and pictures (classify: confusion_matrix.csv/.png
+    and top_losses.csv/.png; multilabel: per_class.csv and precision_recall.png) into --out
     (default: RUN/eval_SPLIT, replaced whole when it is run again).
 
     A large split can be scored in shares on several machines: --shard I/N (I from 0) writes share I into
@@ -44,15 +46,15 @@ def evaluate_command(
     if merge:
         from cvkit.evaluate.shards import merge_shards
 
-        if parsed is not None:
-            raise OptionError("--merge puts the shards together; drop --shard")
+        if parsed is not None or threshold is not None:
+            raise OptionError("--merge puts the shards together as they were scored; drop --shard and --threshold")
         target = Path(out) if out else runs[0] / f"eval_{split}" if len(runs) == 1 else runs[0] / f"ensemble_eval_{split}"
         result = EvalResult(target, merge_shards(target, split, top), [])
         if not state.quiet:
             _summary(result)
         emit(json.dumps(result.metrics) if as_json else str(result.out))
         return
-    result = evaluate([str(r) for r in runs], data, split, out, tta, top, state.device, batch_size, parsed)
+    result = evaluate([str(r) for r in runs], data, split, out, tta, top, state.device, batch_size, parsed, threshold)
     if parsed is not None:
         if not state.quiet:
             console.print(f"share {parsed[0]} of {parsed[1]}: {result.metrics.get('count', 0):,} images in {result.out}; "
@@ -67,16 +69,21 @@ def evaluate_command(
 def _summary(result) -> None:
     from rich.table import Table
 
+    from cvkit.tasks import TASKS
+
     m = result.metrics
+    headline = TASKS[m.get("task", "classify")].headline  # the task's own figures, under its keys
     table = Table(title=f"{', '.join(m['runs'])} on {m['split']} ({m['count']:,} images{', tta' if m['tta'] else ''})")
-    for col in ("run", "accuracy", "top-5", "balanced acc", "macro F1", "log loss", "ECE"):
-        table.add_column(col, justify="right" if col != "run" else "left")
+    table.add_column("run")
+    for _, title in headline:
+        table.add_column(title, justify="right")
+
+    def cells(figures: dict, bold: str = "") -> list[str]:
+        return [f"{bold}{figures[key]:.4f}" if isinstance(figures.get(key), (int, float)) else "-" for key, _ in headline]
+
     for member in result.members if len(result.members) > 1 else []:
-        table.add_row(Path(member["run"]).name, f"{member['accuracy']:.4f}", "", f"{member['balanced_accuracy']:.4f}",
-                      "", f"{member['log_loss']:.4f}", "")
-    table.add_row("[bold]ensemble" if len(result.members) > 1 else Path(m["runs"][0]).name, f"[bold]{m['accuracy']:.4f}",
-                  f"{m['top5_accuracy']:.4f}" if "top5_accuracy" in m else "-", f"{m['balanced_accuracy']:.4f}",
-                  f"{m['macro_f1']:.4f}", f"{m['log_loss']:.4f}", f"{m['ece']:.4f}")
+        table.add_row(Path(member["run"]).name, *cells(member))
+    table.add_row("[bold]ensemble" if len(result.members) > 1 else Path(m["runs"][0]).name, *cells(m, "[bold]"))
     console.print(table)
     pairs = [f"{p['true']} -> {p['predicted']} ({p['count']})" for p in m.get("most_confused", [])[:5]]
     if pairs:

@@ -24,6 +24,8 @@ BatchSize = Annotated[int, typer.Option(help="Images per forward pass.")]
 Workers = Annotated[Optional[int], typer.Option(help="Decoding processes (default: one per core).")]
 Seed = Annotated[Optional[int], typer.Option(help="Seed (default: the global --seed).")]
 Inputs = Annotated[list[str], typer.Argument(help="Image files, folders, or CSV files with a 'path' column.")]
+Threshold = Annotated[Optional[float], typer.Option(
+    help="Multi-label: one decision threshold for every class, instead of the per-class ones chosen on val.")]
 
 
 def _cli_type(f: Any) -> Any:

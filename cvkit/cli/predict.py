@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from cvkit.cli.common import emit, state
-from cvkit.cli.options import BatchSize, Inputs, Out, Workers
+from cvkit.cli.options import BatchSize, Inputs, Out, Workers, Threshold
 from cvkit.errors import OptionError
 from cvkit.progress import console
 
@@ -21,10 +21,12 @@ def predict_command(
     tta: Annotated[bool, typer.Option("--tta", help="Average with horizontally flipped images.")] = False,
     batch_size: BatchSize = 256,
     workers: Workers = None,
+    threshold: Threshold = None,
 ) -> None:
     """Predict the class of each INPUT image with RUN's model; unreadable images are reported and skipped.
 
-    Writes predictions.csv (path, predicted, probability, one column per class) and rejected.csv into --out
+    Writes predictions.csv (path, predicted, probability, one column per class; for a multi-label run the
+    labels above their thresholds) and rejected.csv into --out
     (default: RUN/predict, replaced whole when it is run again).
 
     Example: cvkit predict runs/fmnist photos/ -k 3
@@ -33,7 +35,7 @@ def predict_command(
 
     if k < 1:
         raise OptionError(f"-k {k} must be at least 1 (the number of classes to show per image)")
-    result = predict(run, inputs, out, tta, state.device, batch_size, workers)
+    result = predict(run, inputs, out, tta, state.device, batch_size, workers, threshold)
     if not state.quiet:
         from rich.table import Table
 

@@ -15,7 +15,8 @@ from cvkit.progress import console
 
 def prepare_command(
     source: Annotated[str, typer.Argument(help="Class folders, train/val/test split folders, a folder of IDX files, "
-                                               "a CSV of path,label[,split], or torchvision:NAME.")],
+                                               "a CSV of path,label[,split], or torchvision:NAME. --task multilabel: "
+                                               "a CSV of path,labels or of path plus one 0/1 column per class.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The dataset directory to write (not inside SOURCE).")],
     val: Annotated[float, typer.Option(help="Fraction for the val split, stratified per class.")] = 0.1,
     test: Annotated[float, typer.Option(help="Fraction for the test split (a source's own test split is kept).")] = 0.1,
@@ -23,10 +24,17 @@ def prepare_command(
     size: Annotated[Optional[str], typer.Option(help="N or HxW: build the packed uint8 cache at this size.")] = None,
     channels: Annotated[Optional[int], typer.Option(help="1 or 3 (default: 1 when every image is grayscale).")] = None,
     resize: Annotated[str, typer.Option(help="How --size is reached: crop (shorter side, centre crop) or squash.")] = "crop",
-    classes: Annotated[Optional[str], typer.Option(help="IDX sources: class names in label order, comma-separated.")] = None,
+    classes: Annotated[Optional[str], typer.Option(help="IDX sources: class names in label order; multi-label CSVs: "
+                                                        "every class, in order. Comma-separated.")] = None,
     root: Annotated[Optional[Path], typer.Option(help="torchvision sources: where the files are or are downloaded.")] = None,
     max_rejected: Annotated[float, typer.Option(help="Stop with an error when more than this fraction of inputs is bad.")] = 0.5,
     max_pixels: Annotated[Optional[int], typer.Option(help="Reject images with more pixels (default: Pillow's limit).")] = None,
+    task: Annotated[str, typer.Option(help="What the labels are for: classify (one class per image) or multilabel "
+                                           "(several labels per image, from a CSV).")] = "classify",
+    label_delim: Annotated[Optional[str], typer.Option(help="--task multilabel: what separates the labels in a "
+                                                            "CSV's labels cell (default: a space).")] = None,
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="--task multilabel: keep images with no label "
+                                                                    "(every label negative) instead of refusing them.")] = False,
     workers: Workers = None,
     seed: Seed = None,
     force: Force = False,
@@ -37,6 +45,9 @@ def prepare_command(
     Bad images (empty, not an image, truncated, unreadable, too large, duplicates across splits) \
 are skipped and listed in rejected.csv.
 
+    With --task multilabel, splits and folds are stratified over every label, and manifest.csv gets a \
+labels column (the image's labels joined by '|').
+
     Example: cvkit prepare ~/photos/dogs --out data/dogs --size 224 --val 0.15 --test 0.15
     """
     from cvkit.data import prepare
@@ -46,11 +57,12 @@ are skipped and listed in rejected.csv.
     class_names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     result = prepare(source, out, size=parse_size(size), val=val, test=test, folds=folds, channels=channels,
                      workers=workers, seed=seed_or_global(seed), classes=class_names, root=str(root) if root else None,
-                     max_rejected=max_rejected, resize=resize, max_pixels=max_pixels, force=force)
+                     max_rejected=max_rejected, resize=resize, max_pixels=max_pixels, force=force, task=task,
+                     label_delim=label_delim, allow_empty=allow_empty)
     if not state.quiet:
         _summary(result)
     if as_json:
-        emit(json.dumps({"out": str(result.out), "kind": result.kind, "classes": result.classes,
+        emit(json.dumps({"out": str(result.out), "kind": result.kind, "task": result.task, "classes": result.classes,
                          "counts": result.counts, "rejected": len(result.rejected), "channels": result.channels,
                          "size": list(result.size) if result.size else None}))
     else:
@@ -63,14 +75,14 @@ def _summary(result) -> None:
     splits = ("train", "val", "test")
     table = Table(title=f"{result.out} ({result.kind}, {result.channels} channel{'s' if result.channels > 1 else ''}"
                         + (f", cache {result.size[0]}x{result.size[1]}" if result.size else "") + ")")
-    table.add_column("class")
+    table.add_column("label" if result.task == "multilabel" else "class")
     for s in splits:
         table.add_column(s, justify="right")
     table.add_column("total", justify="right")
     for name in result.classes:
         row = result.counts[name]
         table.add_row(name, *(str(row[s]) for s in splits), str(sum(row.values())))
-    totals = {s: sum(result.counts[c][s] for c in result.classes) for s in splits}
+    totals = result.images  # images per split (a multi-label image counts once however many labels it has)
     table.add_row("[bold]all", *(f"[bold]{totals[s]}" for s in splits), f"[bold]{sum(totals.values())}")
     console.print(table)
     if result.rejected:

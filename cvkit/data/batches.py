@@ -28,7 +28,7 @@ def steps_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
 
 
 class Batches:
-    """Shuffled (or ordered) batches of (uint8 images N x H x W x C, int64 labels)."""
+    """Shuffled (or ordered) batches of (uint8 images N x H x W x C, targets: int64 labels or float32 rows)."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device,
                  shuffle: bool, drop_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
@@ -36,7 +36,8 @@ class Batches:
         self.shuffle, self.drop_last = shuffle, drop_last
         self.device = device
         self.rank, self.world_size = rank, world_size
-        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64).to(device)
+        labels = np.asarray(labels)  # class indices, or one row of targets per image (multi-hot, boxes, ...)
+        self.labels = torch.as_tensor(labels, dtype=torch.int64 if labels.dtype.kind in "iub" else torch.float32).to(device)
         self.n = len(labels)
         self.resident = images.nbytes <= RESIDENT_BYTES.get(device.type, 1 << 30)
         if self.resident:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,16 @@ import numpy as np
 from cvkit.data.decode import Task, decode_all
 from cvkit.errors import ManifestError, OptionError
 from cvkit.files.atomic import atomic_path
-from cvkit.files.dataset import CacheMeta, DatasetInfo, image_files, read_classes, read_manifest
+from cvkit.files.dataset import (
+    LABELS_COLUMN,
+    MULTILABEL,
+    CacheMeta,
+    DatasetInfo,
+    image_files,
+    read_classes,
+    read_manifest,
+    split_labels,
+)
 from cvkit.files.images import Resize
 
 # Rows copied per step when filling a cache, so memory stays bounded whatever the image size.
@@ -31,10 +40,22 @@ class SplitData:
     """One split of a dataset at one size: ``images`` is memory-mapped N x H x W x C uint8."""
 
     images: np.ndarray
-    labels: np.ndarray  # int64 class indices
+    labels: np.ndarray  # int64 class indices (a multi-label dataset: of the first label, 0 for none)
     paths: list[str]
     classes: list[str]
     rows: list[int]  # manifest row of each image
+    # Multi-label datasets: N x K float32, 1 where the image has class k (manifest ``labels``); else None.
+    multi_hot: np.ndarray | None = None
+
+
+def multi_hot(cells: Iterable[str], classes: list[str]) -> np.ndarray:
+    """N x K float32 targets of manifest ``labels`` cells (names checked by read_manifest)."""
+    index = {c: i for i, c in enumerate(classes)}
+    cells = list(cells)
+    out = np.zeros((len(cells), len(classes)), dtype=np.float32)
+    for n, cell in enumerate(cells):
+        out[n, [index[name] for name in split_labels(cell)]] = 1.0
+    return out
 
 
 def cache_files(dataset: str | os.PathLike, split: str, size: tuple[int, int]) -> tuple[Path, Path]:
@@ -96,6 +117,12 @@ def load_split(dataset: str | os.PathLike, split: str, size: tuple[int, int] | N
     if part.empty:
         raise ManifestError(f"{dataset}/manifest.csv has no '{split}' images; prepare the dataset with a {split} split")
     index = {c: i for i, c in enumerate(classes)}
+    multilabel = info.task == MULTILABEL
+    if multilabel and LABELS_COLUMN not in part.columns:
+        raise ManifestError(f"{dataset}/manifest.csv lacks the '{LABELS_COLUMN}' column its multilabel task needs; "
+                            f"rerun 'cvkit prepare --task multilabel'")
+    if multilabel:  # an image with no label at all has an empty 'label'; its targets are all in multi_hot
+        index = {"": 0, **index}
     unknown = sorted(set(part["label"]) - set(index))
     if unknown:
         raise ManifestError(f"{dataset}/manifest.csv uses label(s) {', '.join(unknown[:5])} missing from classes.json; "
@@ -115,7 +142,8 @@ def load_split(dataset: str | os.PathLike, split: str, size: tuple[int, int] | N
     if images.shape != (len(rows), size[0], size[1], channels):
         raise ManifestError(f"{npy} has shape {images.shape}, expected {(len(rows), *size, channels)}; delete it to rebuild")
     labels = np.array([index[label] for label in part["label"]], dtype=np.int64)
-    return SplitData(images, labels, paths, classes, rows)
+    targets = multi_hot(part[LABELS_COLUMN], classes) if multilabel else None
+    return SplitData(images, labels, paths, classes, rows, targets)
 
 
 def build_cache(dataset: Path, split: str, size: tuple[int, int], channels: int, resize: str,

@@ -17,13 +17,17 @@ import numpy as np
 from cvkit.data.cache import copy_rows, rows_key, write_cache
 from cvkit.data.decode import Task, check_workers, decode_all
 from cvkit.data.sources import Item, open_source
-from cvkit.data.splits import assign_folds, carve, check_fractions
+from cvkit.data.splits import assign_folds, assign_folds_multilabel, carve, carve_multilabel, check_fractions
 from cvkit.checks import check_seed
 from cvkit.errors import OptionError, TooManyRejected, UnsafeOutput
 from cvkit.files.dataset import (
+    DEFAULT_TASK,
+    LABELS_COLUMN,
     MANIFEST_COLUMNS,
+    MULTILABEL,
     SPLITS,
     DatasetInfo,
+    join_labels,
     write_classes,
     write_manifest,
     write_rejected,
@@ -34,6 +38,9 @@ from cvkit.files.outputs import check_out, replacing
 from cvkit.files.owned import own_dataset
 
 SPLIT_PRIORITY = {"test": 0, "val": 1, "train": 2}  # a duplicate is kept in the first of these
+# The tasks whose targets prepare can import (--task); a task added to cvkit/tasks/ joins here once
+# prepare reads its input formats.
+PREPARE_TASKS = (DEFAULT_TASK, MULTILABEL)
 
 
 @dataclass
@@ -41,12 +48,14 @@ class PrepareResult:
     out: Path
     kind: str
     classes: list[str]
-    counts: dict[str, dict[str, int]]  # class -> split -> images
+    counts: dict[str, dict[str, int]]  # class -> split -> images (multi-label: images with that label)
     rejected: list[tuple[str, str]]
     channels: int
     size: tuple[int, int] | None
     inputs: int
     reasons: Counter = field(default_factory=Counter)
+    task: str = DEFAULT_TASK
+    images: dict[str, int] = field(default_factory=dict)  # split -> images
 
 
 @releasing  # the --out lock check_out takes is given up on return
@@ -54,8 +63,13 @@ def prepare(source: str, out: str | os.PathLike, *, size: tuple[int, int] | None
             test: float = 0.1, folds: int = 0, channels: int | None = None, workers: int | None = None,
             seed: int = 0, classes: list[str] | None = None, root: str | None = None,
             max_rejected: float = 0.5, resize: str = "crop", max_pixels: int | None = None,
-            force: bool = False) -> PrepareResult:
-    """Import ``source`` into the dataset directory ``out``; see ``cvkit prepare --help``."""
+            force: bool = False, task: str = DEFAULT_TASK, label_delim: str | None = None,
+            allow_empty: bool = False) -> PrepareResult:
+    """Import ``source`` into the dataset directory ``out``; see ``cvkit prepare --help``.
+
+    ``task="multilabel"`` imports a CSV with several labels per image (``label_delim``, default a
+    space, separates them; ``allow_empty`` keeps images with none) and stratifies by every label."""
+    check_task(task, label_delim, allow_empty)
     check_fractions(val, test)
     if channels not in (None, 1, 3):
         raise OptionError(f"--channels {channels} must be 1 or 3")
@@ -75,7 +89,8 @@ def prepare(source: str, out: str | os.PathLike, *, size: tuple[int, int] | None
     sources = [] if source.startswith("torchvision:") else [source]
     out = check_out(out, sources=sources, reads=[root] if root else [], own=own_dataset, force=force,
                     dataset=True)
-    src = open_source(source, root=root, classes=classes)
+    src = open_source(source, root=root, classes=classes, task=task,
+                      label_delim=" " if label_delim is None else label_delim, allow_empty=allow_empty)
     inside = next((it.path for it in src.items if it.array is None and _within(it.path, out)), None)
     if inside is not None:
         raise UnsafeOutput(f"--out {out} holds {inside}, an image this import reads; choose another --out")
@@ -83,9 +98,24 @@ def prepare(source: str, out: str | os.PathLike, *, size: tuple[int, int] | None
         check_room(out.parent, len(src.items), size, channels or 3)
     with replacing(out) as stage:
         result = _prepare_into(stage, src, size, val, test, folds, channels, workers, seed, max_rejected, resize,
-                               max_pixels, _source_root(source, src.kind))
+                               max_pixels, _source_root(source, src.kind), task)
     result.out = out
     return result
+
+
+def check_task(task: str, label_delim: str | None, allow_empty: bool) -> None:
+    if task not in PREPARE_TASKS:
+        import difflib
+
+        close = difflib.get_close_matches(task, PREPARE_TASKS, n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        raise OptionError(f"--task {task} must be one of {', '.join(PREPARE_TASKS)}.{hint}")
+    if task != MULTILABEL and (label_delim is not None or allow_empty):
+        option = "--label-delim" if label_delim is not None else "--allow-empty"
+        raise OptionError(f"{option} is for multi-label sources; add --task {MULTILABEL}")
+    if label_delim is not None and (not label_delim or "\n" in label_delim or "\r" in label_delim):
+        raise OptionError(f"--label-delim {label_delim!r} must be one or more characters other than a line break; "
+                          f"the default is a single space")
 
 
 def _within(path: str, folder: Path) -> bool:
@@ -115,7 +145,7 @@ def _source_root(source: str, kind: str) -> str | None:
 
 
 def _prepare_into(stage: Path, src, size, val, test, folds, channels, workers, seed, max_rejected, resize,
-                  max_pixels, source_root: str | None) -> PrepareResult:
+                  max_pixels, source_root: str | None, task: str = DEFAULT_TASK) -> PrepareResult:
     items: list[Item] = src.items
     n = len(items)
     # A file whose links lead outside the source is not imported: the manifest would name a file elsewhere.
@@ -143,15 +173,21 @@ def _prepare_into(stage: Path, src, size, val, test, folds, channels, workers, s
         raise TooManyRejected(f"none of the {n} inputs is a usable image (first: {first}); fix the inputs")
 
     rng = np.random.default_rng(seed)
+    multilabel = task == MULTILABEL
     labels = [it.label for it in items]
-    _assign_splits(split_of, follows, labels, val, test, rng)
+    # What splits and folds are stratified by: the class, or (multi-label) the set of labels.
+    targets = [it.labels for it in items] if multilabel else labels
+    carver = carve_multilabel if multilabel else carve
+    _assign_splits(split_of, follows, targets, val, test, rng, carver)
     kept = sorted(split_of)
-    fold_of = assign_folds([i for i in kept if split_of[i] != "test"], labels, folds, rng) if folds else {}
+    dealer = assign_folds_multilabel if multilabel else assign_folds
+    fold_of = dealer([i for i in kept if split_of[i] != "test"], targets, folds, rng) if folds else {}
 
     gray = {r.index: r.gray for r in ok}
     n_channels = channels or (1 if all(gray[i] for i in kept) else 3)
     present = {labels[i] for i in kept}
-    class_names = [c for c in src.classes if c in present]
+    # A multi-label dataset keeps every class, even one no kept image has: the head has one output each.
+    class_names = list(src.classes) if multilabel else [c for c in src.classes if c in present]
 
     import pandas as pd
 
@@ -159,14 +195,17 @@ def _prepare_into(stage: Path, src, size, val, test, folds, channels, workers, s
     frame = pd.DataFrame({"path": [items[i].path for i in kept], "label": [labels[i] for i in kept],
                           "split": [split_of[i] for i in kept], "fold": [fold_of.get(i, -1) for i in kept],
                           "sha1": [sha1[i] for i in kept]}, columns=list(MANIFEST_COLUMNS))
+    if multilabel:
+        frame[LABELS_COLUMN] = [join_labels(items[i].labels) for i in kept]
     for col in src.extra_columns:
         frame[col] = [items[i].extra.get(col, "") for i in kept]
     write_manifest(stage, frame)
     write_classes(stage, class_names)
     rejected.sort()
     write_rejected(stage, rejected)
-    DatasetInfo(src.kind, list(size) if size else None, n_channels, resize, seed, val, test, folds,
-                {s: int((frame["split"] == s).sum()) for s in SPLITS}, source_root).write(stage)
+    images = {s: int((frame["split"] == s).sum()) for s in SPLITS}
+    DatasetInfo(src.kind, list(size) if size else None, n_channels, resize, seed, val, test, folds, images,
+                source_root, task).write(stage)
     if decoded is not None:
         source = np.load(decoded, mmap_mode="r")
         for split in SPLITS:
@@ -181,10 +220,11 @@ def _prepare_into(stage: Path, src, size, val, test, folds, channels, workers, s
         decoded.unlink()
 
     counts = {c: {s: 0 for s in SPLITS} for c in class_names}
-    for label, split in zip(frame["label"], frame["split"]):
-        counts[label][split] += 1
+    for i, split in zip(kept, frame["split"]):
+        for label in (items[i].labels if multilabel else (labels[i],)):
+            counts[label][split] += 1
     return PrepareResult(stage, src.kind, class_names, counts, rejected, n_channels, size, n,
-                         Counter(why.split(":")[0] for _, why in rejected))
+                         Counter(why.split(":")[0] for _, why in rejected), task, images)
 
 
 def _resolve_duplicates(items: list[Item], ok) -> tuple[dict[int, str | None], dict[int, int], list[tuple[int, str]]]:
@@ -202,8 +242,8 @@ def _resolve_duplicates(items: list[Item], ok) -> tuple[dict[int, str | None], d
     dropped: list[tuple[int, str]] = []
     for members in groups.values():
         first = members[0]
-        same = [i for i in members if items[i].label == items[first].label]
-        dropped += [(i, f"duplicate: same bytes as {items[first].path}, labelled '{items[first].label}'")
+        same = [i for i in members if items[i].target == items[first].target]
+        dropped += [(i, f"duplicate: same bytes as {items[first].path}, labelled '{_shown(items[first])}'")
                     for i in members if i not in same]
         given = sorted({items[i].split for i in same if items[i].split}, key=SPLIT_PRIORITY.get)
         keep_split = given[0] if given else None
@@ -218,15 +258,20 @@ def _resolve_duplicates(items: list[Item], ok) -> tuple[dict[int, str | None], d
     return split_of, follows, dropped
 
 
-def _assign_splits(split_of: dict[int, str | None], follows: dict[int, int], labels: list[str], val: float,
-                   test: float, rng: np.random.Generator) -> None:
+def _shown(item: Item) -> str:
+    return item.label if item.labels is None else join_labels(item.labels)
+
+
+def _assign_splits(split_of: dict[int, str | None], follows: dict[int, int], targets: list, val: float,
+                   test: float, rng: np.random.Generator, carver=carve) -> None:
     """Fill in the splits: images with none are carved by fraction of the whole; a source with
-    splits but no val has ``val`` of its train split carved out. Duplicates follow their first copy."""
+    splits but no val has ``val`` of its train split carved out. Duplicates follow their first copy.
+    ``carver`` stratifies by ``targets`` (:func:`carve` by class, :func:`carve_multilabel` by labels)."""
     free = [i for i, s in split_of.items() if s is None]
     given = len(free) < len(split_of)
-    split_of.update(carve(free, labels, {"val": val, "test": test}, rng))
+    split_of.update(carver(free, targets, {"val": val, "test": test}, rng))
     if given and "val" not in split_of.values():
         train = [i for i, s in split_of.items() if s == "train"]
-        split_of.update(carve(train, labels, {"val": val}, rng))
+        split_of.update(carver(train, targets, {"val": val}, rng))
     for i, first in follows.items():
         split_of[i] = split_of[first]

@@ -1,7 +1,9 @@
 """Import sources: what ``cvkit prepare SOURCE`` accepts, listed as :class:`Item` rows.
 
 A source is one of: a folder of class folders, a folder of ``train/ val/ test/`` split folders, a
-folder of MNIST-family IDX files, a CSV of ``path,label[,split]``, or ``torchvision:NAME``.
+folder of MNIST-family IDX files, a CSV of ``path,label[,split]``, or ``torchvision:NAME``. A
+multi-label source (``task="multilabel"``) is a CSV of ``path,labels`` (several labels in one cell) or
+of ``path`` plus one 0/1 column per class.
 Listing is sorted so the result never depends on the order the file system returns entries in.
 """
 
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cvkit.errors import SourceError, UnsafePath
+from cvkit.errors import OptionError, SourceError, UnsafePath
+from cvkit.files.dataset import DEFAULT_TASK, LABELS_SEP, MULTILABEL
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test"}
@@ -32,6 +35,14 @@ class Item:
     split: str | None = None  # the source's own split, None when the source has none
     array: np.ndarray | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    # Multi-label sources: every label of the image in class order (``label`` is the first, "" for none);
+    # None for a single-label source.
+    labels: tuple[str, ...] | None = None
+
+    @property
+    def target(self) -> str | tuple[str, ...]:
+        """What the image is labelled with: its class, or its set of labels."""
+        return self.label if self.labels is None else self.labels
 
 
 @dataclass
@@ -140,13 +151,46 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def _from_csv(csv_path: Path) -> Source:
+RESERVED_COLUMNS = ("path", "label", "labels", "split", "fold", "sha1")  # never an extra or a 0/1 class column
+BINARY = frozenset({"0", "1"})
+
+
+def _read_csv(csv_path: Path, header: str) -> "pd.DataFrame":  # noqa: F821
     import pandas as pd
 
     try:
-        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+        return pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
-        raise SourceError(f"{csv_path} cannot be read as CSV ({' '.join(str(e).split())[:160]}); it needs a header row 'path,label[,split]'") from None
+        raise SourceError(f"{csv_path} cannot be read as CSV ({' '.join(str(e).split())[:160]}); it needs a header "
+                          f"row '{header}'") from None
+
+
+def _csv_path(csv_path: Path, root: Path, real_root: Path, row: int, raw: str) -> str:
+    """The checked absolute path of a CSV row's image (relative to the CSV's folder)."""
+    if not raw:
+        raise SourceError(f"{csv_path} row {row}: empty path")
+    if "\x00" in raw:
+        raise SourceError(f"{csv_path} row {row}: the path holds a NUL byte; fix that row")
+    # Where the path really leads, links followed: a link inside the folder that points
+    # outside it is refused like a '../' path.
+    full = Path(os.path.normpath(root / raw))
+    if not _inside(full.resolve(), real_root):
+        raise UnsafePath(f"{csv_path} row {row}: path '{raw}' is outside the CSV's folder {root}; "
+                         f"move the image inside it or list it relative to the CSV")
+    return str(full)
+
+
+def _csv_split(csv_path: Path, row: int, value: str) -> str | None:
+    if not value:
+        return None
+    split = SPLIT_ALIASES.get(value.lower())
+    if split is None:
+        raise SourceError(f"{csv_path} row {row}: split '{value}' is not train, val or test")
+    return split
+
+
+def _from_csv(csv_path: Path) -> Source:
+    frame = _read_csv(csv_path, "path,label[,split]")
     for col in ("path", "label"):
         if col not in frame.columns:
             raise SourceError(f"{csv_path} has no '{col}' column; its header must start with path,label[,split]")
@@ -157,28 +201,96 @@ def _from_csv(csv_path: Path) -> Source:
     items = []
     for row, rec in enumerate(frame.to_dict("records"), start=2):  # row 1 is the header
         raw = rec["path"]
-        if not raw:
-            raise SourceError(f"{csv_path} row {row}: empty path")
-        if "\x00" in raw:
-            raise SourceError(f"{csv_path} row {row}: the path holds a NUL byte; fix that row")
-        # Where the path really leads, links followed: a link inside the folder that points
-        # outside it is refused like a '../' path.
-        full = Path(os.path.normpath(root / raw))
-        if not _inside(full.resolve(), real_root):
-            raise UnsafePath(f"{csv_path} row {row}: path '{raw}' is outside the CSV's folder {root}; "
-                             f"move the image inside it or list it relative to the CSV")
+        full = _csv_path(csv_path, root, real_root, row, raw)
         if not rec["label"]:
             raise SourceError(f"{csv_path} row {row}: empty label for '{raw}'")
-        split = None
-        if has_split and rec["split"]:
-            split = SPLIT_ALIASES.get(rec["split"].lower())
-            if split is None:
-                raise SourceError(f"{csv_path} row {row}: split '{rec['split']}' is not train, val or test")
-        items.append(Item(str(full), rec["label"], split, extra={c: rec[c] for c in extra}))
+        split = _csv_split(csv_path, row, rec["split"]) if has_split else None
+        items.append(Item(full, rec["label"], split, extra={c: rec[c] for c in extra}))
     if not items:
         raise SourceError(f"{csv_path} lists no images")
     items.sort(key=lambda it: it.path)
     return Source("csv", items, sorted({it.label for it in items}), extra)
+
+
+def check_class_name(name: str, where: str) -> None:
+    """A multi-label class name must be joinable with '|' in manifest.csv's ``labels`` column."""
+    if LABELS_SEP in name:
+        raise SourceError(f"{where}: class name '{name}' holds '{LABELS_SEP}', which manifest.csv uses to join "
+                          f"labels; rename the class")
+
+
+def _from_multilabel_csv(csv_path: Path, classes: list[str] | None, delim: str, allow_empty: bool) -> Source:
+    """A CSV of ``path,labels`` (``label`` also accepted; labels joined by ``delim``) or of ``path`` plus
+    one 0/1 column per class. With ``classes``, they fix the class order, every label must be one of
+    them and, in the 0/1 form, they name the class columns; otherwise the classes are sorted."""
+    header = "path,labels[,split] or path,CLASS1,CLASS2,... of 0/1"
+    frame = _read_csv(csv_path, header)
+    if "path" not in frame.columns:
+        raise SourceError(f"{csv_path} has no 'path' column; its header must be {header}")
+    if "label" in frame.columns and "labels" in frame.columns:
+        raise SourceError(f"{csv_path} has both a 'label' and a 'labels' column; keep the one that holds the labels")
+    if classes is not None:
+        for name in classes:
+            check_class_name(name, "--classes")
+    target = "labels" if "labels" in frame.columns else "label" if "label" in frame.columns else None
+    others = [c for c in frame.columns if c not in RESERVED_COLUMNS]
+    if target is None:
+        if classes is not None:
+            missing = [c for c in classes if c not in frame.columns]
+            if missing:
+                raise SourceError(f"{csv_path} has no column '{missing[0]}' of --classes, and no 'labels' column; "
+                                  f"its header must be {header}")
+            columns = list(classes)
+        else:
+            columns = [c for c in others if len(frame) and frame[c].isin(BINARY).all()]
+        if not columns:
+            raise SourceError(f"{csv_path} has no 'labels' column and no column of 0/1 per class; its header must "
+                              f"be {header}")
+        for name in columns:
+            check_class_name(name, f"{csv_path} column '{name}'")
+    else:
+        columns = []
+    extra = [c for c in others if c not in columns]
+    if not delim:
+        raise OptionError("--label-delim must not be empty; the default is a single space")
+    known = set(classes) if classes is not None else None
+    root = Path(os.path.abspath(csv_path.parent))
+    real_root = root.resolve()
+    has_split = "split" in frame.columns
+    items = []
+    for row, rec in enumerate(frame.to_dict("records"), start=2):  # row 1 is the header
+        raw = rec["path"]
+        full = _csv_path(csv_path, root, real_root, row, raw)
+        if target is not None:
+            cell = rec[target].strip()
+            names = [name.strip() for name in cell.split(delim)] if cell else []
+            if "" in names:
+                raise SourceError(f"{csv_path} row {row}: an empty label in '{rec[target]}' (two delimiters "
+                                  f"{delim!r} in a row, or one at an end); fix that row or pass --label-delim")
+        else:
+            bad = next((c for c in columns if rec[c] not in BINARY), None)
+            if bad is not None:
+                raise SourceError(f"{csv_path} row {row}: column '{bad}' holds '{rec[bad]}', not 0 or 1")
+            names = [c for c in columns if rec[c] == "1"]
+        for name in names:
+            if known is not None and name not in known:
+                raise SourceError(f"{csv_path} row {row}: label '{name}' is not one of --classes")
+            check_class_name(name, f"{csv_path} row {row}")
+        if not names and not allow_empty:
+            raise SourceError(f"{csv_path} row {row}: '{raw}' has no label; label it, or pass --allow-empty to "
+                              f"keep such images with every label negative")
+        split = _csv_split(csv_path, row, rec["split"]) if has_split else None
+        items.append(Item(full, "", split, extra={c: rec[c] for c in extra}, labels=tuple(dict.fromkeys(names))))
+    if not items:
+        raise SourceError(f"{csv_path} lists no images")
+    if classes is None:
+        classes = sorted({name for it in items for name in it.labels} | set(columns))
+    order = {c: i for i, c in enumerate(classes)}
+    for it in items:
+        it.labels = tuple(sorted(it.labels, key=order.__getitem__))
+        it.label = it.labels[0] if it.labels else ""
+    items.sort(key=lambda it: it.path)
+    return Source("csv", items, list(classes), extra)
 
 
 # ----------------------------------------------------------------------------- torchvision
@@ -231,8 +343,18 @@ def _from_torchvision(name: str, root: Path | None) -> Source:
 # ----------------------------------------------------------------------------- detection
 
 
-def open_source(source: str, root: str | os.PathLike | None = None, classes: list[str] | None = None) -> Source:
-    """Detect what ``source`` is and list its images, labels and own splits."""
+def open_source(source: str, root: str | os.PathLike | None = None, classes: list[str] | None = None,
+                task: str = DEFAULT_TASK, label_delim: str = " ", allow_empty: bool = False) -> Source:
+    """Detect what ``source`` is and list its images, labels and own splits.
+
+    ``task="multilabel"`` reads a CSV with several labels per image (:func:`_from_multilabel_csv`),
+    split by ``label_delim``; ``allow_empty`` keeps rows with no label at all."""
+    if task == MULTILABEL:
+        path = Path(source)
+        if not (path.is_file() and path.suffix.lower() == ".csv"):
+            raise SourceError(f"--task multilabel reads a CSV (path,labels with the labels joined by --label-delim, "
+                              f"or path plus one 0/1 column per class); SOURCE '{source}' is not a .csv file")
+        return _from_multilabel_csv(path, classes, label_delim, allow_empty)
     if source.startswith("torchvision:"):
         return _from_torchvision(source.split(":", 1)[1], Path(root) if root else None)
     path = Path(source)

@@ -34,7 +34,8 @@ class PredictResult:
 
 @releasing  # the --out lock check_out takes is given up on return
 def predict(run: str | os.PathLike, inputs: list[str], out: str | os.PathLike | None = None, tta: bool = False,
-            device: str = "auto", batch_size: int = 256, workers: int | None = None) -> PredictResult:
+            device: str = "auto", batch_size: int = 256, workers: int | None = None,
+            threshold: float | None = None) -> PredictResult:
     """Predict every readable image of ``inputs``; unreadable ones are reported and skipped."""
     from cvkit.device import resolve_device
     from cvkit.runtime import collect_inputs, load_run, read_images
@@ -42,6 +43,8 @@ def predict(run: str | os.PathLike, inputs: list[str], out: str | os.PathLike | 
     check_batch_size(batch_size)
     check_workers(workers)
     loaded = load_run(run, resolve_device(device))
+    if threshold is not None:
+        loaded.task.set_threshold(threshold)
     paths = collect_inputs(inputs)
     out = check_out(out or loaded.run / "predict", reads=[loaded.run, *inputs], own=own_predict, force=True)
     found = read_images(paths, loaded.input_size, loaded.in_chans, loaded.info.resize, workers)

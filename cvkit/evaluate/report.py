@@ -18,7 +18,7 @@ def write_report(out: Path, task: Task, probs: np.ndarray, split_data, extra: di
                  keep: tuple[str, ...] = ()) -> dict[str, Any]:
     """The task's metrics and files for ``probs`` on ``split_data``, written into ``out`` whole (``keep``:
     entries of ``out`` carried over); returns the metrics."""
-    metrics = {**task.metrics(probs, split_data.labels), **extra}
+    metrics = {**task.metrics(probs, task.targets(split_data)), **extra}
     with replacing(out) as stage:
         for name in keep:
             shutil.copytree(out / name, stage / name)

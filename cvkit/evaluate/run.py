@@ -27,7 +27,8 @@ class EvalResult:
 @releasing  # the --out lock check_out takes is given up on return
 def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = None, split: str = "test",
              out: str | os.PathLike | None = None, tta: bool = False, top_n: int = 16, device: str = "auto",
-             batch_size: int = 512, shard: tuple[int, int] | None = None) -> EvalResult:
+             batch_size: int = 512, shard: tuple[int, int] | None = None,
+             threshold: float | None = None) -> EvalResult:
     """Probabilities of every run on ``split`` (an ensemble averages them), metrics and pictures in ``out``.
 
     ``shard=(I, N)``: only share I of the split's images, into ``out/shard-I-of-N`` (probabilities and
@@ -46,6 +47,8 @@ def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = Non
     dev = resolve_device(device)
     loaded = [load_run(r, dev) for r in runs]
     classes, task = loaded[0].classes, loaded[0].task
+    if threshold is not None:  # --threshold: one for every class, over the ones chosen on val
+        task.set_threshold(threshold)
     for member in loaded[1:]:
         if member.classes != classes or member.task.name != task.name:
             raise OptionError(f"{member.run} was trained on other classes or for another task than {loaded[0].run}; "
@@ -77,12 +80,14 @@ def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = Non
         if split_data.images.shape[3] != member.in_chans:
             raise ManifestError(f"{data} has {split_data.images.shape[3]} channel(s), {member.run} takes "
                                 f"{member.in_chans}; prepare the dataset with --channels {member.in_chans}")
-        probs, _ = member.predict(split_data.images, split_data.labels, batch_size, tta)
+        targets = member.task.targets(split_data)
+        probs, _ = member.predict(split_data.images, targets, batch_size, tta)
         all_probs.append(probs)
-        scores = task.metrics(probs, split_data.labels)
+        scores = task.metrics(probs, targets)
         members.append({"run": str(member.run), **{key: scores[key] for key in task.summary_keys}})
     probs = np.mean(all_probs, axis=0)
-    extra: dict[str, Any] = {"split": split, "data": str(data), "runs": [str(m.run) for m in loaded], "tta": tta}
+    extra: dict[str, Any] = {"task": task.name, "split": split, "data": str(data), "runs": [str(m.run) for m in loaded],
+                             "tta": tta}
     if len(loaded) > 1:
         extra["members"] = members
     if shard is not None:

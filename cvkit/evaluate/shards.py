@@ -36,11 +36,11 @@ def write_shard(out: Path, task: Task, probs: np.ndarray, data: SplitData, shard
 
     n_total = int(extra.pop("total"))
     rows = shard_range(n_total, *shard)
-    metrics = {**task.metrics(probs, data.labels), **extra, "shard": list(shard)} if len(
+    metrics = {**task.metrics(probs, task.targets(data)), **extra, "shard": list(shard)} if len(
         data.labels) else {"count": 0, **extra, "shard": list(shard)}
     with replacing(out) as stage:
         write_npy(stage / "probabilities.npy", probs.astype(np.float64))
-        write_csv(stage / "predictions.csv", task.prediction_table(data.paths, probs, data.labels), "%.6g")
+        write_csv(stage / "predictions.csv", task.prediction_table(data.paths, probs, task.targets(data)), "%.6g")
         ShardInfo(shard[0], shard[1], rows.start, rows.stop, n_total, extra["split"], os.path.abspath(extra["data"]),
                   [os.path.abspath(r) for r in extra["runs"]],
                   extra["tta"], list(data.classes), {k: v for k, v in extra.items()

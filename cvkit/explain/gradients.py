@@ -10,6 +10,7 @@ times keeps memory flat.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 import torch.nn.functional as F
@@ -35,14 +36,9 @@ class LayerPass:
     gradients: torch.Tensor | None
 
 
-def require_layer(model: nn.Module, layer: str, x: torch.Tensor) -> None:
-    """Refuses a ``layer`` that names no module of the model, with the runtime's error that lists the
-    valid ones (layers with a feature map at ``x``'s size)."""
-    if not layer or layer not in dict(model.named_modules()):
-        _refuse_layer(model, layer, x)
-
-
-def _refuse_layer(model: nn.Module, layer: str, x: torch.Tensor) -> None:
+def refuse_layer(model: nn.Module, layer: str, x: torch.Tensor) -> NoReturn:
+    """The error for a ``layer`` that gives no feature map (or names no module): the runtime's, which
+    lists the valid layers at ``x``'s size."""
     from cvkit.runtime.features import check_layer
 
     check_layer(model, layer, x.shape[1], (x.shape[-2], x.shape[-1]))  # raises, listing the valid layers
@@ -97,7 +93,6 @@ def layer_pass(model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Ten
     hook hands the rest of the net a clone of a fresh leaf, so an in-place op after the layer (timm's
     ``x += shortcut``) neither fails on the leaf nor changes the values captured.
     """
-    require_layer(model, layer, x)
     seen: dict[str, torch.Tensor] = {}
 
     def hook(output: object) -> object:
@@ -112,12 +107,13 @@ def layer_pass(model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Ten
         return leaf.clone()
 
     try:
-        with hooked(model, {layer: hook}), torch.inference_mode(False), torch.no_grad(), autocast(x.device, precision):
+        with hooked(model, {layer: hook}, lambda name: refuse_layer(model, name, x)), torch.inference_mode(False), \
+                torch.no_grad(), autocast(x.device, precision):
             logits = model(x)
             if targets is not None and targets.is_inference():
                 targets = targets.clone()  # an index saved for the backward pass must be a normal tensor
             if "a" not in seen:
-                _refuse_layer(model, layer, x)
+                refuse_layer(model, layer, x)
             if targets is None:
                 targets = default_targets(logits.detach())
             grad = None

@@ -28,7 +28,7 @@ from cvkit.explain.gradients import (
     gradcam_raw,
     layer_pass,
     normalize_maps,
-    require_layer,
+    refuse_layer,
     upsample_maps,
     weighted_sum,
 )
@@ -182,10 +182,9 @@ def _cam(model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | 
     """CAM (Zhou et al., 2016): the last feature map weighted by the classifier's weights of the
     target class, sum_k w_k^c A_k (no bias, no ReLU). Only a head that is global average pooling
     then one linear layer (or a 1x1 conv, as NiN's) makes that map sum exactly to the logit."""
-    require_layer(model, layer, x)
     seen: dict[str, torch.Tensor] = {}
-    with hooked(model, {layer: lambda out: seen.__setitem__("a", out) if torch.is_tensor(out) else None}), \
-            torch.no_grad(), autocast(x.device, precision):
+    keep = {layer: lambda out: seen.__setitem__("a", out) if torch.is_tensor(out) else None}
+    with hooked(model, keep, lambda name: refuse_layer(model, name, x)), torch.no_grad(), autocast(x.device, precision):
         features = model.forward_features(x)
         logits = model.forward_head(features).float()
     weight, bias = _linear_weights(model.get_classifier(), features)

@@ -86,8 +86,11 @@ class TrainConfig:
     label_smoothing: float = option(0.0, "Label smoothing.", OPTIM)
     loss: str = option("ce", "ce, bce (two classes: one sigmoid output) or mse.", OPTIM)
     class_weights: str | None = option(None, "'auto': weight classes by inverse frequency.", OPTIM)
+    pos_weight: str | None = option(None, "'auto' (multi-label): weigh each class's positives by its negatives "
+                                          "in the train split (rare labels count more).", OPTIM)
     patience: int | None = option(None, "Early stopping: epochs without improvement of --monitor.", OPTIM)
-    monitor: str = option("val_acc", "val_acc or val_loss: picks the best epoch.", OPTIM)
+    monitor: str = option("val_acc", "val_acc (the task's val metric: accuracy, mAP for multi-label) or val_loss: "
+                                     "picks the best epoch.", OPTIM)
     # data and augmentation
     size: list[int] | None = internal(None)
     augment: str = option("dataset", "The augmentation policy: 'dataset' (DATA/augment.json, written by 'cvkit "
@@ -144,6 +147,8 @@ class TrainConfig:
             raise OptionError("--warmup, --momentum and --backbone-lr-scale must be 0 or more, --gamma above 0")
         if self.class_weights not in (None, "auto"):
             raise OptionError(f"--class-weights {self.class_weights} must be 'auto' (or left out)")
+        if self.pos_weight not in (None, "auto"):
+            raise OptionError(f"--pos-weight {self.pos_weight} must be 'auto' (or left out)")
         if self.freeze not in (None, "backbone") and not (str(self.freeze).isdigit() and int(self.freeze) >= 1):
             raise OptionError(f"--freeze {self.freeze} must be 'backbone' or a number of block groups (1 or more) "
                               f"to train besides the head")

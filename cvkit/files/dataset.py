@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ DATASET_FILES = ("manifest.csv", "classes.json", "rejected.csv", "dataset.json",
 REJECTED_COLUMNS = ("path", "reason")
 # The task of a dataset.json or model.json that names none (written before tasks existed): one class per image.
 DEFAULT_TASK = "classify"
+MULTILABEL = "multilabel"
+# manifest.csv's ``labels`` column (multi-label datasets) joins an image's labels with this, in class order.
+LABELS_SEP = "|"
 PREPARE_AGAIN = "rerun 'cvkit prepare' to write it"
 
 
@@ -54,6 +58,17 @@ class ManifestRow:
 
 
 MANIFEST_COLUMNS = tuple(f.name for f in fields(ManifestRow))  # first in manifest.csv, in this order
+LABELS_COLUMN = "labels"  # multi-label datasets: after MANIFEST_COLUMNS, before any extra column
+
+
+def join_labels(labels: Sequence[str]) -> str:
+    """One manifest ``labels`` cell: the labels joined by '|' ("" for none)."""
+    return LABELS_SEP.join(labels)
+
+
+def split_labels(cell: str) -> list[str]:
+    """The labels of one manifest ``labels`` cell ("" holds none)."""
+    return cell.split(LABELS_SEP) if cell else []
 
 
 def read_manifest(dataset: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
@@ -66,7 +81,8 @@ def read_manifest(dataset: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
     if not path.is_file():
         raise _not_a_dataset(dataset, "manifest.csv")
     try:
-        frame = pd.read_csv(path, dtype={"path": str, "label": str, "split": str, "sha1": str}, keep_default_na=False)
+        frame = pd.read_csv(path, dtype={"path": str, "label": str, "split": str, "sha1": str, LABELS_COLUMN: str},
+                            keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
         raise ManifestError(f"{path} cannot be parsed ({' '.join(str(e).split())[:160]}); rerun 'cvkit prepare'") from None
     missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
@@ -83,7 +99,22 @@ def read_manifest(dataset: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
     nul = frame["path"].str.contains("\x00", regex=False)
     if nul.any():
         raise ManifestError(f"{path} row {int(nul.idxmax()) + 2}: the path holds a NUL byte; rerun 'cvkit prepare'")
+    if LABELS_COLUMN in frame.columns and (dataset / "dataset.json").is_file() \
+            and DatasetInfo.read(dataset).task == MULTILABEL:
+        check_labels(frame, read_classes(dataset), path)
     return frame
+
+
+def check_labels(frame: "pd.DataFrame", classes: list[str], path: Path) -> None:  # noqa: F821
+    """Every name of a multi-label manifest's ``labels`` column is a class of classes.json; one-line
+    error with the row number otherwise."""
+    known = set(classes)
+    for row, cell in enumerate(frame[LABELS_COLUMN], start=2):
+        unknown = next((name for name in split_labels(cell) if name not in known), None)
+        if unknown is not None:
+            what = "an empty label" if not unknown else f"label '{unknown}'"
+            raise ManifestError(f"{path} row {row}: {what} in labels '{cell[:120]}' is not in classes.json; add it "
+                                f"there or rerun 'cvkit prepare'")
 
 
 def image_files(dataset: str | os.PathLike, paths: list[str], rows: list[int]) -> list[str]:

@@ -20,7 +20,8 @@ from cvkit.files.run import RUN_FILES
 
 SHARDS = "shard-*-of-*"
 EVALUATE_FILES = ("metrics.json", "predictions.csv", "confusion_matrix.csv", "confusion_matrix.png",
-                  "top_losses.csv", "top_losses.png", "shard.json", "probabilities.npy")
+                  "top_losses.csv", "top_losses.png", "shard.json", "probabilities.npy", "per_class.csv",
+                  "precision_recall.png")
 PREDICT_FILES = ("predictions.csv", "rejected.csv")
 # Every file `visualize` writes (shell patterns): what its --out may hold and be rewritten over.
 VISUALIZE_FILES = ("curves.png", "filters.png", "activations_*.png", "max_patches_*.png", "max_patches_*.csv",

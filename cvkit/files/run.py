@@ -54,11 +54,12 @@ class ModelInfo:
     mean_image: str | None = None
     resize: str = "crop"
     epoch: int = 0
-    val_acc: float | None = None
+    val_acc: float | None = None  # the best epoch's val figure of the task: accuracy (mAP for multilabel)
     val_loss: float | None = None
     cvkit_version: str = ""
     convolutional: bool = False  # written by 'cvkit convolutionalize': the head is made of convolutions
     task: str = DEFAULT_TASK  # what the run predicts (cvkit/tasks/)
+    task_state: dict[str, Any] = field(default_factory=dict)  # what the task learned on val (e.g. thresholds)
 
     @classmethod
     def read(cls, run: str | os.PathLike) -> "ModelInfo":
@@ -72,10 +73,6 @@ class ModelInfo:
         if info.num_classes != len(info.classes):
             raise ManifestError(f"{path}: 'num_classes' is {info.num_classes} but 'classes' names "
                                 f"{len(info.classes)}; restore model.json or {RETRAIN}")
-        expected = 1 if info.loss == "bce" and info.num_classes == 2 else info.num_classes
-        if info.num_outputs != expected:
-            raise ManifestError(f"{path}: 'num_outputs' {info.num_outputs} does not fit {info.num_classes} classes "
-                                f"with loss {info.loss} (expected {expected}); restore model.json or {RETRAIN}")
         if len(info.input_size) != 2 or min(info.input_size) < 1:
             raise ManifestError(f"{path}: 'input_size' must be [height, width], each 1 or more; restore model.json "
                                 f"or {RETRAIN}")
@@ -152,7 +149,7 @@ def write_metrics(run: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
 
 def read_metrics(run: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
     """``RUN/metrics.csv`` as a DataFrame, checked for the columns ``train`` writes."""
-    return read_csv_checked(Path(run) / "metrics.csv", METRICS_COLUMNS, RETRAIN)
+    return read_csv_checked(Path(run) / "metrics.csv", METRICS_COLUMNS[:2] + ("val_loss",), RETRAIN)
 
 
 # ----------------------------------------------------------------------------- model.safetensors

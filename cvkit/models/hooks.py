@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 from collections.abc import Callable, Iterator
+from typing import NoReturn
 
 import torch
 from torch import nn
@@ -29,16 +30,20 @@ def _no_layer(names: list[str], name: str) -> OptionError:
 
 
 @contextlib.contextmanager
-def hooked(model: nn.Module, hooks: dict[str, Callable[[object], object]]) -> Iterator[None]:
+def hooked(model: nn.Module, hooks: dict[str, Callable[[object], object]],
+           unknown: Callable[[str], NoReturn] | None = None) -> Iterator[None]:
     """Within the block, each output of the module named by a key of ``hooks`` is passed to its
     function, which may return a replacement for the rest of the pass (None keeps the output).
 
-    Every name is checked before any hook is registered, and the hooks are removed on leaving the
-    block, whatever happens.
+    Every name is checked before any hook is registered: an unknown one is passed to ``unknown``,
+    which raises its own error (default: one with the close matches). The hooks are removed on
+    leaving the block, whatever happens.
     """
     modules = dict(model.named_modules())
     for name in hooks:
         if not name or name not in modules:
+            if unknown is not None:
+                unknown(name)
             raise _no_layer(layer_names(model), name)
     handles = []
     try:

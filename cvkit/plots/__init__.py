@@ -118,10 +118,12 @@ def plot_curves(metrics: "pd.DataFrame", path: str | os.PathLike, best_epoch: in
     from matplotlib.ticker import MaxNLocator
 
     fig = _figure(11, 4.5 if title else 4)
-    for i, quantity in enumerate(("loss", "acc")):
+    # the task's val metric: val_acc, val_map, ... (train_acc is the training figure of every task)
+    score = next((c for c in metrics.columns if c.startswith("val_") and c != "val_loss"), "val_acc")
+    for i, quantity in enumerate(("loss", score[4:])):
         ax = fig.add_subplot(1, 2, i + 1)
         for split, style in (("train", "-"), ("val", "--")):
-            column = f"{split}_{quantity}"
+            column = f"{split}_{quantity}" if split == "val" or quantity == "loss" else "train_acc"
             if column not in metrics.columns:
                 continue
             values = metrics[["epoch", column]].astype(np.float64).dropna()
@@ -134,7 +136,7 @@ def plot_curves(metrics: "pd.DataFrame", path: str | os.PathLike, best_epoch: in
                             markeredgecolor="tab:red", markeredgewidth=1.5)
         if best_epoch is not None:
             ax.axvline(best_epoch, color="tab:red", linestyle=":", linewidth=1, label=f"best epoch {best_epoch}")
-        ax.set_title("accuracy" if quantity == "acc" else "loss")
+        ax.set_title({"acc": "accuracy", "loss": "loss", "map": "mAP (train: label accuracy)"}.get(quantity, quantity))
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -223,4 +225,26 @@ def plot_crossval(names: Sequence[str], means: Sequence[float], stds: Sequence[f
     ax.grid(alpha=0.3, axis="x")
     if n == 0:
         fig.text(0.5, 0.5, "no finished folds", ha="center", va="center")
+    _save(fig, path)
+
+
+def plot_precision_recall(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike) -> None:
+    """One precision-recall curve per class (``{class: (precision, recall)}``), in a grid of small panels."""
+    from matplotlib.ticker import MaxNLocator
+
+    names = list(curves)
+    cols = min(4, max(1, len(names)))
+    rows = max(1, math.ceil(len(names) / cols))
+    fig = _figure(3 * cols, 2.6 * rows)
+    for i, name in enumerate(names):
+        precision, recall = curves[name]
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.step(np.r_[0.0, recall], np.r_[precision[:1] if len(precision) else [1.0], precision], where="post")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(0, 1.02)
+        ax.xaxis.set_major_locator(MaxNLocator(3))
+        ax.set_xlabel("recall", fontsize=8)
+        ax.set_ylabel("precision", fontsize=8)
+        ax.grid(alpha=0.3)
     _save(fig, path)

@@ -42,10 +42,16 @@ class LoadedRun:
     @cached_property
     def task(self) -> Task:
         """What the run predicts, as model.json records it."""
+        path = self.run / "model.json"
         try:
-            return create_task(self.info.task, TaskSpec(self.info.classes, self.info.loss))
+            task = create_task(self.info.task, TaskSpec(self.info.classes, self.info.loss, state=self.info.task_state))
         except OptionError as e:
-            raise ManifestError(f"{self.run / 'model.json'}: {e}; restore model.json or retrain the run") from None
+            raise ManifestError(f"{path}: {e}; restore model.json or retrain the run") from None
+        if task.num_outputs != self.info.num_outputs:
+            raise ManifestError(f"{path}: 'num_outputs' {self.info.num_outputs} does not fit {self.info.num_classes} "
+                                f"classes of task {task.name} with loss {self.info.loss} (expected {task.num_outputs}); "
+                                f"restore model.json or retrain the run")
+        return task
 
     @property
     def input_size(self) -> tuple[int, int]:

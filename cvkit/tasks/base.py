@@ -3,6 +3,8 @@
 A task object is built from the run's classes and its training options (:class:`TaskSpec`), and is
 all the trainer, validation and inference need to know about what the outputs mean:
 
+- ``targets(split)``: the split's targets as the trainer batches them, and ``check_train`` the refusal
+  of training targets that cannot teach anything;
 - ``num_outputs``: the head's width;
 - ``train_targets(labels)``: what the loss compares the outputs with (soft targets, so label smoothing,
   mixup and cutmix work on them), and ``mixes``: whether mixing images may mix those targets;
@@ -13,7 +15,9 @@ all the trainer, validation and inference need to know about what the outputs me
   in metrics.csv), and ``better(value, best)``: its direction;
 - ``metrics(probs, labels)``: evaluate's figures (metrics.json), ``summary_keys`` the few an ensemble
   lists per member; ``write_evaluation``: evaluate's other files (predictions.csv and the task's tables
-  and pictures); ``prediction_table`` and ``top``: what predict writes and prints.
+  and pictures); ``prediction_table`` and ``top``: what predict writes and prints;
+- ``calibrate(probs, targets)``: what the task learns on val for the best epoch (multi-label thresholds),
+  kept in model.json as ``task_state`` and given back through ``TaskSpec.state``.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class TaskSpec:
     classes: list[str]
     loss: str = "ce"
     label_smoothing: float = 0.0
+    state: dict[str, Any] | None = None  # what the task learned on val (model.json's "task_state")
 
 
 class Task(ABC):
@@ -45,6 +50,7 @@ class Task(ABC):
     higher_is_better: ClassVar[bool] = True
     mixes: ClassVar[bool] = True  # mixup and cutmix may blend this task's targets
     summary_keys: ClassVar[tuple[str, ...]] = ()  # the metrics an ensemble lists per member
+    headline: ClassVar[tuple[tuple[str, str], ...]] = ()  # (metrics.json key, column title) evaluate prints
 
     def __init__(self, spec: TaskSpec) -> None:
         self.spec = spec
@@ -52,6 +58,25 @@ class Task(ABC):
     @property
     def classes(self) -> list[str]:
         return self.spec.classes
+
+    @abstractmethod
+    def targets(self, split: Any) -> np.ndarray:
+        """The targets of a :class:`~cvkit.data.cache.SplitData`, one row per image, as the trainer batches them."""
+
+    def check_train(self, split: Any, where: str) -> None:
+        """Refuse training targets that cannot teach this task (``where``: the selection, for the message)."""
+
+    def calibrate(self, probs: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+        """What to learn on val for the best epoch (kept in model.json); nothing by default."""
+        return {}
+
+    def set_threshold(self, threshold: float) -> None:
+        """``--threshold``: one decision threshold for every class, over what was learned on val."""
+        raise OptionError(f"--threshold is not available for --task {self.name}: it decides no threshold")
+
+    def weigh_positives(self, targets: np.ndarray) -> None:
+        """``--pos-weight auto``: weigh each class's positives by its negatives in the train split."""
+        raise OptionError(f"--pos-weight auto is not available for --task {self.name}")
 
     @property
     @abstractmethod
@@ -106,6 +131,16 @@ class Task(ABC):
     def weigh_classes(self, labels: np.ndarray) -> None:
         """``--class-weights auto``: weigh the loss by the classes' frequencies in ``labels`` (the train split)."""
         raise OptionError(f"--class-weights auto is not available for --task {self.name}")
+
+    @property
+    def metrics_columns(self) -> tuple[str, ...]:
+        """metrics.csv's columns for this task: the val metric is ``val_<metric>`` (``val_acc`` for classify)."""
+        return ("epoch", "train_loss", "train_acc", "val_loss", f"val_{self.metric}", "lr", "seconds", "images_per_s")
+
+    def monitor(self, option: str) -> str:
+        """The metrics.csv column ``--monitor`` names: val_loss, or the task's val metric (``val_acc``, the
+        default, stands for it whatever the task)."""
+        return option if option == "val_loss" else f"val_{self.metric}"
 
     def better(self, monitor: str, value: float, best: float | None) -> bool:
         """Whether ``value`` of the monitored metric beats ``best``: the task's metric in its direction,

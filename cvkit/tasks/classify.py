@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from cvkit.data.cache import SplitData, take
+from cvkit.errors import ManifestError
 from cvkit.files.atomic import write_csv
 from cvkit.models.losses import Criterion, num_outputs, outputs_to_probs, soft_targets
 from cvkit.tasks.base import Task, TaskSpec
@@ -45,6 +46,15 @@ class Classify(Task):
     def num_outputs(self) -> int:
         return self._outputs
 
+    def targets(self, split: SplitData) -> np.ndarray:
+        return split.labels
+
+    def check_train(self, split: SplitData, where: str) -> None:
+        present = np.unique(split.labels)
+        if len(present) < 2:
+            raise ManifestError(f"{where} has images of one class only ({split.classes[int(present[0])]}); a "
+                                f"classifier needs at least two classes")
+
     def train_targets(self, labels: torch.Tensor) -> torch.Tensor:
         return soft_targets(labels, len(self.classes), self.spec.label_smoothing)
 
@@ -68,6 +78,8 @@ class Classify(Task):
     # ------------------------------------------------------------------ evaluate and predict
 
     summary_keys = ("accuracy", "log_loss", "balanced_accuracy")
+    headline = (("accuracy", "accuracy"), ("top5_accuracy", "top-5"), ("balanced_accuracy", "balanced acc"),
+                ("macro_f1", "macro F1"), ("log_loss", "log loss"), ("ece", "ECE"))
 
     def metrics(self, probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
         """metrics.json's figures (``accuracy`` first; see docs/tasks.md)."""

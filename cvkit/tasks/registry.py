@@ -5,8 +5,9 @@ from __future__ import annotations
 from cvkit.errors import OptionError
 from cvkit.tasks.base import Task, TaskSpec
 from cvkit.tasks.classify import Classify
+from cvkit.tasks.multilabel import Multilabel
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (Classify,)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (Classify, Multilabel)}
 
 
 def task_names() -> list[str]:

@@ -29,7 +29,6 @@ from cvkit.files.lock import locked
 from cvkit.files.outputs import check_out, replacing
 from cvkit.files.owned import own_run
 from cvkit.files.run import (
-    METRICS_COLUMNS,
     ModelInfo,
     read_checkpoint,
     save_model_weights,
@@ -39,7 +38,9 @@ from cvkit.files.run import (
 from cvkit.progress import info, set_quiet
 from cvkit.train.batchnorm import RECALIBRATE_BELOW_STEPS
 from cvkit.train.budget import Budget
+from cvkit.train.checkpoint import checkpoint_state, restore
 from cvkit.train.distributed import World
+from cvkit.train.divergence import check_finite
 from cvkit.train.trainer import Trainer
 
 
@@ -175,7 +176,7 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
     best: dict[str, Any] = {"epoch": 0, "value": None}
     bad_epochs, start_epoch = 0, 1
     if ckpt is not None:
-        trainer.restore(ckpt)
+        restore(trainer, ckpt)
         history, best, bad_epochs = list(ckpt["history"]), dict(ckpt["best"]), int(ckpt["bad_epochs"])
         start_epoch = int(ckpt["epoch"]) + 1
     cfg.resolved.update({"precision": trainer.precision, "memory_format": trainer.memory_format,
@@ -196,7 +197,8 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
         cfg.write(run)
         if data.mean_image is not None:  # model.json points at it: the run must stand alone
             write_npy(run / "mean_image.npy", data.mean_image)
-    monitor = cfg.monitor if data.val is not None else "train_loss"
+    metric = f"val_{trainer.task.metric}"
+    monitor = trainer.task.monitor(cfg.monitor) if data.val is not None else "train_loss"
     if start_epoch == 1:
         info(f"Training {cfg.arch} on {len(data.train.labels):,} images ({data.train_selection.describe()}, "
              f"{data.input_size[0]}x{data.input_size[1]}x{data.in_chans}, {len(data.classes)} classes) on "
@@ -209,33 +211,36 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
         while epoch <= trainer.epochs:  # --budget may change trainer.epochs after an epoch
             epoch_started = time.perf_counter()
             if cfg.unfreeze_after is not None and cfg.freeze and epoch == cfg.unfreeze_after + 1:
-                trainer.set_frozen(False)
+                trainer.freezer.set(False)
                 info(f"epoch {epoch}: backbone unfrozen (its lr is {cfg.backbone_lr_scale:g} x the head's)")
             row: dict[str, Any] = {"epoch": epoch, **trainer.train_epoch(epoch)}
             trainer.recalibrate_batchnorm()
+            val_probs = None
             if data.val is not None:
-                row["val_loss"], row["val_acc"] = trainer.validate()
+                row["val_loss"], row[metric], val_probs = trainer.validate()
             else:
-                row["val_loss"], row["val_acc"] = float("nan"), float("nan")
-            trainer.check_finite(epoch, row["val_loss"] if data.val is not None else None)  # before anything is kept
+                row["val_loss"], row[metric] = float("nan"), float("nan")
+            check_finite(trainer.model, epoch, row["val_loss"] if data.val is not None else None,
+                         trainer.divergence_advice)  # before anything of the epoch is kept
             row["lr"] = trainer.optimizer.param_groups[-1]["lr"]
-            row = {k: row[k] for k in METRICS_COLUMNS}
+            row = {k: row[k] for k in trainer.task.metrics_columns}
             history.append(row)
             value = row[monitor]
             if trainer.task.better(monitor, value, best["value"]):
                 best, bad_epochs = {"epoch": epoch, "value": value}, 0
+                state = trainer.task.calibrate(val_probs, trainer.val_targets()) if val_probs is not None else {}
                 if main:
                     save_model_weights(run, trainer.model.state_dict(), epoch)
-                    _model_info(trainer, epoch, row).write(run)
+                    _model_info(trainer, epoch, row, state).write(run)
             else:
                 bad_epochs += 1
             stop = cfg.patience is not None and bad_epochs >= cfg.patience
-            ckpt_state = {**trainer.checkpoint(epoch, history, best, bad_epochs), "stopped_early": stop}  # all ranks
+            ckpt_state = {**checkpoint_state(trainer, epoch, history, best, bad_epochs), "stopped_early": stop}  # all ranks
             if main:  # the checkpoint first: metrics.csv never lists an epoch that --resume would not start after
                 write_checkpoint(run, ckpt_state)
                 write_metrics(run, history)
             info(f"epoch {epoch}/{trainer.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
-                 f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  lr {row['lr']:.3g}  "
+                 f"val loss {row['val_loss']:.4f} {trainer.task.metric} {row[metric]:.4f}  lr {row['lr']:.3g}  "
                  f"{row['seconds']:.1f} s, {row['images_per_s']:,.0f} img/s" + ("  *" if best["epoch"] == epoch else ""))
             for callback in callbacks:
                 callback(epoch, row)
@@ -274,15 +279,15 @@ def _replan(trainer: Trainer, budget: Budget, epoch: int, seconds: float, run: P
         trainer.cfg.write(run)
 
 
-def _model_info(trainer: Trainer, epoch: int, row: dict[str, Any]) -> ModelInfo:
+def _model_info(trainer: Trainer, epoch: int, row: dict[str, Any], state: dict[str, Any]) -> ModelInfo:
     from cvkit.models import arch_options
 
     cfg, data = trainer.cfg, trainer.data
     return ModelInfo(cfg.arch, len(data.classes), trainer.task.num_outputs, data.in_chans, list(data.input_size),
                      data.classes, cfg.loss, data.stats.mean, data.stats.std,
                      arch_options(cfg.arch, **cfg.model_options()), "mean_image.npy" if data.mean_image is not None else None,
-                     data.info.resize, epoch, row.get("val_acc"), row.get("val_loss"), __version__,
-                     task=trainer.task.name)
+                     data.info.resize, epoch, row.get(f"val_{trainer.task.metric}"), row.get("val_loss"), __version__,
+                     task=trainer.task.name, task_state=state)
 
 
 def _plot_curves(run: Path, history: list[dict[str, Any]], best_epoch: int | None) -> None:

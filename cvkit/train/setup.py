@@ -18,7 +18,7 @@ from cvkit.data.cache import SplitData
 from cvkit.data.selection import Selection, load_selection
 from cvkit.errors import ManifestError, OptionError
 from cvkit.files.config import TrainConfig
-from cvkit.files.dataset import AugmentFile, DatasetInfo, Stats, read_manifest
+from cvkit.files.dataset import AugmentFile, DatasetInfo, Stats, read_classes, read_manifest
 from cvkit.progress import info
 from cvkit.tasks import Task, TaskSpec, create_task, task_names
 from cvkit.tasks.registry import TASKS
@@ -69,17 +69,20 @@ def default_selections(dataset: Path) -> tuple[Selection, Selection | None]:
     return Selection.of_split("train"), (Selection.of_split("val") if has_val else None)
 
 
-def load_data(cfg: TrainConfig, train: Selection, val: Selection | None) -> TrainingData:
+def load_data(cfg: TrainConfig, train: Selection, val: Selection | None, task: Task) -> TrainingData:
+    """The selections' images and targets (refused when ``task`` can learn nothing from them), their
+    normalization and the augmentation policy; ``--class-weights``/``--pos-weight auto`` weigh ``task``."""
     dataset = Path(cfg.data)
     dataset_info = DatasetInfo.read(dataset)
     size = tuple(cfg.size) if cfg.size else None
     train_data = load_selection(dataset, train, size)
     input_size = (int(train_data.images.shape[1]), int(train_data.images.shape[2]))
     val_data = load_selection(dataset, val, input_size) if val is not None else None
-    present = np.unique(train_data.labels)
-    if len(present) < 2:
-        raise ManifestError(f"{dataset}: {train.describe()} has images of one class only "
-                            f"({train_data.classes[int(present[0])]}); a classifier needs at least two classes")
+    task.check_train(train_data, f"{dataset}: {train.describe()}")  # before the statistics take their time
+    if cfg.class_weights == "auto":
+        task.weigh_classes(task.targets(train_data))
+    if cfg.pos_weight == "auto":
+        task.weigh_positives(task.targets(train_data))
     stats, mean_image = training_stats(dataset, train, train_data)
     policy, source = resolve_policy(cfg)
     return TrainingData(dataset, dataset_info, train_data, val_data, train, val, stats, mean_image, policy, source)
@@ -192,16 +195,14 @@ def build_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per
         last_epoch=start_step - 1)
 
 
-def build_task(cfg: TrainConfig, data: TrainingData) -> Task:
+def build_task(cfg: TrainConfig) -> Task:
     """The dataset's task, or ``--task`` where the dataset holds its targets (a simpler task)."""
-    prepared = data.info.task
+    dataset = Path(cfg.data)
+    prepared = DatasetInfo.read(dataset).task
     name = cfg.task or prepared
     if name not in TASKS:
         raise OptionError(f"--task {name} must be one of {', '.join(task_names())}")
     if not TASKS[name].trains_on(prepared):
-        raise OptionError(f"--task {name}: {data.dataset} was prepared for {prepared}, whose targets do not fit "
+        raise OptionError(f"--task {name}: {dataset} was prepared for {prepared}, whose targets do not fit "
                           f"{name}; leave --task out, or prepare the source again with --task {name}")
-    task = create_task(name, TaskSpec(data.classes, cfg.loss, cfg.label_smoothing))
-    if cfg.class_weights == "auto":
-        task.weigh_classes(data.train.labels)
-    return task
+    return create_task(name, TaskSpec(read_classes(dataset), cfg.loss, cfg.label_smoothing))

@@ -8,25 +8,27 @@ normalize, forward, backward.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from cvkit.data.batches import Batches, steps_per_epoch
 from cvkit.data.cache import take
 from cvkit.data.selection import Selection
 from cvkit.device import autocast, keep_freed_memory, resolve_device, set_memory_format
-from cvkit.errors import TrainingDiverged
 from cvkit.files.config import TrainConfig
 from cvkit.progress import progress_bar
 from cvkit.runtime.infer import predict_batches
 from cvkit.tasks import Task
 from cvkit.train import setup, speed
+from cvkit.train.checkpoint import SEED_STRIDE
 from cvkit.train.batchnorm import RECALIBRATE_BELOW_STEPS, recalibrate, sample_indices
 from cvkit.train.distributed import World, check_sync_bn
+from cvkit.train.divergence import DivergenceWatch, advice
+from cvkit.train.freezing import Freezer
 from cvkit.train.setup import TrainingData
 from cvkit.transforms.batch import Preprocess, augment, mix
 
@@ -42,17 +44,16 @@ class Trainer:
         # Two generators: the epoch's shuffle (the same on every process, which then take their shares)
         # and the augmentation draws (each process its own).
         self.order_gen = torch.Generator().manual_seed(cfg.seed)
-        self.gen = torch.Generator().manual_seed(cfg.seed + 1_000_003 * self.world.rank)
+        self.gen = torch.Generator().manual_seed(cfg.seed + SEED_STRIDE * self.world.rank)
         self.classes = data.classes
         rank, size = self.world.rank, self.world.world_size
-        self.batches = Batches(data.train.images, data.train.labels, self.world.per_process_batch(batch_size), device,
+        self.batches = Batches(data.train.images, task.targets(data.train), self.world.per_process_batch(batch_size), device,
                                shuffle=True, drop_last=True, rank=rank, world_size=size)
-        self.val_batches = (Batches(data.val.images, data.val.labels, cfg.eval_batch_size, device, shuffle=False,
+        self.val_batches = (Batches(data.val.images, task.targets(data.val), cfg.eval_batch_size, device, shuffle=False,
                                     rank=rank, world_size=size) if data.val is not None else None)
-        self.backbone = self._backbone_names()
-        self.set_frozen(cfg.freeze is not None)
+        self.freezer = Freezer(model, cfg.freeze)
         self.base_lr = setup.base_lr(cfg, batch_size)
-        self.optimizer = setup.build_optimizer(cfg, model, self.backbone, self.base_lr)
+        self.optimizer = setup.build_optimizer(cfg, model, self.freezer.backbone, self.base_lr)
         self.scheduler = setup.build_schedule(cfg, self.optimizer, len(self.batches), epochs)
         self.policy = data.policy
         self.pre = Preprocess(data.stats.mean, data.stats.std, device, data.mean_image)
@@ -60,7 +61,7 @@ class Trainer:
         self.scaler = None
         self.forward = model  # evaluation passes; training steps go through train_forward (DDP when distributed)
         self.train_forward = model
-        self.recalibration = sample_indices(len(data.train.labels), cfg.seed)
+        self.recalibration = sample_indices(len(data.train.images), cfg.seed)
 
     @classmethod
     def build(cls, cfg: TrainConfig, train: Selection | None = None, val: Selection | None = None,
@@ -77,8 +78,8 @@ class Trainer:
         if train is None:
             train, default_val = setup.default_selections(Path(cfg.data))
             val = default_val if val is None else val
-        data = setup.load_data(cfg, train, val)
-        task = setup.build_task(cfg, data)
+        task = setup.build_task(cfg)
+        data = setup.load_data(cfg, train, val, task)
         model = setup.build_model(cfg, data, task.num_outputs, device)
         if cfg.sync_bn and world.distributed:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -141,38 +142,6 @@ class Trainer:
         self.gen.set_state(gen_state)
         self.cfg.resolved["speed_probe_ms_per_step"] = timings
 
-    def _backbone_names(self) -> set[str]:
-        from cvkit.models import head_parameter_names
-
-        head = head_parameter_names(self.model)
-        return {n for n, _ in self.model.named_parameters() if n not in head}
-
-    def set_frozen(self, frozen: bool) -> None:
-        """``--freeze backbone``: train the head only; ``--freeze N``: the head and the last N block groups
-        (N at least the number of groups trains every group)."""
-        from cvkit.models import block_groups
-
-        trainable = {n for n, _ in self.model.named_parameters()}
-        if frozen:
-            trainable -= self.backbone
-            if self.cfg.freeze != "backbone":
-                groups = block_groups(self.model)
-                for group in groups[max(0, len(groups) - int(self.cfg.freeze)):]:
-                    trainable |= set(group)
-        for name, p in self.model.named_parameters():
-            p.requires_grad_(name in trainable)
-        self.frozen_modules = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                               and not any(p.requires_grad for p in m.parameters())]
-
-    @property
-    def frozen(self) -> bool:
-        return any(not p.requires_grad for p in self.model.parameters())
-
-    def _train_mode(self) -> None:
-        self.model.train()
-        for m in self.frozen_modules:  # a frozen backbone keeps its normalization statistics too
-            m.eval()
-
     # ------------------------------------------------------------------ the loop
 
     def set_lr(self, lr: float) -> None:
@@ -184,7 +153,7 @@ class Trainer:
              advance_schedule: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """One training step on a uint8 batch; returns (loss, number correct) as device tensors."""
         precision = precision or self.precision
-        self._train_mode()
+        self.freezer.train_mode()
         x = augment(self.pre.to_unit(images), self.policy, self.gen)
         targets = self.task.train_targets(labels)
         if self.policy.mixes and self.task.mixes:
@@ -207,11 +176,8 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         total_loss = torch.zeros((), device=self.device)
-        total_correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        # The first step whose loss was not finite and that loss, kept on the device: on a GPU the loss is
-        # read back every 20 steps only (a read waits for the GPU), so the check costs no sync.
-        bad_step = torch.full((), -1, dtype=torch.int64, device=self.device)
-        bad_loss = torch.zeros((), device=self.device)
+        total_correct = torch.zeros((), dtype=torch.float64, device=self.device)  # the task's hits (may be shares)
+        watch = DivergenceWatch(self.device)
         seen = 0
         start = time.perf_counter()
         title = f"epoch {epoch}/{self.epochs}"
@@ -223,44 +189,21 @@ class Trainer:
                 total_correct += correct
                 seen += len(labels)
                 bar.advance(len(labels))
-                first = (bad_step < 0) & ~torch.isfinite(loss)
-                bad_step = torch.where(first, i, bad_step)
-                bad_loss = torch.where(first, loss.float(), bad_loss)
+                watch.see(i, loss)
                 if i % sync_every == 0:
-                    self._stop_if_diverged(bad_step, bad_loss, epoch)
+                    watch.stop_if_diverged(epoch, self.divergence_advice)
                 if i % 20 == 0:
                     bar.update(description=f"{title} loss {float(total_loss) / seen:.4f} "
                                            f"acc {float(total_correct) / seen:.3f}")
-        self._stop_if_diverged(bad_step, bad_loss, epoch)  # before anything of this epoch is saved
+        watch.stop_if_diverged(epoch, self.divergence_advice)  # before anything of this epoch is saved
         seconds = time.perf_counter() - start
         loss_sum, correct, seen = self.world.sum(float(total_loss), float(total_correct), seen)  # over the processes
         return {"train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen),
                 "seconds": seconds, "images_per_s": seen / seconds}
 
-    def _stop_if_diverged(self, bad_step: torch.Tensor, bad_loss: torch.Tensor, epoch: int) -> None:
-        """A NaN or infinite loss ends the run (the files keep the last good epoch: they are written
-        after an epoch only)."""
-        step = int(bad_step)
-        if step >= 0:
-            raise TrainingDiverged(f"the loss became {float(bad_loss)} at epoch {epoch}, step {step + 1}; "
-                                   f"{self._divergence_advice()}")
-
-    def _divergence_advice(self) -> str:
-        advice = f"lower --lr (the base lr is {self.base_lr:g})"
-        return advice if self.precision == "fp32" else f"{advice} or try --precision fp32"
-
-    def check_finite(self, epoch: int, val_loss: float | None) -> None:
-        """Refuse to keep an epoch whose weights, BatchNorm statistics or val loss are not finite, however
-        they got there (an optimizer step after the last finite loss, an overflow, a bad option): nothing of
-        this epoch is saved, and the run's files keep the last good one."""
-        tensors = [t for t in self.model.state_dict().values() if t.is_floating_point()]
-        bad = int(sum((~torch.isfinite(t)).sum() for t in tensors)) if tensors else 0
-        if bad:
-            raise TrainingDiverged(f"the weights became NaN or infinite in epoch {epoch} ({bad:,} values); "
-                                   f"{self._divergence_advice()}; the run keeps its last good epoch")
-        if val_loss is not None and not math.isfinite(val_loss):
-            raise TrainingDiverged(f"the val loss became {val_loss} in epoch {epoch} (the weights are finite, their "
-                                   f"outputs are not); {self._divergence_advice()}; the run keeps its last good epoch")
+    @property
+    def divergence_advice(self) -> str:
+        return advice(self.base_lr, self.precision)
 
     @property
     def steps_done(self) -> int:
@@ -274,39 +217,17 @@ class Trainer:
             return 0
         images = self.data.train.images
         sample = images if len(self.recalibration) == len(images) else take(images, self.recalibration)
-        return recalibrate(self.model, sample, self.pre, self.precision, self.cfg.eval_batch_size, self.frozen_modules)
+        return recalibrate(self.model, sample, self.pre, self.precision, self.cfg.eval_batch_size,
+                           self.freezer.modules)
 
-    def validate(self) -> tuple[float, float]:
+    def val_targets(self) -> np.ndarray:
+        """This process's share of the val targets, in the order validate predicts them."""
+        return self.task.targets(self.data.val)[self.world.rank::self.world.world_size]
+
+    def validate(self) -> tuple[float, float, np.ndarray]:
         """(val loss, val accuracy) in eval mode; each process of a distributed run takes its share of val."""
         probs, loss = predict_batches(self.forward, self.val_batches.epoch(), self.pre, self.task, self.precision)
-        labels = self.data.val.labels[self.world.rank::self.world.world_size]
+        labels = self.val_targets()
         loss_sum, score_sum, n = self.world.sum(float(loss) * len(labels), self.task.score(probs, labels) * len(labels),
                                                 len(labels))
-        return loss_sum / n, score_sum / n
-
-    # ------------------------------------------------------------------ checkpoints
-
-    def checkpoint(self, epoch: int, history: list[dict], best: dict, bad_epochs: int) -> dict[str, Any]:
-        """The state to resume from (on every process: the augmentation generators are gathered from all)."""
-        return {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "rng_torch": torch.get_rng_state(),
-                "rng_gen": self.gen.get_state(), "rng_gen_ranks": self.world.gather(self.gen.get_state()),
-                "rng_order": self.order_gen.get_state(), "world_size": self.world.world_size,
-                "history": history, "best": best, "bad_epochs": bad_epochs,
-                "precision": self.precision, "memory_format": self.memory_format, "unfrozen": not self.frozen}
-
-    def restore(self, ckpt: dict[str, Any]) -> None:
-        if ckpt.get("unfrozen"):
-            self.set_frozen(False)
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng_torch"])
-        ranks = ckpt.get("rng_gen_ranks") or [ckpt["rng_gen"]]
-        if len(ranks) == self.world.world_size:
-            self.gen.set_state(ranks[self.world.rank])
-        else:  # resumed on another number of processes: fresh augmentation draws, seeded by the epoch
-            self.gen.manual_seed(self.cfg.seed + 1_000_003 * self.world.rank + int(ckpt["epoch"]))
-        if "rng_order" in ckpt:
-            self.order_gen.set_state(ckpt["rng_order"])
-
+        return loss_sum / n, score_sum / n, probs

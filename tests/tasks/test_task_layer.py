@@ -14,7 +14,9 @@ from cvkit.tasks import TASKS, TaskSpec, create_task
 from tests.conftest import FAST, REPO, run
 
 TASK_NAMES = {"classify", "multilabel", "localize", "regress", "segment"}
-ALLOWED = {"cvkit/files/dataset.py": {"classify"}}  # DEFAULT_TASK: the task of files written before tasks existed
+# The dataset contract names the tasks whose targets its files hold (DEFAULT_TASK for files written before
+# tasks existed, MULTILABEL for the manifest's labels column); prepare's importers use those constants.
+ALLOWED = {"cvkit/files/dataset.py": {"classify", "multilabel"}}
 
 
 def _strings(tree: ast.AST) -> set[str]:
