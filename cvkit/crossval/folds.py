@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 
 from cvkit.data.selection import Selection
-from cvkit.data.splits import assign_folds, carve
+from cvkit.data.splits import assign_folds, assign_folds_multilabel, carve, carve_multilabel
 from cvkit.errors import ManifestError, OptionError
 from cvkit.files.crossval import DEFAULT_LOO_LIMIT, FOLDS_COLUMNS
-from cvkit.files.dataset import read_manifest
+from cvkit.files.dataset import DatasetInfo, read_manifest
 from cvkit.progress import info
+from cvkit.tasks import TASKS
 
 DEFAULT_FOLDS = 5
 
@@ -61,6 +62,8 @@ def train_val(dataset: str | os.PathLike) -> pd.DataFrame:
                         "sha1": part["sha1"].to_numpy(),
                         "augmented_from": (part["augmented_from"].astype(str).to_numpy() if "augmented_from" in part
                                            else "")})
+    for column in part.columns.difference(out.columns):  # the targets of other tasks (labels, ...) for the task
+        out[column] = part[column].to_numpy()
     return out
 
 
@@ -95,6 +98,8 @@ def _plan_originals(dataset: str | os.PathLike, frame: pd.DataFrame, folds: int 
         raise OptionError("--folds, --holdout and --loo each choose how train+val is cut; give one of them")
     n = len(frame)
     labels, indices = frame["label"].tolist(), list(range(n))
+    task = TASKS.get(DatasetInfo.read(dataset).task)
+    sets = task.label_sets(frame) if task is not None else None  # several labels per image: iterative stratification
     rng = np.random.default_rng(seed)
     out = frame.copy()
     if loo:
@@ -108,7 +113,8 @@ def _plan_originals(dataset: str | os.PathLike, frame: pd.DataFrame, folds: int 
     if holdout is not None:
         if not 0 < holdout < 1:
             raise OptionError(f"--holdout {holdout} must be a fraction between 0 and 1, for example --holdout 0.2")
-        chosen = carve(indices, labels, {"val": holdout}, rng)
+        chosen = (carve(indices, labels, {"val": holdout}, rng) if sets is None else
+                  carve_multilabel(indices, sets, {"val": holdout}, rng))
         out["fold"] = [0 if chosen[i] == "val" else -1 for i in indices]
         if not (out["fold"] == 0).any():
             raise OptionError(f"--holdout {holdout} leaves no validation image out of {n}; use a larger fraction")
@@ -120,8 +126,8 @@ def _plan_originals(dataset: str | os.PathLike, frame: pd.DataFrame, folds: int 
         raise OptionError(f"--folds {k} must be at least 2 (for one split, use --holdout F)")
     if has_folds and k == len(manifest_folds):
         return FoldPlan("manifest", k, None, out)
-    counts = frame["label"].value_counts()
-    if counts.min() < k:
+    counts = frame["label"].value_counts() if sets is None else pd.Series([x for s in sets for x in s]).value_counts()
+    if len(counts) and counts.min() < k:
         smallest, m = str(counts.idxmin()), int(counts.min())
         fix = f"use --folds {m} or fewer" if m >= 2 else "add images of it, or use --holdout F"
         raise OptionError(f"--folds {k}: class '{smallest}' has only {m} image(s) in train+val, so some folds would "
@@ -129,7 +135,7 @@ def _plan_originals(dataset: str | os.PathLike, frame: pd.DataFrame, folds: int 
     if has_folds:
         info(f"{dataset} has {len(manifest_folds)} folds from 'cvkit prepare'; --folds {k} assigns {k} new ones "
              f"(written to folds.csv)")
-    assigned = assign_folds(indices, labels, k, rng)
+    assigned = assign_folds(indices, labels, k, rng) if sets is None else assign_folds_multilabel(indices, sets, k, rng)
     out["fold"] = [assigned[i] for i in indices]
     return FoldPlan("kfold", k, None, out)
 

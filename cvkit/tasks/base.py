@@ -124,6 +124,12 @@ class Task(ABC):
         """evaluate's files besides metrics.json, into ``stage``; ``top_n`` worst predictions shown."""
 
     @classmethod
+    def label_sets(cls, frame: Any) -> list[list[str]] | None:
+        """Each manifest row's labels, for splits and folds stratified over several labels per image;
+        None: one label per row (the ``label`` column), stratified class by class."""
+        return None
+
+    @classmethod
     def trains_on(cls, dataset_task: str) -> bool:
         """Whether a dataset prepared for ``dataset_task`` holds this task's targets (``train --task``)."""
         return dataset_task == cls.name

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from cvkit.data.cache import SplitData
 from cvkit.errors import ManifestError, OptionError
 from cvkit.files.atomic import write_csv
+from cvkit.files.dataset import LABELS_COLUMN, split_labels
 from cvkit.tasks.base import Task, TaskSpec
 from cvkit.tasks.multilabel_metrics import best_f1_threshold, multilabel_metrics, precision_recall_curve
 
@@ -44,6 +45,10 @@ class Multilabel(Task):
         if len(self.thresholds) != len(spec.classes):
             raise ManifestError(f"task_state.thresholds has {len(self.thresholds)} values for {len(spec.classes)} "
                                 f"classes; retrain the run")
+
+    @classmethod
+    def label_sets(cls, frame: "pd.DataFrame") -> list[list[str]]:  # noqa: F821
+        return [split_labels(cell) for cell in frame[LABELS_COLUMN].fillna("").astype(str)]
 
     @property
     def num_outputs(self) -> int:

@@ -101,3 +101,18 @@ def test_mixup_blends_the_multi_hot_targets(ml_data, runner, tmp_path):
     policy.write_text(json.dumps({"format": 1, "policy": {"mixup": 0.4, "cutmix": 1.0}}))
     result = run(runner, "-q", "train", ml_data, "--out", tmp_path / "m", *FAST, "--epochs", "1", "--augment", policy)
     assert result.exit_code == 0, result.stderr
+
+
+def test_crossval_stratifies_folds_over_every_label(ml_data, runner, tmp_path):
+    out = tmp_path / "cv"
+    result = run(runner, "-q", "crossval", ml_data, "--folds", "3", "--epochs", "1", *FAST, "--out", out, "--no-refit",
+                 "--grid", "pos_weight=none,auto")
+    assert result.exit_code == 0, result.stderr
+    folds = pd.read_csv(out / "folds.csv")
+    manifest = pd.read_csv(ml_data / "manifest.csv", keep_default_na=False)
+    folds["labels"] = manifest.loc[folds["row"], "labels"].to_numpy()
+    per_label = folds.assign(label=folds["labels"].str.split("|")).explode("label")
+    counts = pd.crosstab(per_label["label"], per_label["fold"])
+    assert (counts.max(axis=1) - counts.min(axis=1)).max() <= 2  # each label spread evenly over the folds
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 2 and summary["val_acc_mean"].between(0, 1).all()  # val_acc: the task's val mAP
