@@ -48,15 +48,6 @@ def finite_fields(obj: Any, where: str = "") -> None:
         require_finite("--" + f.name.replace("_", "-"), getattr(obj, f.name), where)
 
 
-def parse_float(option: str, text: str, example: str) -> float:
-    """A finite float from the text of an option (``--scale 0.9,1.1`` splits before it comes here)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise OptionError(f"{option} {text} is not a number; for example {option} {example}") from None
-    return require_finite(option, value)
-
-
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding takes no more; torch and default_rng take it too
 
 

@@ -1,6 +1,6 @@
 """Options defined once: those several commands share, and ``train``'s, built from TrainConfig.
 
-``train`` and (later) ``crossval`` take their training options from :func:`config_parameters`, so
+``train`` and ``crossval`` take their training options from :func:`config_parameters`, so
 a default or help text changes in one place, :class:`cvkit.files.config.TrainConfig`.
 """
 

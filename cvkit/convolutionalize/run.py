@@ -21,7 +21,6 @@ from cvkit.files.outputs import check_out, replacing
 from cvkit.files.owned import CONVOLUTIONAL_JSON, own_converted
 from cvkit.files.run import save_model_weights
 from cvkit.models.convolutional import to_convolutional
-from cvkit.models.losses import outputs_to_probs
 from cvkit.models.receptive import ReceptiveField, receptive_field
 from cvkit.runtime import collect_inputs, load_run
 
@@ -84,7 +83,7 @@ def convolutionalize(run: str | os.PathLike, out: str | os.PathLike | None = Non
                 batch = loaded.pre(torch.from_numpy(np.array(image[None])))  # a writable copy
                 maps = stitch(dense, batch, rf.stride) if dense_stitch else dense.score_maps(batch)[0]
             k, h, w = maps.shape
-            probs = outputs_to_probs(maps.permute(1, 2, 0).reshape(h * w, k), info.loss).T.reshape(-1, h, w)
+            probs = loaded.task.probabilities(maps.permute(1, 2, 0).reshape(h * w, k)).T.reshape(-1, h, w)
             scores = probs.double().numpy()
             if dense_upsample:  # stitched maps have a cell per input pixel: stride 1
                 scores = upsample(scores, rf, image.shape[:2], (1.0, 1.0) if dense_stitch else None)

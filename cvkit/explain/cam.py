@@ -174,9 +174,8 @@ def _explain_batch(subject: LoadedRun, images: np.ndarray, paths: list[str], ste
                    options: CamOptions, forced: list[int] | None, truth: dict | None, stage: Path, rows: list[dict],
                    seconds: dict[str, float], per_method: dict[str, dict[str, list]]) -> None:
     from cvkit.explain.faithfulness import faithfulness
-    from cvkit.models.losses import outputs_to_probs
 
-    n, model, loss = len(paths), subject.model, subject.info.loss
+    n, model, loss = len(paths), subject.model, subject.task.probabilities  # what the run's outputs mean
     x = subject.pre(torch.from_numpy(images))
     if forced is not None:
         ranked = torch.tensor(forced * n, device=x.device).view(n, 1)
@@ -193,7 +192,7 @@ def _explain_batch(subject: LoadedRun, images: np.ndarray, paths: list[str], ste
                                 precision=subject.precision)
             maps = result.maps.float().cpu().numpy()
             seconds[method] += time.perf_counter() - started
-            probs = outputs_to_probs(result.logits.float(), loss).cpu().numpy()
+            probs = loss(result.logits.float()).cpu().numpy()
             targets = result.targets.cpu().numpy()
             predicted = probs.argmax(1)
             for i, path in enumerate(paths):

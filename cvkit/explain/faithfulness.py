@@ -25,6 +25,8 @@ chunk so memory is bounded by ``batch_size`` images whatever ``steps`` is.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import math
 from dataclasses import dataclass
 
@@ -35,7 +37,7 @@ from torch import nn
 
 from cvkit.device import autocast
 from cvkit.errors import OptionError
-from cvkit.models.losses import outputs_to_probs
+from cvkit.models.losses import as_probabilities
 
 # Insertion's starting image: sigma as a fraction of the longer side. RISE used sigma 5 on 224 px,
 # which leaves shapes readable on small images; 1/16 (2 px at 32, 14 px at 224) blurs the object
@@ -87,10 +89,11 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return x
 
 
-def _target_probs(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, loss: str, precision: str) -> torch.Tensor:
+def _target_probs(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, loss: "str | Callable",
+                  precision: str) -> torch.Tensor:
     with autocast(x.device, precision):
         out = model(x)
-    return outputs_to_probs(out.float(), loss).gather(1, targets.view(-1, 1)).view(-1)
+    return as_probabilities(loss)(out.float()).gather(1, targets.view(-1, 1)).view(-1)
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
@@ -112,13 +115,13 @@ def _check(x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, steps: in
 
 
 @torch.inference_mode()
-def faithfulness(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, loss: str,
+def faithfulness(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, loss: "str | Callable",
                  steps: int = 20, batch_size: int = 64, precision: str = "fp32",
                  blur_sigma: float | None = None) -> FaithfulnessResult:
     """Deletion/insertion curves and AUCs, and average drop, of ``maps`` (N x H x W in [0, 1], at the
     input's size) for the normalized images ``x`` (N x C x H x W) and classes ``targets`` (N,).
 
-    ``loss`` is the run's loss (how outputs become probabilities); ``batch_size`` images go through
+    ``loss`` is the run's task's map from outputs to probabilities (or a classify loss's name); ``batch_size`` images go through
     the model at a time; ``blur_sigma`` (pixels) overrides insertion's blur. The model is put in
     eval mode for the call.
     """

@@ -61,7 +61,7 @@ def export_run(run: str | os.PathLike, fmt: str, out: str | os.PathLike | None =
     run = loaded.run
     out = check_out(out or run / f"export_{fmt}", reads=[run], own=own_export, force=force)
     images, source = _check_images(loaded)
-    reference = _probs(Deployed(loaded.model, loaded.info.mean, loaded.info.std, loaded.info.loss, _mean_image(loaded)),
+    reference = _probs(Deployed(loaded.model, loaded.info.mean, loaded.info.std, loaded.task.probabilities, _mean_image(loaded)),
                        images)
     if not torch.isfinite(reference).all():  # nothing to compare an export with: NaN == NaN is never checked
         raise ManifestError(f"the model of {run} gives outputs that are not finite (NaN or infinite) on "
@@ -76,7 +76,7 @@ def export_run(run: str | os.PathLike, fmt: str, out: str | os.PathLike | None =
              f"logit difference {fuse_diff:.2e}")
     if half:
         model = _half_copy(model)
-    deployed = Deployed(model, loaded.info.mean, loaded.info.std, loaded.info.loss, _mean_image(loaded)).eval()
+    deployed = Deployed(model, loaded.info.mean, loaded.info.std, loaded.task.probabilities, _mean_image(loaded)).eval()
     started = time.perf_counter()
     with replacing(out) as stage:
         path = stage / FILE_OF[fmt]
@@ -186,7 +186,7 @@ def _read_back(fmt: str, path: Path, images: torch.Tensor, loaded) -> tuple[str,
         state = {k: v.float() for k, v in load_weights_file(path).items()}
         saved = {k: v.clone() for k, v in model.state_dict().items()}
         model.load_state_dict(state)
-        probs = _probs(Deployed(model, loaded.info.mean, loaded.info.std, loaded.info.loss, _mean_image(loaded)), images)
+        probs = _probs(Deployed(model, loaded.info.mean, loaded.info.std, loaded.task.probabilities, _mean_image(loaded)), images)
         model.load_state_dict(saved)
         return "cvkit (safetensors)", probs
     if fmt == "torchscript":

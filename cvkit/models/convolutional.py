@@ -55,9 +55,6 @@ class DenseNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.backbone is None else self.backbone.forward_features(x)
 
-    def dense_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
-
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if pre_logits:
             return self.head[:-1](x).mean((2, 3))

@@ -8,6 +8,8 @@ All take soft targets (N x K), so label smoothing, mixup and cutmix work with ea
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -35,6 +37,13 @@ def outputs_to_probs(outputs: torch.Tensor, loss: str) -> torch.Tensor:
             return torch.cat([1 - p, p], dim=1)
         return p / p.sum(dim=1, keepdim=True).clamp_min(1e-12)
     return torch.softmax(outputs, dim=1)
+
+
+def as_probabilities(loss_or_map: "str | Callable[[torch.Tensor], torch.Tensor]") -> "Callable[[torch.Tensor], torch.Tensor]":
+    """A map from outputs to probabilities: a task's own (``task.probabilities``), or a classify loss's by name."""
+    if callable(loss_or_map):
+        return loss_or_map
+    return lambda outputs: outputs_to_probs(outputs, loss_or_map)
 
 
 class Criterion:

@@ -16,7 +16,6 @@ from typing import Any
 
 from cvkit.errors import UnknownArchitecture
 
-SOURCES = ("cvkit", "timm", "torchvision")
 
 
 @dataclass(frozen=True)

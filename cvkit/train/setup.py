@@ -1,7 +1,7 @@
 """The named steps that build a training run: its data, model, epochs, optimizer and schedule.
 
 Each step is a small function of the config and what the steps before it made, so ``fit``,
-``lr_find`` and (later) ``crossval`` assemble the same run from the same parts.
+``lr_find`` and ``crossval`` assemble the same run from the same parts.
 """
 
 from __future__ import annotations

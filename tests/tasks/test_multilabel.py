@@ -116,3 +116,26 @@ def test_crossval_stratifies_folds_over_every_label(ml_data, runner, tmp_path):
     assert (counts.max(axis=1) - counts.min(axis=1)).max() <= 2  # each label spread evenly over the folds
     summary = pd.read_csv(out / "summary.csv")
     assert len(summary) == 2 and summary["val_acc_mean"].between(0, 1).all()  # val_acc: the task's val mAP
+
+
+def test_export_cam_and_retrieve_take_a_multilabel_run(ml_data, ml_run, runner, tmp_path):
+    result = run(runner, "-q", "export", ml_run, "--format", "onnx", "--out", tmp_path / "onnx")
+    assert result.exit_code == 0, result.stderr
+    checked = json.loads((tmp_path / "onnx" / "export.json").read_text())
+    assert checked["max_abs_prob_diff"] < 1e-3 and checked["check_images"] > 0
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"))
+    x = np.random.default_rng(0).random((2, 3, 56, 56), dtype=np.float32)
+    probs = session.run(None, {session.get_inputs()[0].name: x})[0]
+    assert probs.shape == (2, 10) and not np.allclose(probs.sum(1), 1.0)  # independent sigmoids, not a softmax
+    image = sorted((ml_data.parent / "src" / "images").glob("*.png"))[0]
+    for target in ("coat", "bag"):  # any label of the image can be explained
+        result = run(runner, "-q", "cam", ml_run, image, "--class", target, "--out", tmp_path / f"cam_{target}")
+        assert result.exit_code == 0, result.stderr
+    cams = pd.read_csv(tmp_path / "cam_bag" / "cams.csv")
+    assert set(cams["class"]) == {"bag"} and cams["score"].between(0, 1).all()
+    result = run(runner, "-q", "retrieve", "index", ml_run, ml_data, "--out", tmp_path / "idx")
+    assert result.exit_code == 0, result.stderr
+    result = run(runner, "-q", "retrieve", "query", tmp_path / "idx", image, "-k", "3", "--out", tmp_path / "q")
+    assert result.exit_code == 0, result.stderr

@@ -26,7 +26,8 @@ def curves(loaded: LoadedRun, stage: Path) -> list[str]:
     from cvkit.plots import plot_curves
 
     metrics = read_metrics(loaded.run)
-    val = metrics["val_acc"].astype(float).to_numpy()
+    column = loaded.task.monitor("val_acc")  # the task's val metric: val_acc, val_map, ...
+    val = metrics[column].astype(float).to_numpy() if column in metrics else np.full(len(metrics), np.nan)
     epochs = metrics["epoch"].astype(int).tolist()
     best = loaded.info.epoch if loaded.info.epoch in epochs else None
     if best is None and not np.isnan(val).all():  # model.json without the epoch it kept: the best val accuracy
@@ -34,7 +35,8 @@ def curves(loaded: LoadedRun, stage: Path) -> list[str]:
     kept = "no best epoch recorded"
     if best is not None:
         acc = val[epochs.index(best)]
-        kept = f"best epoch {best}" + ("" if np.isnan(acc) else f" (val acc {acc:.4f})") + ", the weights the run kept"
+        kept = (f"best epoch {best}" + ("" if np.isnan(acc) else f" ({column.replace('_', ' ')} {acc:.4f})")
+                + ", the weights the run kept")
     title = f"{loaded.run.name}: loss and accuracy per epoch, train (solid) against val (dashed); {kept}"
     plot_curves(metrics, stage / "curves.png", best, title)
     return ["curves.png"]
