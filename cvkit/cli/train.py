@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -58,7 +57,9 @@ def train_command(ctx: typer.Context, data: Optional[Path] = None, out: Optional
             emit(str(found.png))
             return
         result = fit(cfg, force=force, started=state.started)  # a --budget counts from the command's start
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports for all
+    from cvkit.train.distributed import World
+
+    if World.launched_rank() != 0:  # under torchrun, rank 0 reports for all
         return
     if not state.quiet:
         _summary(result)

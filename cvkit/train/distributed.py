@@ -38,13 +38,19 @@ class World:
         """Rank 0: the process that writes files and prints."""
         return self.rank == 0
 
+    @staticmethod
+    def launched_rank() -> int:
+        """This process's rank as torchrun launched it (0 without torchrun), known before :meth:`start`:
+        rank 0 alone locks and writes the run, and reports on the terminal."""
+        return int(os.environ.get("RANK", "0"))
+
     @classmethod
     def start(cls, device_name: str) -> "World":
         """Join the process group torchrun describes in the environment (a no-op world of one without it)."""
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size <= 1:
             return cls()
-        rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+        rank, local_rank = cls.launched_rank(), int(os.environ.get("LOCAL_RANK", "0"))
         if dist.is_initialized():
             return cls(dist.get_rank(), dist.get_world_size(), local_rank)
         cuda = device_name != "cpu" and device_name != "mps" and torch.cuda.is_available()

@@ -71,7 +71,7 @@ def fit(cfg: TrainConfig, train: Selection | None = None, val: Selection | None 
     a ``--budget`` starts counting; default: now.
     """
     budget = Budget(parse_budget(cfg.budget), started or time.perf_counter()) if cfg.budget else None
-    with locked(cfg.out, enabled=_rank() == 0):  # one writer: a second train into this --out is refused
+    with locked(cfg.out, enabled=World.launched_rank() == 0):  # one writer: a second train into this --out is refused
         run = check_out(cfg.out, reads=[cfg.data, *([cfg.weights] if cfg.weights else [])], own=own_run, force=force,
                         lock=False)
         world = World.start(cfg.device)
@@ -129,7 +129,7 @@ def resume(run: str | os.PathLike, callbacks: tuple[Callback, ...] = ()) -> Trai
     run = Path(run)
     if not run.is_dir():
         raise OptionError(f"--resume {run}: no such run directory")
-    with locked(run, "--resume", enabled=_rank() == 0):
+    with locked(run, "--resume", enabled=World.launched_rank() == 0):
         return _resume(run, callbacks)
 
 
@@ -158,12 +158,8 @@ def _resume(run: Path, callbacks: tuple[Callback, ...]) -> TrainResult:
         world.stop()
 
 
-def _rank() -> int:
-    return int(os.environ.get("RANK", "0"))  # under torchrun, rank 0 alone locks and touches the files
-
-
 def _clean(run: Path) -> None:
-    if _rank() == 0:
+    if World.launched_rank() == 0:
         removed = remove_leftovers(run)
         if removed:
             info(f"Removed {len(removed)} temporary file(s) left by an interrupted write: {', '.join(sorted(removed))}")

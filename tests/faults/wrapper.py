@@ -28,6 +28,15 @@ import torch  # noqa: E402
 
 import cvkit.train.trainer as trainer  # noqa: E402
 
+
+def snapshot() -> None:
+    """Copy the run's files as they are to ``<run>/../snapshot/`` (what a fault must leave unchanged)."""
+    folder = out.parent / "snapshot"
+    folder.mkdir()
+    for name in ("model.safetensors", "last.ckpt", "metrics.csv"):
+        shutil.copy(out / name, folder / name)
+
+
 if mode == "slow":
     real_step = trainer.Trainer.step
 
@@ -63,10 +72,7 @@ elif mode == "nan-at":
         if torch.is_grad_enabled():  # training steps, not validation
             calls.append(1)
             if len(calls) == int(arg):
-                snapshot = out.parent / "snapshot"
-                snapshot.mkdir()
-                for name in ("model.safetensors", "last.ckpt", "metrics.csv"):
-                    shutil.copy(out / name, snapshot / name)
+                snapshot()
                 return loss * float("nan")
         return loss
 
@@ -78,10 +84,7 @@ elif mode == "nan-weights-at":
         result = real_step(self, *args, **kwargs)
         calls.append(1)
         if len(calls) == int(arg):
-            snapshot = out.parent / "snapshot"
-            snapshot.mkdir()
-            for name in ("model.safetensors", "last.ckpt", "metrics.csv"):
-                shutil.copy(out / name, snapshot / name)
+            snapshot()
             with torch.no_grad():
                 next(self.model.parameters()).view(-1)[0] = float("nan")
         return result
