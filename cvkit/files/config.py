@@ -27,6 +27,19 @@ MONITORS = ("val_acc", "val_loss")
 
 MODEL, OPTIM, AUGMENT, SPEED = "Model", "Optimization", "Augmentation", "Speed"
 
+# hflip and translate are fields of the augmentation policy (transforms/policy.py) that train also takes
+# as options over the policy's: their help and their range are written once, here, for both.
+HFLIP_HELP = "Probability of a horizontal flip (0 for digits and text: a mirrored 2 is not a 2)."
+TRANSLATE_HELP = "Largest shift, as a fraction of the size (0.1: 10%)."
+
+
+def check_flip_and_shift(hflip: float | None, translate: float | None, at: str = "") -> None:
+    """The ranges of ``--hflip`` (a probability) and ``--translate`` (below half the size)."""
+    if hflip is not None and not 0 <= hflip <= 1:
+        raise OptionError(f"{at}--hflip {hflip} must be a probability from 0 to 1")
+    if translate is not None and not 0 <= translate < 0.5:
+        raise OptionError(f"{at}--translate {translate} must be a fraction from 0 to below 0.5")
+
 
 def option(default: Any, help: str, panel: str | None = None, flags: str | None = None, cli: bool = True,
            cli_type: type | None = None) -> Any:
@@ -95,13 +108,11 @@ class TrainConfig:
     size: list[int] | None = internal(None)
     augment: str = option("dataset", "The augmentation policy: 'dataset' (DATA/augment.json, written by 'cvkit "
                                      "augment'; without one: --hflip 0.5), 'none', or a policy file.", AUGMENT)
-    hflip: float | None = option(None, "Probability of a horizontal flip, over the policy's (without a policy: 0.5; "
-                                       "use 0 for digits or text).", AUGMENT)
+    hflip: float | None = option(None, f"{HFLIP_HELP[:-1]}; over the policy's (without a policy: 0.5).", AUGMENT)
     # Pad-and-crop is off by default: in 5-epoch Fashion-MNIST runs it lowered the best val accuracy
     # (the net underfits that soon; bench/results/defaults_val.json); --translate 0.0625 for long runs.
-    translate: float | None = option(None, "Random shift up to this fraction of the size, over the policy's "
-                                           "(pad-and-crop; 0.0625 is 2 px at 28 px, worth it for runs of 15+ "
-                                           "epochs).", AUGMENT)
+    translate: float | None = option(None, f"{TRANSLATE_HELP[:-1]}; over the policy's (pad-and-crop; 0.0625 is 2 px "
+                                           f"at 28 px, worth it for runs of 15+ epochs).", AUGMENT)
     # speed
     precision: str = option("auto", "auto (time the candidates), fp32, bf16 or fp16.", SPEED)
     memory_format: str = option("auto", "auto, channels_last or contiguous.", SPEED)
@@ -135,12 +146,9 @@ class TrainConfig:
             raise OptionError(f"--weight-decay {self.weight_decay} must be 0 or more")
         if self.lr is not None and not self.lr > 0:
             raise OptionError(f"--lr {self.lr} must be positive")
-        for name in ("hflip", "dropout"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value <= 1:
-                raise OptionError(f"{flag(name)} {value} must be a probability from 0 to 1")
-        if self.translate is not None and not 0 <= self.translate < 0.5:
-            raise OptionError(f"--translate {self.translate} must be a fraction from 0 to below 0.5")
+        if self.dropout is not None and not 0 <= self.dropout <= 1:
+            raise OptionError(f"--dropout {self.dropout} must be a probability from 0 to 1")
+        check_flip_and_shift(self.hflip, self.translate)
         if not 0 <= self.label_smoothing < 1:
             raise OptionError(f"--label-smoothing {self.label_smoothing} must be from 0 to below 1")
         if self.warmup < 0 or self.momentum < 0 or self.backbone_lr_scale < 0 or self.gamma <= 0:

@@ -13,6 +13,7 @@ from typing import Any
 
 from cvkit.checks import finite_fields
 from cvkit.errors import OptionError
+from cvkit.files.config import HFLIP_HELP, TRANSLATE_HELP, check_flip_and_shift
 from cvkit.files.dataset import AugmentFile
 
 
@@ -26,11 +27,11 @@ class AugmentPolicy:
     the largest change, each image drawing its own value uniformly up to it."""
 
     # geometric
-    hflip: float = _f(0.0, "Probability of a horizontal flip (0 for digits and text: a mirrored 2 is not a 2).")
+    hflip: float = _f(0.0, HFLIP_HELP)
     vflip: float = _f(0.0, "Probability of a vertical flip (for views from above: cells, satellites; "
                            "not for clothes, digits or faces).")
     rotate: float = _f(0.0, "Largest rotation, degrees either way (keep small for digits: a 6 turned 180 is a 9).")
-    translate: float = _f(0.0, "Largest shift, as a fraction of the size (0.1: 10%).")
+    translate: float = _f(0.0, TRANSLATE_HELP)
     scale: list[float] = field(default_factory=lambda: [1.0, 1.0], metadata={
         "help": "Zoom range MIN,MAX, e.g. 0.9,1.1 (1,1: off).", "metavar": "MIN,MAX"})
     crop: float = _f(0.0, "Random resized crop: the smallest area kept, as a fraction (0: off; 0.25 is strong), "
@@ -84,7 +85,8 @@ class AugmentPolicy:
         """Refuse values that cannot work, naming the option (``where``: the file, when read from one)."""
         at = f"{where}: " if where else ""
         finite_fields(self, where)  # NaN would pass every range check below
-        for name in ("hflip", "vflip", "erase", "grayscale"):
+        check_flip_and_shift(self.hflip, self.translate, at)
+        for name in ("vflip", "erase", "grayscale"):
             if not 0 <= getattr(self, name) <= 1:
                 raise OptionError(f"{at}--{name} {getattr(self, name)} must be a probability from 0 to 1")
         for name in ("rotate", "brightness", "contrast", "saturation", "noise", "blur", "mixup", "cutmix", "elastic"):
@@ -95,8 +97,6 @@ class AugmentPolicy:
         for name in ("brightness", "contrast", "saturation"):
             if getattr(self, name) > 1:
                 raise OptionError(f"{at}--{name} {getattr(self, name)} must be at most 1 (factors from 0 to 2)")
-        if not 0 <= self.translate < 0.5:
-            raise OptionError(f"{at}--translate {self.translate} must be a fraction from 0 to below 0.5")
         if not 0 <= self.hue <= 0.5:
             raise OptionError(f"{at}--hue {self.hue} must be a fraction of the colour circle from 0 to 0.5")
         if not 0 <= self.perspective < 0.5:
