@@ -114,9 +114,17 @@ def export(data: dict) -> list[str]:
     return _table(["network", "batch", "eager", "eager, BN folded", "TorchScript, folded", "ONNX Runtime, folded"], rows)
 
 
+def multilabel(data: dict) -> list[str]:
+    runs = data["runs"]
+    return _table(["mosaics", "seeds", "test mAP", "micro F1", "macro F1", "exact match", "train wall s"],
+                  [[f"{data['images']:,}", ",".join(str(r["seed"]) for r in runs), _pm(data["map"]),
+                    _pm(data["micro_f1"]), _pm(data["macro_f1"]), _pm(data["exact_match"]), _seconds(runs)]])
+
+
 # The benchmarks whose results are shown as a table; the others get their metadata line only.
 TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, "budget_fmnist": budget_fmnist,
-                                                  "large": large, "distributed": distributed, "export": export}
+                                                  "large": large, "distributed": distributed, "export": export,
+                                                  "multilabel": multilabel}
 
 
 def results_block(name: str) -> list[str]:
