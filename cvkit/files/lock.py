@@ -52,7 +52,10 @@ def acquire(folder: str | os.PathLike, what: str = "--out") -> Path:
     path = lock_path(key)
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except PermissionError:  # a folder whose parent is read-only for this user: nothing to lock there
+            return folder
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
