@@ -9,13 +9,12 @@ for classify, independent sigmoids for multilabel). A deployment then needs no c
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 
 import numpy as np
 import torch
 from torch import nn
 
-from cvkit.models.losses import outputs_to_probs
+from cvkit.models.losses import as_probabilities
 
 
 class Deployed(nn.Module):
@@ -25,8 +24,7 @@ class Deployed(nn.Module):
         """``probabilities``: the run's task's map from outputs to probabilities (a loss name: classify's)."""
         super().__init__()
         self.model = model
-        self.probabilities = (partial(outputs_to_probs, loss=probabilities) if isinstance(probabilities, str)
-                              else probabilities)
+        self.probabilities = as_probabilities(probabilities)
         c = len(mean)
         center = (torch.tensor(mean, dtype=torch.float32).view(1, c, 1, 1) if mean_image is None else  # as Preprocess
                   torch.from_numpy(np.asarray(mean_image, np.float32)).permute(2, 0, 1)[None])
