@@ -121,10 +121,44 @@ def multilabel(data: dict) -> list[str]:
                     _pm(data["micro_f1"]), _pm(data["macro_f1"]), _pm(data["exact_match"]), _seconds(runs)]])
 
 
+def localize(data: dict) -> list[str]:
+    runs = data["runs"]
+    keys = ("accuracy", "mean_iou", "iou50", "loc_accuracy")
+    rows = [["supervised: localize run", *(_pm(data[k]) for k in keys)],
+            [f"weak: classifier + cam --boxes ({runs[0].get('cam_method', '?')})", *(_pm(data[f"cam_{k}"]) for k in keys)]]
+    return _table([f"{data['images']:,} canvases, seeds {','.join(str(r['seed']) for r in runs)}, test split",
+                   "accuracy", "mean IoU", "IoU >= 0.5", "loc accuracy"], rows)
+
+
+def localize_choose(data: dict) -> list[str]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in data["runs"]:
+        groups.setdefault((r["alpha"], r["box_loss"]), []).append(r)
+    keys = ("accuracy", "mean_iou", "iou50", "loc_accuracy")
+
+    def cell(runs: list[dict], key: str) -> str:
+        values = [r[key] for r in runs]
+        mean = sum(values) / len(values)
+        return f"{mean:.4f}" + (f" ({min(values):.3f}-{max(values):.3f})" if len(values) > 1 else "")
+
+    rows = [[f"{alpha:g}", loss, str(len(runs)), *(cell(runs, k) for k in keys)]
+            for (alpha, loss), runs in sorted(groups.items())]
+    return _table(["--alpha", "--box-loss", "seeds", "val accuracy", "val mean IoU", "val IoU >= 0.5",
+                   "val loc accuracy"], rows)
+
+
+def regress(data: dict) -> list[str]:
+    runs = data["runs"]
+    return _table(["canvases", "seeds", "test PCK@0.1", "MAE px", "RMSE px", "R²", "mean-point PCK", "train wall s"],
+                  [[f"{data['images']:,}", ",".join(str(r["seed"]) for r in runs), _pm(data["pck"]), _pm(data["mae"]),
+                    _pm(data["rmse"]), _pm(data["r2"]), _pm(data["mean_point_pck"]), _seconds(runs)]])
+
+
 # The benchmarks whose results are shown as a table; the others get their metadata line only.
 TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, "budget_fmnist": budget_fmnist,
                                                   "large": large, "distributed": distributed, "export": export,
-                                                  "multilabel": multilabel}
+                                                  "multilabel": multilabel, "localize": localize,
+                                                  "localize_choose": localize_choose, "regress": regress}
 
 
 def results_block(name: str) -> list[str]:

@@ -56,3 +56,9 @@ def check_seed(seed: int, option: str = "--seed") -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise OptionError(f"{option} {seed} must be a whole number from 0 to {MAX_SEED}")
     return seed
+
+
+def check_batch_size(batch_size: int) -> None:
+    """``--batch-size`` of the commands that only predict (evaluate, predict, retrieve): at least 1."""
+    if batch_size < 1:
+        raise OptionError(f"--batch-size {batch_size} must be at least 1")

@@ -39,7 +39,7 @@ def convolutionalize_command(
 
     Example: cvkit convolutionalize runs/fmnist street.png photos/ --upsample
     """
-    from cvkit.convolutionalize.run import convolutionalize
+    from cvkit.convolutionalize.command import convolutionalize
 
     if top < 1:
         raise OptionError(f"--top {top} must be at least 1")

@@ -40,7 +40,7 @@ def evaluate_command(
     Example: cvkit evaluate runs/fmnist --split test
     """
     from cvkit.errors import OptionError
-    from cvkit.evaluate.run import EvalResult, evaluate
+    from cvkit.evaluate.command import EvalResult, evaluate
 
     parsed = parse_shard(shard)
     if merge:

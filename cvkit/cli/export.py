@@ -42,7 +42,8 @@ def export_command(
     result = export_run(run, fmt, out, fuse_bn, half, opset, force=force or out is None)
     if not state.quiet:
         i = result.info
-        check = (f"largest probability difference {i.max_abs_prob_diff:.2e}, top-1 agreement {i.top1_agreement:.1%} "
+        box = f", box {i.max_abs_box_diff:.2e}" if i.max_abs_box_diff is not None else ""
+        check = (f"largest probability difference {i.max_abs_prob_diff:.2e}{box}, top-1 agreement {i.top1_agreement:.1%} "
                  f"on {i.check_images} {i.check_source} ({i.checked_with})" if i.max_abs_prob_diff is not None
                  else f"not checked: {i.checked_with}")
         console.print(f"{result.file}: {i.exporter}{', BatchNorm folded' if i.fuse_bn else ''}"

@@ -29,7 +29,7 @@ def normalize_command(
     """
     from cvkit.files.dataset import Stats
     from cvkit.files.images import parse_size
-    from cvkit.transforms.stats import normalize
+    from cvkit.normalize import normalize
 
     stats = normalize(dataset, parse_size(size), mode, from_arch, workers)
     if not state.quiet:

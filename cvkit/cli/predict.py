@@ -31,7 +31,7 @@ def predict_command(
 
     Example: cvkit predict runs/fmnist photos/ -k 3
     """
-    from cvkit.evaluate.predict import predict
+    from cvkit.predict.command import predict
 
     if k < 1:
         raise OptionError(f"-k {k} must be at least 1 (the number of classes to show per image)")

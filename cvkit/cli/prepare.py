@@ -16,7 +16,9 @@ from cvkit.progress import console
 def prepare_command(
     source: Annotated[str, typer.Argument(help="Class folders, train/val/test split folders, a folder of IDX files, "
                                                "a CSV of path,label[,split], or torchvision:NAME. --task multilabel: "
-                                               "a CSV of path,labels or of path plus one 0/1 column per class.")],
+                                               "a CSV of path,labels or of path plus one 0/1 column per class. "
+                                               "--task localize: a CSV of path,label,x0,y0,x1,y1. --task regress: a "
+                                               "CSV of path[,label] and the --targets columns.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The dataset directory to write (not inside SOURCE).")],
     val: Annotated[float, typer.Option(help="Fraction for the val split, stratified per class.")] = 0.1,
     test: Annotated[float, typer.Option(help="Fraction for the test split (a source's own test split is kept).")] = 0.1,
@@ -29,12 +31,19 @@ def prepare_command(
     root: Annotated[Optional[Path], typer.Option(help="torchvision sources: where the files are or are downloaded.")] = None,
     max_rejected: Annotated[float, typer.Option(help="Stop with an error when more than this fraction of inputs is bad.")] = 0.5,
     max_pixels: Annotated[Optional[int], typer.Option(help="Reject images with more pixels (default: Pillow's limit).")] = None,
-    task: Annotated[str, typer.Option(help="What the labels are for: classify (one class per image) or multilabel "
-                                           "(several labels per image, from a CSV).")] = "classify",
+    task: Annotated[str, typer.Option(help="What the targets are for: classify (one class per image), multilabel "
+                                           "(several labels per image), localize (a class and a box per image) or "
+                                           "regress (numeric targets); all but classify read a CSV.")] = "classify",
     label_delim: Annotated[Optional[str], typer.Option(help="--task multilabel: what separates the labels in a "
                                                             "CSV's labels cell (default: a space).")] = None,
     allow_empty: Annotated[bool, typer.Option("--allow-empty", help="--task multilabel: keep images with no label "
                                                                     "(every label negative) instead of refusing them.")] = False,
+    targets: Annotated[Optional[str], typer.Option(help="--task regress: the CSV's numeric columns to predict, "
+                                                        "comma-separated (with --keypoints: x1,y1,x2,y2,... in pixels).")] = None,
+    keypoints: Annotated[bool, typer.Option("--keypoints", help="--task regress: the targets are x,y pairs in the "
+                                                                "image's pixels; augmentation moves them.")] = False,
+    flip_pairs: Annotated[Optional[str], typer.Option(help="--keypoints: the keypoints a horizontal flip swaps, as "
+                                                           "LEFT_X:RIGHT_X pairs of x columns, comma-separated.")] = None,
     workers: Workers = None,
     seed: Seed = None,
     force: Force = False,
@@ -48,6 +57,8 @@ are skipped and listed in rejected.csv.
     With --task multilabel, splits and folds are stratified over every label, and manifest.csv gets a \
 labels column (the image's labels joined by '|').
 
+    With --task localize or --keypoints, boxes and points stay in the image file's pixels in manifest.csv, beside the image's width and height; every cache maps them exactly as it resizes the image (docs/tasks.md).
+
     Example: cvkit prepare ~/photos/dogs --out data/dogs --size 224 --val 0.15 --test 0.15
     """
     from cvkit.data import prepare
@@ -58,7 +69,9 @@ labels column (the image's labels joined by '|').
     result = prepare(source, out, size=parse_size(size), val=val, test=test, folds=folds, channels=channels,
                      workers=workers, seed=seed_or_global(seed), classes=class_names, root=str(root) if root else None,
                      max_rejected=max_rejected, resize=resize, max_pixels=max_pixels, force=force, task=task,
-                     label_delim=label_delim, allow_empty=allow_empty)
+                     label_delim=label_delim, allow_empty=allow_empty,
+                     targets=[t.strip() for t in targets.split(",") if t.strip()] if targets else None,
+                     keypoints=keypoints, flip_pairs=_pairs(flip_pairs))
     if not state.quiet:
         _summary(result)
     if as_json:
@@ -67,6 +80,13 @@ labels column (the image's labels joined by '|').
                          "size": list(result.size) if result.size else None}))
     else:
         emit(str(result.out))
+
+
+def _pairs(text: str | None) -> list[list[str]] | None:
+    """``--flip-pairs lx:rx,le:re`` -> [["lx", "rx"], ["le", "re"]] (checked by prepare)."""
+    if not text:
+        return None
+    return [[name.strip() for name in pair.split(":")] for pair in text.split(",") if pair.strip()]
 
 
 def _summary(result) -> None:

@@ -5,6 +5,6 @@ fold runs trained separately (``--fold``)."""
 from cvkit.crossval.folds import DEFAULT_FOLDS
 from cvkit.files.crossval import DEFAULT_LOO_LIMIT
 from cvkit.crossval.grid import parse_grid
-from cvkit.crossval.run import CrossvalResult, crossval, summarize
+from cvkit.crossval.command import CrossvalResult, crossval, summarize
 
 __all__ = ["DEFAULT_FOLDS", "DEFAULT_LOO_LIMIT", "CrossvalResult", "crossval", "parse_grid", "summarize"]

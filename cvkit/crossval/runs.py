@@ -17,7 +17,6 @@ from cvkit.files.config import TrainConfig, cli_fields, parse_epochs
 from cvkit.files.crossval import EXCLUDED_OPTIONS, CrossvalPlan
 from cvkit.files.run import ModelInfo, read_checkpoint, read_metrics
 
-RUN_NEEDS = ("model.safetensors", "model.json", "metrics.csv", "config.json")
 
 
 def fold_dir(out: Path, config: str, i: int, k: int) -> Path:
@@ -43,7 +42,7 @@ def config_for(plan: CrossvalPlan, options: dict[str, Any], out: Path, device: s
 
 def run_finished(run: Path, cfg: TrainConfig, train: Selection, val: Selection | None) -> bool:
     """Whether ``run`` is a complete run of ``cfg`` on these selections (a rerun may skip it)."""
-    if not all((run / name).is_file() for name in RUN_NEEDS):
+    if not ModelInfo.complete(run):
         return False
     try:
         done = TrainConfig.read(run)
@@ -54,10 +53,10 @@ def run_finished(run: Path, cfg: TrainConfig, train: Selection, val: Selection |
     mine, theirs = done.to_json(), cfg.to_json()
     if any(mine.get(f.name) != theirs.get(f.name) for f in cli_fields()) or done.seed != cfg.seed:
         return False
-    selections = done.resolved.get("selections") or {}
+    selections = done.resolved.selections or {}
     if selections.get("train") != train.to_json() or selections.get("val") != (val.to_json() if val else None):
         return False
-    planned = done.resolved.get("epochs")
+    planned = done.resolved.epochs
     if not isinstance(planned, int):
         return False
     if epochs >= planned:
@@ -82,7 +81,7 @@ def relocate(out: Path, stage: Path) -> None:
     """After a staged output took ``out``'s place: point each run's ``config.json`` at its final folder."""
     runs = [*out.glob("folds/*/*"), out / "final"]
     for run in runs:
-        if not (run / "config.json").is_file():
+        if not TrainConfig.path(run).is_file():
             continue
         cfg = TrainConfig.read(run)
         if cfg.out.startswith(str(stage)):

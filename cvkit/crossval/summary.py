@@ -18,6 +18,7 @@ import pandas as pd
 from cvkit.crossval.folds import FoldPlan
 from cvkit.crossval.grid import value_label
 from cvkit.crossval.runs import config_for, fold_dir, fold_result, run_finished
+from cvkit.errors import ManifestError
 from cvkit.files.crossval import BestConfig, CrossvalPlan, write_results, write_summary
 
 
@@ -49,9 +50,23 @@ def _cell(value: Any) -> Any:
     return value_label(value) if isinstance(value, (list, tuple)) else value
 
 
+def _higher_is_better(plan: CrossvalPlan) -> bool:
+    """Whether the task's val metric (``val_acc`` stands for it: accuracy, mAP, MAE...) rises as runs improve."""
+    from cvkit.files.dataset import DatasetInfo
+    from cvkit.tasks import TASKS
+
+    try:
+        name = plan.base.get("task") or DatasetInfo.read(plan.data).task
+    except ManifestError:  # the dataset is gone: 'summarize' still ranks the folds it finds
+        name = None
+    task = TASKS.get(name)
+    return task.higher_is_better if task is not None else True
+
+
 def summarize_results(results: pd.DataFrame, plan: CrossvalPlan) -> pd.DataFrame:
     """Per configuration: mean and sample standard deviation over its folds, best first by ``--monitor``
-    (val_acc: highest, val_loss: lowest), ties broken by the smaller spread, then the grid's order."""
+    (val_acc, the task's val metric: highest, or lowest for an error such as regress's MAE; val_loss:
+    lowest), ties broken by the smaller spread, then the grid's order."""
     monitor = plan.base.get("monitor", "val_acc")
     rows = []
     for order, config in enumerate(plan.configs):
@@ -67,7 +82,7 @@ def summarize_results(results: pd.DataFrame, plan: CrossvalPlan) -> pd.DataFrame
         row["_order"] = order
         rows.append(row)
     frame = pd.DataFrame(rows)
-    sign = -1.0 if monitor == "val_acc" else 1.0
+    sign = -1.0 if monitor == "val_acc" and _higher_is_better(plan) else 1.0
     frame["_key"] = sign * frame[f"{monitor}_mean"]
     frame["_spread"] = frame[f"{monitor}_std"].fillna(math.inf)
     frame = frame.sort_values(["_key", "_spread", "_order"], na_position="last", kind="stable")

@@ -17,14 +17,17 @@ from pathlib import Path
 import numpy as np
 
 from cvkit.data.decode import Task, decode_all
+from cvkit.data.targets import target_values
 from cvkit.errors import ManifestError, OptionError
 from cvkit.files.atomic import atomic_path
 from cvkit.files.dataset import (
     LABELS_COLUMN,
     MULTILABEL,
+    REGRESS,
     CacheMeta,
     DatasetInfo,
     image_files,
+    manifest_path,
     read_classes,
     read_manifest,
     split_labels,
@@ -46,6 +49,8 @@ class SplitData:
     rows: list[int]  # manifest row of each image
     # Multi-label datasets: N x K float32, 1 where the image has class k (manifest ``labels``); else None.
     multi_hot: np.ndarray | None = None
+    # Localize and regress datasets: N x D float32 targets in this cache's frame (data/targets.py); else None.
+    values: np.ndarray | None = None
 
 
 def multi_hot(cells: Iterable[str], classes: list[str]) -> np.ndarray:
@@ -121,7 +126,7 @@ def load_split(dataset: str | os.PathLike, split: str, size: tuple[int, int] | N
     if multilabel and LABELS_COLUMN not in part.columns:
         raise ManifestError(f"{dataset}/manifest.csv lacks the '{LABELS_COLUMN}' column its multilabel task needs; "
                             f"rerun 'cvkit prepare --task multilabel'")
-    if multilabel:  # an image with no label at all has an empty 'label'; its targets are all in multi_hot
+    if multilabel or info.task == REGRESS:  # an image with no label has an empty 'label' (targets elsewhere)
         index = {"": 0, **index}
     unknown = sorted(set(part["label"]) - set(index))
     if unknown:
@@ -143,7 +148,8 @@ def load_split(dataset: str | os.PathLike, split: str, size: tuple[int, int] | N
         raise ManifestError(f"{npy} has shape {images.shape}, expected {(len(rows), *size, channels)}; delete it to rebuild")
     labels = np.array([index[label] for label in part["label"]], dtype=np.int64)
     targets = multi_hot(part[LABELS_COLUMN], classes) if multilabel else None
-    return SplitData(images, labels, paths, classes, rows, targets)
+    return SplitData(images, labels, paths, classes, rows, targets,
+                     target_values(part, info, size, manifest_path(dataset)))
 
 
 def build_cache(dataset: Path, split: str, size: tuple[int, int], channels: int, resize: str,

@@ -40,6 +40,7 @@ class Result:
     sha1: str = ""
     reason: str | None = None  # why the image was rejected; None when it is fine
     gray: bool = True
+    size: tuple[int, int] = (0, 0)  # (height, width) of the image file, EXIF orientation applied
 
 
 _open_outputs: dict[str, np.ndarray] = {}
@@ -72,7 +73,7 @@ def _run_chunk(tasks: list[Task], channels: int | None, resize: Resize | None, m
             continue
         if out is not None:
             out[t.index] = decoded.array  # broadcasts one channel to three when channels are mixed
-        results.append(Result(t.index, sha1, None, decoded.gray))
+        results.append(Result(t.index, sha1, None, decoded.gray, decoded.size))
     return results
 
 

@@ -16,13 +16,17 @@ import numpy as np
 
 from cvkit.data.cache import copy_rows, rows_key, write_cache
 from cvkit.data.decode import Task, check_workers, decode_all
-from cvkit.data.sources import Item, open_source
+from cvkit.data.sources import Item
+from cvkit.data.task_sources import check_boxes, check_targets, open_any_source
 from cvkit.data.splits import assign_folds, assign_folds_multilabel, carve, carve_multilabel, check_fractions
 from cvkit.checks import check_seed
 from cvkit.errors import OptionError, TooManyRejected, UnsafeOutput
 from cvkit.files.dataset import (
     DEFAULT_TASK,
     LABELS_COLUMN,
+    LOCALIZE,
+    REGRESS,
+    SIZE_COLUMNS,
     MANIFEST_COLUMNS,
     MULTILABEL,
     SPLITS,
@@ -40,7 +44,7 @@ from cvkit.files.owned import own_dataset
 SPLIT_PRIORITY = {"test": 0, "val": 1, "train": 2}  # a duplicate is kept in the first of these
 # The tasks whose targets prepare can import (--task); a task added to cvkit/tasks/ joins here once
 # prepare reads its input formats.
-PREPARE_TASKS = (DEFAULT_TASK, MULTILABEL)
+PREPARE_TASKS = (DEFAULT_TASK, MULTILABEL, LOCALIZE, REGRESS)
 
 
 @dataclass
@@ -64,12 +68,17 @@ def prepare(source: str, out: str | os.PathLike, *, size: tuple[int, int] | None
             seed: int = 0, classes: list[str] | None = None, root: str | None = None,
             max_rejected: float = 0.5, resize: str = "crop", max_pixels: int | None = None,
             force: bool = False, task: str = DEFAULT_TASK, label_delim: str | None = None,
-            allow_empty: bool = False) -> PrepareResult:
+            allow_empty: bool = False, targets: list[str] | None = None, keypoints: bool = False,
+            flip_pairs: list[list[str]] | None = None) -> PrepareResult:
     """Import ``source`` into the dataset directory ``out``; see ``cvkit prepare --help``.
 
     ``task="multilabel"`` imports a CSV with several labels per image (``label_delim``, default a
-    space, separates them; ``allow_empty`` keeps images with none) and stratifies by every label."""
+    space, separates them; ``allow_empty`` keeps images with none) and stratifies by every label.
+    ``localize`` imports a CSV of boxes; ``regress`` one of numeric ``targets`` (``keypoints``: x, y
+    pairs in pixels, ``flip_pairs`` the keypoints a horizontal flip swaps)."""
     check_task(task, label_delim, allow_empty)
+    targets, flip_pairs = list(targets or []), [list(p) for p in flip_pairs or []]
+    check_task_targets(task, targets, keypoints, flip_pairs)
     check_fractions(val, test)
     if channels not in (None, 1, 3):
         raise OptionError(f"--channels {channels} must be 1 or 3")
@@ -89,8 +98,8 @@ def prepare(source: str, out: str | os.PathLike, *, size: tuple[int, int] | None
     sources = [] if source.startswith("torchvision:") else [source]
     out = check_out(out, sources=sources, reads=[root] if root else [], own=own_dataset, force=force,
                     dataset=True)
-    src = open_source(source, root=root, classes=classes, task=task,
-                      label_delim=" " if label_delim is None else label_delim, allow_empty=allow_empty)
+    src = open_any_source(source, task, targets, keypoints, root=root, classes=classes,
+                          label_delim=" " if label_delim is None else label_delim, allow_empty=allow_empty)
     inside = next((it.path for it in src.items if it.array is None and _within(it.path, out)), None)
     if inside is not None:
         raise UnsafeOutput(f"--out {out} holds {inside}, an image this import reads; choose another --out")
@@ -98,7 +107,8 @@ def prepare(source: str, out: str | os.PathLike, *, size: tuple[int, int] | None
         check_room(out.parent, len(src.items), size, channels or 3)
     with replacing(out) as stage:
         result = _prepare_into(stage, src, size, val, test, folds, channels, workers, seed, max_rejected, resize,
-                               max_pixels, _source_root(source, src.kind), task)
+                               max_pixels, _source_root(source, src.kind), task,
+                               {"targets": targets, "keypoints": keypoints, "flip_pairs": flip_pairs}, source)
     result.out = out
     return result
 
@@ -116,6 +126,17 @@ def check_task(task: str, label_delim: str | None, allow_empty: bool) -> None:
     if label_delim is not None and (not label_delim or "\n" in label_delim or "\r" in label_delim):
         raise OptionError(f"--label-delim {label_delim!r} must be one or more characters other than a line break; "
                           f"the default is a single space")
+
+
+def check_task_targets(task: str, targets: list[str], keypoints: bool, flip_pairs: list[list[str]]) -> None:
+    """``--targets``, ``--keypoints`` and ``--flip-pairs`` are regress's, and agree with each other."""
+    if task != REGRESS:
+        given = next((o for o, v in (("--targets", targets), ("--keypoints", keypoints), ("--flip-pairs", flip_pairs))
+                      if v), None)
+        if given:
+            raise OptionError(f"{given} is for numeric targets; add --task {REGRESS}")
+        return
+    check_targets(targets, keypoints, flip_pairs)
 
 
 def _within(path: str, folder: Path) -> bool:
@@ -145,7 +166,8 @@ def _source_root(source: str, kind: str) -> str | None:
 
 
 def _prepare_into(stage: Path, src, size, val, test, folds, channels, workers, seed, max_rejected, resize,
-                  max_pixels, source_root: str | None, task: str = DEFAULT_TASK) -> PrepareResult:
+                  max_pixels, source_root: str | None, task: str = DEFAULT_TASK, options: dict | None = None,
+                  source: str = "") -> PrepareResult:
     items: list[Item] = src.items
     n = len(items)
     # A file whose links lead outside the source is not imported: the manifest would name a file elsewhere.
@@ -172,6 +194,12 @@ def _prepare_into(stage: Path, src, size, val, test, folds, channels, workers, s
     if not split_of:
         raise TooManyRejected(f"none of the {n} inputs is a usable image (first: {first}); fix the inputs")
 
+    options = options or {}
+    geometry = task == LOCALIZE or options.get("keypoints", False)  # targets in pixels: keep each image's size
+    sizes = {r.index: r.size for r in ok}
+    if task == LOCALIZE:
+        check_boxes(source, items, sorted(set(split_of) | set(follows)), sizes,
+                    Resize(size[0], size[1], resize) if size else None)
     rng = np.random.default_rng(seed)
     multilabel = task == MULTILABEL
     labels = [it.label for it in items]
@@ -199,13 +227,17 @@ def _prepare_into(stage: Path, src, size, val, test, folds, channels, workers, s
         frame[LABELS_COLUMN] = [join_labels(items[i].labels) for i in kept]
     for col in src.extra_columns:
         frame[col] = [items[i].extra.get(col, "") for i in kept]
+    if geometry:
+        frame[SIZE_COLUMNS[0]] = [sizes[i][1] for i in kept]
+        frame[SIZE_COLUMNS[1]] = [sizes[i][0] for i in kept]
     write_manifest(stage, frame)
     write_classes(stage, class_names)
     rejected.sort()
     write_rejected(stage, rejected)
     images = {s: int((frame["split"] == s).sum()) for s in SPLITS}
     DatasetInfo(src.kind, list(size) if size else None, n_channels, resize, seed, val, test, folds, images,
-                source_root, task).write(stage)
+                source_root, task, options.get("targets", []), options.get("keypoints", False),
+                options.get("flip_pairs", [])).write(stage)
     if decoded is not None:
         source = np.load(decoded, mmap_mode="r")
         for split in SPLITS:
@@ -222,7 +254,8 @@ def _prepare_into(stage: Path, src, size, val, test, folds, channels, workers, s
     counts = {c: {s: 0 for s in SPLITS} for c in class_names}
     for i, split in zip(kept, frame["split"]):
         for label in (items[i].labels if multilabel else (labels[i],)):
-            counts[label][split] += 1
+            if label in counts:  # a regress image may have no class
+                counts[label][split] += 1
     return PrepareResult(stage, src.kind, class_names, counts, rejected, n_channels, size, n,
                          Counter(why.split(":")[0] for _, why in rejected), task, images)
 

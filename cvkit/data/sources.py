@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cvkit.errors import OptionError, SourceError, UnsafePath
-from cvkit.files.dataset import DEFAULT_TASK, LABELS_SEP, MULTILABEL
+from cvkit.files.dataset import DEFAULT_TASK, LABELS_SEP, LOCALIZE, MULTILABEL, REGRESS
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test"}
@@ -38,6 +38,7 @@ class Item:
     # Multi-label sources: every label of the image in class order (``label`` is the first, "" for none);
     # None for a single-label source.
     labels: tuple[str, ...] | None = None
+    row: int = 0  # a CSV source's row (1 is the header), for messages about the image's targets
 
     @property
     def target(self) -> str | tuple[str, ...]:
@@ -343,18 +344,27 @@ def _from_torchvision(name: str, root: Path | None) -> Source:
 # ----------------------------------------------------------------------------- detection
 
 
+CSV_FORMS = {MULTILABEL: "path,labels with the labels joined by --label-delim, or path plus one 0/1 column per class",
+             LOCALIZE: "path,label,x0,y0,x1,y1", REGRESS: "path[,label] plus the --targets columns"}
+
+
+def csv_source(source: str, task: str) -> Path:
+    """The CSV a task other than classify reads, or a one-line error."""
+    path = Path(source)
+    if not (path.is_file() and path.suffix.lower() == ".csv"):
+        raise SourceError(f"--task {task} reads a CSV ({CSV_FORMS[task]}); SOURCE '{source}' is not a .csv file")
+    return path
+
+
 def open_source(source: str, root: str | os.PathLike | None = None, classes: list[str] | None = None,
                 task: str = DEFAULT_TASK, label_delim: str = " ", allow_empty: bool = False) -> Source:
     """Detect what ``source`` is and list its images, labels and own splits.
 
     ``task="multilabel"`` reads a CSV with several labels per image (:func:`_from_multilabel_csv`),
-    split by ``label_delim``; ``allow_empty`` keeps rows with no label at all."""
+    split by ``label_delim``; ``allow_empty`` keeps rows with no label at all. (``localize`` and
+    ``regress`` CSVs: ``data/task_sources.py``.)"""
     if task == MULTILABEL:
-        path = Path(source)
-        if not (path.is_file() and path.suffix.lower() == ".csv"):
-            raise SourceError(f"--task multilabel reads a CSV (path,labels with the labels joined by --label-delim, "
-                              f"or path plus one 0/1 column per class); SOURCE '{source}' is not a .csv file")
-        return _from_multilabel_csv(path, classes, label_delim, allow_empty)
+        return _from_multilabel_csv(csv_source(source, task), classes, label_delim, allow_empty)
     if source.startswith("torchvision:"):
         return _from_torchvision(source.split(":", 1)[1], Path(root) if root else None)
     path = Path(source)

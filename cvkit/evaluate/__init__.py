@@ -1,6 +1,5 @@
-"""Layer 5: ``evaluate`` and ``predict``, through the runtime; what they write comes from the run's task."""
+"""Layer 5: ``evaluate``, through the runtime; what it writes comes from the run's task."""
 
-from cvkit.evaluate.predict import PredictResult, predict
-from cvkit.evaluate.run import EvalResult, evaluate
+from cvkit.evaluate.command import EvalResult, evaluate
 
-__all__ = ["EvalResult", "PredictResult", "evaluate", "predict"]
+__all__ = ["EvalResult", "evaluate"]

@@ -17,6 +17,8 @@ import numpy as np
 from scipy import ndimage
 
 from cvkit.errors import OptionError
+from cvkit.files.images import Resize
+from cvkit.tasks.boxes import IOU_HIT, ious
 
 Box = tuple[int, int, int, int]
 # 8-connectivity inside each map and none across maps, so a whole batch is labelled in one call.
@@ -101,7 +103,8 @@ def box_to_original(box: Box, input_size: tuple[int, int], original_size: tuple[
     """``box`` in the network's input (``input_size`` h, w) as pixels of the original image
     (``original_size`` h, w, as :func:`cvkit.files.images.image_size` reads it).
 
-    Inverts :func:`cvkit.files.images.decode_image`'s resize exactly: ``squash`` stretches each
+    Inverts :func:`cvkit.files.images.decode_image`'s resize exactly (its
+    :meth:`~cvkit.files.images.Resize.point_map`): ``squash`` stretches each
     side; ``crop`` (``ImageOps.fit``) takes the largest centred window of the input's aspect ratio
     (a real-valued window, as Pillow does) and scales it to the input size, so a box is scaled by the
     window's ratio and shifted by the window's offset. A box in the cropped-off margin cannot occur.
@@ -111,22 +114,12 @@ def box_to_original(box: Box, input_size: tuple[int, int], original_size: tuple[
     (ih, iw), (oh, ow) = input_size, original_size
     if (ih, iw) == (oh, ow):
         return tuple(int(v) for v in box)  # type: ignore[return-value]
-    if resize_mode == "squash":
-        return scale_box(box, input_size, original_size)
-    if resize_mode != "crop":
+    if resize_mode not in ("crop", "squash"):
         raise OptionError(f"resize mode '{resize_mode}' is not crop or squash; the run's model.json is wrong")
-    out_ratio, live_ratio = iw / ih, ow / oh
-    # Pillow's ImageOps.fit (bleed 0, centring 0.5), line for line, so the window is the same one.
-    if live_ratio == out_ratio:
-        crop_w, crop_h = float(ow), float(oh)
-    elif live_ratio >= out_ratio:
-        crop_w, crop_h = out_ratio * oh, float(oh)
-    else:
-        crop_w, crop_h = float(ow), ow / out_ratio
-    left, top = (ow - crop_w) * 0.5, (oh - crop_h) * 0.5
-    sx, sy = crop_w / iw, crop_h / ih
+    # decoding put an original point at (x * sx + ox, y * sy + oy); a box goes back the other way
+    sx, sy, ox, oy = Resize(ih, iw, resize_mode).point_map(oh, ow)
     x0, y0, x1, y1 = box
-    return _round_box(left + x0 * sx, top + y0 * sy, left + x1 * sx, top + y1 * sy, original_size)
+    return _round_box((x0 - ox) / sx, (y0 - oy) / sy, (x1 - ox) / sx, (y1 - oy) / sy, original_size)
 
 
 def peaks_from_maps(maps: np.ndarray) -> np.ndarray:
@@ -141,20 +134,6 @@ def peak(m: np.ndarray) -> tuple[int, int]:
     """(x, y) of the largest value of one H x W map: the point the pointing game checks."""
     x, y = peaks_from_maps(np.asarray(m)[None])[0]
     return int(x), int(y)
-
-
-def _area(z: np.ndarray) -> np.ndarray:
-    return np.clip(z[:, 2] - z[:, 0], 0, None) * np.clip(z[:, 3] - z[:, 1], 0, None)
-
-
-def ious(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union of paired boxes (N x 4 each, x1/y1 exclusive); 0 when both are empty."""
-    a, b = np.asarray(a, dtype=np.float64).reshape(-1, 4), np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    iw = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
-    inter = iw * ih
-    union = _area(a) + _area(b) - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def iou(a: Box, b: Box) -> float:
@@ -194,7 +173,7 @@ def localization_metrics(pred_boxes: np.ndarray, true_boxes: np.ndarray, peaks: 
         raise ValueError(f"localization needs as many true boxes, peaks and correct flags as boxes (at least one); "
                          f"got {n}, {len(true)}, {len(points)}, {len(right)}")
     overlap = ious(pred, true)
-    hit = overlap >= 0.5
+    hit = overlap >= IOU_HIT
     return {"count": n,
             "localization_accuracy": float(np.mean(hit & right)),
             "iou_at_0_5": float(np.mean(hit)),

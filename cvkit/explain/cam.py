@@ -25,7 +25,7 @@ from cvkit.files.cams import CAM_FILES, read_true_boxes, write_cams_csv, write_f
 from cvkit.files.dataset import write_rejected
 from cvkit.files.images import image_size
 from cvkit.files.lock import releasing
-from cvkit.files.outputs import check_out, holds_only, replacing
+from cvkit.files.outputs import check_out, holds_only, replacing, unique_stems
 from cvkit.plots.explain import write_cam_overlay
 from cvkit.progress import progress_bar
 from cvkit.runtime import LoadedRun, collect_inputs, read_images
@@ -87,17 +87,6 @@ def check_options(subject: LoadedRun, options: CamOptions) -> list[int] | None:
             ", ..." if len(subject.classes) > 10 else "")
         raise OptionError(f"--class {options.class_name} is not a class of the model; {hint}")
     return [subject.classes.index(options.class_name)]
-
-
-def unique_stems(paths: list[str]) -> list[str]:
-    """File stems for the outputs; images of the same name in different folders get ``_2``, ``_3``..."""
-    seen: dict[str, int] = defaultdict(int)
-    stems = []
-    for p in paths:
-        stem = Path(p).stem
-        seen[stem] += 1
-        stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
-    return stems
 
 
 @releasing  # the --out lock check_out takes is given up on return
@@ -176,12 +165,13 @@ def _explain_batch(subject: LoadedRun, images: np.ndarray, paths: list[str], ste
     from cvkit.explain.faithfulness import faithfulness
 
     n, model, loss = len(paths), subject.model, subject.task.probabilities  # what the run's outputs mean
+    classes = subject.task.class_outputs  # the outputs that score classes, when others follow (a box)
     x = subject.pre(torch.from_numpy(images))
     if forced is not None:
         ranked = torch.tensor(forced * n, device=x.device).view(n, 1)
-    elif options.topk > 1:
+    elif options.topk > 1 or classes is not None:
         with torch.no_grad():
-            ranked = model(x).float().topk(options.topk, dim=1).indices
+            ranked = model(x).float()[:, :classes].topk(options.topk, dim=1).indices
     else:
         ranked = None  # the predicted class, from the maps' own forward pass
     sizes = [image_size(p) for p in paths]
@@ -194,7 +184,7 @@ def _explain_batch(subject: LoadedRun, images: np.ndarray, paths: list[str], ste
             seconds[method] += time.perf_counter() - started
             probs = loss(result.logits.float()).cpu().numpy()
             targets = result.targets.cpu().numpy()
-            predicted = probs.argmax(1)
+            predicted = probs[:, :classes].argmax(1)
             for i, path in enumerate(paths):
                 name = f"{stems[path]}_{method}" + (f"_top{rank + 1}" if options.topk > 1 else "")
                 target, score = int(targets[i]), float(probs[i, targets[i]])

@@ -1,5 +1,5 @@
 """``cvkit export``: a trained run as a deployable file (ONNX, TorchScript, safetensors)."""
 
-from cvkit.export.run import FORMATS, ExportResult, export_run
+from cvkit.export.command import FORMATS, ExportResult, export_run
 
 __all__ = ["FORMATS", "ExportResult", "export_run"]

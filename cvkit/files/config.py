@@ -18,7 +18,8 @@ from cvkit.files.jsonio import from_json, read_json, write_json
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "none")
-LOSSES = ("ce", "bce", "mse")
+LOSSES = ("ce", "bce", "mse", "l1", "smooth_l1")
+BOX_LOSSES = ("smooth_l1", "giou")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 HEADS = ("auto", "fc", "gap")
@@ -54,6 +55,51 @@ def internal(default: Any = None, factory: Any = None) -> Any:
     if factory is not None:
         return field(default_factory=factory, metadata={"cli": False})
     return field(default=default, metadata={"cli": False})
+
+
+@dataclass
+class Resolved:
+    """What a run's ``auto`` options became and how it was set up (config.json's ``resolved``): filled in
+    by ``train``, read by ``--resume`` (epochs, selections), crossval's rerun check and the runtime's
+    precision choice. Every field is None until train sets it; None fields are not written."""
+
+    device: str | None = None
+    precision: str | None = None
+    memory_format: str | None = None
+    lr: float | None = None
+    epochs: int | None = None
+    epochs_reason: str | None = None
+    batch_size: int | None = None
+    global_batch_size: int | None = None
+    batch_size_per_process: int | None = None
+    world_size: int | None = None
+    weight_decay: float | None = None
+    loader_workers: int | None = None
+    resident: bool | None = None
+    augment: dict[str, Any] | None = None
+    augment_source: str | None = None
+    input_size: list[int] | None = None
+    in_chans: int | None = None
+    stats: dict[str, Any] | None = None
+    cvkit_version: str | None = None
+    torch_version: str | None = None
+    batchnorm_recalibration: dict[str, Any] | None = None
+    selections: dict[str, Any] | None = None  # {"train": Selection JSON, "val": Selection JSON or None}
+    budget: dict[str, Any] | None = None  # {"seconds", "first_plan"}
+    budget_replans: list[Any] | None = None
+    speed_probe_ms_per_step: dict[str, Any] | None = None  # {"precision/memory_format": ms}
+    im2col_weight_grad_ms: dict[str, Any] | None = None  # {layer: [oneDNN ms, im2col ms]}
+    keep_freed_memory: bool | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], path: Path | None = None, fix: str = "") -> "Resolved":
+        """Keys written by other cvkit versions are ignored; a known key of the wrong type is refused."""
+        from cvkit.files.jsonio import from_json as typed
+
+        return typed(cls, data, path or Path("config.json"), fix or "start a new run", allow_unknown=True)
 
 
 @dataclass
@@ -97,7 +143,12 @@ class TrainConfig:
     step_size: int = option(30, "'step' schedule: epochs between lr drops.", OPTIM)
     gamma: float = option(0.1, "'step' schedule: lr factor at each drop.", OPTIM)
     label_smoothing: float = option(0.0, "Label smoothing.", OPTIM)
-    loss: str = option("ce", "ce, bce (two classes: one sigmoid output) or mse.", OPTIM)
+    loss: str = option("ce", "ce, bce (two classes: one sigmoid output) or mse; regress: mse, l1 or smooth_l1 "
+                             "(ce, the default, means smooth_l1 there).", OPTIM)
+    alpha: float | None = option(None, "localize: the class loss's weight a in a*CE + (1-a)*box loss (default: "
+                                       "chosen on val, docs/tasks.md).", OPTIM)
+    box_loss: str | None = option(None, "localize: smooth_l1 (on normalized centre and size) or giou (default: "
+                                        "chosen on val, docs/tasks.md).", OPTIM)
     class_weights: str | None = option(None, "'auto': weight classes by inverse frequency.", OPTIM)
     pos_weight: str | None = option(None, "'auto' (multi-label): weigh each class's positives by its negatives "
                                           "in the train split (rare labels count more).", OPTIM)
@@ -123,7 +174,7 @@ class TrainConfig:
     # run
     seed: int = internal(0)
     device: str = internal("auto")
-    resolved: dict[str, Any] = internal(factory=dict)  # what "auto" became, filled in by fit
+    resolved: Resolved = internal(factory=Resolved)  # what "auto" became, filled in by fit
 
     def check(self) -> None:
         """Refuse option values that cannot work, naming the option and the fix."""
@@ -155,6 +206,10 @@ class TrainConfig:
             raise OptionError("--warmup, --momentum and --backbone-lr-scale must be 0 or more, --gamma above 0")
         if self.class_weights not in (None, "auto"):
             raise OptionError(f"--class-weights {self.class_weights} must be 'auto' (or left out)")
+        if self.alpha is not None and not 0 <= self.alpha <= 1:
+            raise OptionError(f"--alpha {self.alpha} must be a weight from 0 to 1")
+        if self.box_loss not in (None, *BOX_LOSSES):
+            raise OptionError(f"--box-loss {self.box_loss} must be one of {', '.join(BOX_LOSSES)}")
         if self.pos_weight not in (None, "auto"):
             raise OptionError(f"--pos-weight {self.pos_weight} must be 'auto' (or left out)")
         if self.freeze not in (None, "backbone") and not (str(self.freeze).isdigit() and int(self.freeze) >= 1):
@@ -168,12 +223,14 @@ class TrainConfig:
             raise OptionError("--pretrained and --weights both give starting weights; pick one")
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "resolved"},
+                "resolved": self.resolved.to_json()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        resolved = Resolved.from_json(data.get("resolved") or {})
+        return cls(**{k: v for k, v in data.items() if k in known and k != "resolved"}, resolved=resolved)
 
     def model_options(self) -> dict[str, Any]:
         """The options that change the architecture (rebuilt from model.json by every later command)."""
@@ -183,7 +240,11 @@ class TrainConfig:
     # ------------------------------------------------------------------ config.json
 
     def write(self, run: str | os.PathLike) -> None:
-        write_json(Path(run) / "config.json", self.to_json())
+        write_json(self.path(run), self.to_json())
+
+    @staticmethod
+    def path(run: str | os.PathLike) -> Path:
+        return Path(run) / "config.json"
 
     @classmethod
     def read_if_present(cls, run: str | os.PathLike) -> "TrainConfig | None":
@@ -196,7 +257,13 @@ class TrainConfig:
         if not path.is_file():
             raise ManifestError(f"{path} is missing: {run} is not a run directory written by 'cvkit train'")
         fix = "it was written by 'cvkit train'; start a new run"
-        return from_json(cls, read_json(path, fix), path, fix)  # keys and types checked
+        data = read_json(path, fix)
+        resolved = data.pop("resolved", None) or {}
+        if not isinstance(resolved, dict):
+            raise ManifestError(f"{path}: 'resolved' must be an object; {fix}")
+        cfg = from_json(cls, data, path, fix)  # keys and types checked
+        cfg.resolved = Resolved.from_json(resolved, path, fix)
+        return cfg
 
 
 def flag(name: str) -> str:

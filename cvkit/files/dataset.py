@@ -25,6 +25,14 @@ REJECTED_COLUMNS = ("path", "reason")
 # The task of a dataset.json or model.json that names none (written before tasks existed): one class per image.
 DEFAULT_TASK = "classify"
 MULTILABEL = "multilabel"
+LOCALIZE = "localize"
+REGRESS = "regress"
+# Localize datasets: the box of each image, in the image file's pixels (Pascal VOC corners: x0, y0 the
+# top-left corner, x1, y1 the bottom-right one, continuous coordinates where pixel column j spans [j, j + 1)).
+BOX_COLUMNS = ("x0", "y0", "x1", "y1")
+# Localize and keypoint datasets: the image file's size in pixels (EXIF orientation applied), from which
+# a cache of any size maps the boxes and points exactly as it resizes the image (Resize.point_map).
+SIZE_COLUMNS = ("width", "height")
 # manifest.csv's ``labels`` column (multi-label datasets) joins an image's labels with this, in class order.
 LABELS_SEP = "|"
 PREPARE_AGAIN = "rerun 'cvkit prepare' to write it"
@@ -69,6 +77,11 @@ def join_labels(labels: Sequence[str]) -> str:
 def split_labels(cell: str) -> list[str]:
     """The labels of one manifest ``labels`` cell ("" holds none)."""
     return cell.split(LABELS_SEP) if cell else []
+
+
+def manifest_path(dataset: str | os.PathLike) -> Path:
+    """``DATASET/manifest.csv``, for messages that name it."""
+    return Path(dataset) / "manifest.csv"
 
 
 def read_manifest(dataset: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
@@ -157,7 +170,8 @@ def read_classes(dataset: str | os.PathLike) -> list[str]:
     path = dataset / "classes.json"
     data = read_json(path, PREPARE_AGAIN)
     classes = data.get("classes")
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+    empty_ok = (dataset / "dataset.json").is_file() and DatasetInfo.read(dataset).task == REGRESS  # labels optional
+    if not isinstance(classes, list) or not (classes or empty_ok) or not all(isinstance(c, str) for c in classes):
         raise ManifestError(f"{path}: 'classes' must be a non-empty list of names; rerun 'cvkit prepare'")
     if len(set(classes)) != len(classes):
         raise ManifestError(f"{path}: 'classes' names a class twice; rerun 'cvkit prepare'")
@@ -194,6 +208,9 @@ class DatasetInfo:
     # when prepare wrote the images into the dataset (IDX, torchvision). Absolute manifest paths must lie in it.
     source_root: str | None = None
     task: str = DEFAULT_TASK  # what the dataset's targets are for (cvkit/tasks/); train uses it by default
+    targets: list[str] = field(default_factory=list)  # regress: the manifest's numeric target columns
+    keypoints: bool = False  # regress: the targets are x, y pairs in the image file's pixels
+    flip_pairs: list[list[str]] = field(default_factory=list)  # keypoints a horizontal flip swaps (x column names)
 
     @classmethod
     def read(cls, dataset: str | os.PathLike) -> "DatasetInfo":

@@ -34,6 +34,9 @@ class ExportInfo:
     seconds: float
     cvkit_version: str
     torch_version: str
+    # Runs whose head has outputs after the class scores (localize's box, 0..1 across the image): their
+    # largest difference, checked against the run like the probabilities; None when there are none.
+    max_abs_box_diff: float | None = None
 
     def write(self, folder: str | os.PathLike) -> None:
         write_json(Path(folder) / "export.json", finite(asdict(self)))

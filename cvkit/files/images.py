@@ -43,6 +43,22 @@ class Resize:
     width: int
     mode: str = "crop"
 
+    def point_map(self, height: int, width: int) -> tuple[float, float, float, float]:
+        """``(sx, sy, ox, oy)``: where decoding a ``height`` x ``width`` image at this size puts a point:
+        ``(x * sx + ox, y * sy + oy)``, in continuous pixel coordinates (pixel column j spans [j, j + 1)).
+
+        ``squash`` stretches each axis; ``crop`` is Pillow's ``ImageOps.fit``: the largest centred box of
+        the output's aspect ratio, scaled to the output (what falls outside the box is cut off)."""
+        if self.mode == "squash" or height * self.width == width * self.height:
+            return self.width / width, self.height / height, 0.0, 0.0
+        ratio = self.width / self.height
+        if width / height >= ratio:
+            crop_w, crop_h = ratio * height, float(height)
+        else:
+            crop_w, crop_h = float(width), width / ratio
+        sx, sy = self.width / crop_w, self.height / crop_h
+        return sx, sy, -(width - crop_w) / 2 * sx, -(height - crop_h) / 2 * sy
+
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
     """``"64"`` -> (64, 64); ``"48x64"`` -> (48, 64) (height x width)."""
@@ -116,6 +132,7 @@ def normalize_mode(img: Image.Image, channels: int | None) -> Image.Image:
 class Decoded:
     array: np.ndarray  # H x W x C uint8
     gray: bool  # the image had one channel, or three equal ones
+    size: tuple[int, int] = (0, 0)  # (height, width) of the image as stored, EXIF orientation applied, before resizing
 
 
 def decode_image(data: bytes, channels: int | None = None, resize: Resize | None = None,
@@ -135,6 +152,8 @@ def decode_image(data: bytes, channels: int | None = None, resize: Resize | None
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
         w, h = img.size
+        if _orientation(img) in (5, 6, 7, 8):  # EXIF Orientation 5-8 turn the image by 90 degrees
+            w, h = h, w
         if limit and w * h > limit:
             raise BadImage(f"too large: {w}x{h} pixels is over the {limit:,}-pixel limit (decompression bomb guard)")
         if resize is not None and img.format == "JPEG":
@@ -165,7 +184,15 @@ def decode_image(data: bytes, channels: int | None = None, resize: Resize | None
         gray = True
     else:
         gray = bool((arr[:, :, 0] == arr[:, :, 1]).all() and (arr[:, :, 1] == arr[:, :, 2]).all())
-    return Decoded(arr, gray)
+    return Decoded(arr, gray, (h, w))
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF Orientation tag (1 when absent or unreadable: exif_transpose then leaves the image as is)."""
+    try:
+        return int(img.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - a broken EXIF block is Pillow's to ignore, not a reason to reject
+        return 1
 
 
 def read_image_file(path: str | os.PathLike, channels: int | None = None, resize: Resize | None = None,

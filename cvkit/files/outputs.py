@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections import defaultdict
 from fnmatch import fnmatch
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -118,3 +119,14 @@ def replacing(out: Path) -> Iterator[Path]:
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+
+
+def unique_stems(paths: list[str]) -> list[str]:
+    """File stems for the outputs; images of the same name in different folders get ``_2``, ``_3``..."""
+    seen: dict[str, int] = defaultdict(int)
+    stems = []
+    for p in paths:
+        stem = Path(p).stem
+        seen[stem] += 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return stems

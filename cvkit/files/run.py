@@ -117,6 +117,13 @@ class ModelInfo:
         return (Path(run) / "model.json").is_file()
 
     @staticmethod
+    def complete(run: str | os.PathLike) -> bool:
+        """Whether ``run`` holds every file a finished training run writes (weights, model.json,
+        metrics.csv, config.json): what crossval checks before it scores or skips a fold run."""
+        return all((Path(run) / name).is_file() for name in ("model.safetensors", "model.json", "metrics.csv",
+                                                             "config.json"))
+
+    @staticmethod
     def written_at(run: str | os.PathLike) -> float:
         """When the run's model.json was last written (seconds since the epoch)."""
         return (Path(run) / "model.json").stat().st_mtime
@@ -139,11 +146,11 @@ class ModelInfo:
 
 
 def write_metrics(run: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
-    """``metrics.csv``: one row per epoch (METRICS_COLUMNS first), rewritten whole after each epoch."""
+    """``metrics.csv``: one row per epoch in the rows' own column order (the task's ``metrics_columns``:
+    its val metric, ``val_acc`` for classify, follows ``val_loss``), rewritten whole after each epoch."""
     import pandas as pd
 
     frame = pd.DataFrame(rows)
-    frame = frame[[c for c in METRICS_COLUMNS if c in frame] + [c for c in frame if c not in METRICS_COLUMNS]]
     write_csv(Path(run) / "metrics.csv", frame, "%.6g")
 
 
@@ -248,6 +255,11 @@ def torch_load_safe(path: str | os.PathLike, what: str = "checkpoint") -> Any:
 
 CHECKPOINT_KEYS = ("format", "epoch", "model", "optimizer", "scheduler", "rng_torch", "rng_gen", "history", "best",
                    "bad_epochs", "precision", "memory_format", "unfrozen")
+
+
+def has_checkpoint(run: str | os.PathLike) -> bool:
+    """Whether ``run`` holds a ``last.ckpt`` (at least one epoch of it was saved)."""
+    return (Path(run) / "last.ckpt").exists()
 
 
 def read_checkpoint(run: str | os.PathLike) -> dict[str, Any]:

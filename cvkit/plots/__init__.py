@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -78,6 +78,29 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | os
     _save(fig, path)
 
 
+def _image_grid(images: np.ndarray, cols: int, extra_height: float = 0.0) -> tuple[Any, list[Any]]:
+    """A figure of ``images`` (N x H x W x 1 or 3 uint8) in a grid of ``cols`` columns, each shown pixel for
+    pixel with room for a two-line title; its axes, one per image ("no images" written when N is 0)."""
+    n = len(images)
+    cols = max(1, min(cols, n))
+    rows = max(1, math.ceil(n / cols))
+    h, w = images.shape[1:3] if n else (1, 1)
+    cell = 2.5  # inches per image, room for a two-line title
+    fig = _figure(cols * cell, rows * cell * h / w + 0.5 * rows + extra_height)
+    axes = []
+    for i in range(n):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        image = images[i]
+        if image.shape[2] == 1:
+            ax.imshow(image[:, :, 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        else:
+            ax.imshow(image, interpolation="nearest")
+        axes.append(ax)
+    if n == 0:
+        fig.text(0.5, 0.5, "no images", ha="center", va="center")
+    return fig, axes
+
+
 def plot_top_losses(images: np.ndarray, labels: Sequence[int], predicted: Sequence[int], probs_true: Sequence[float],
                     probs_pred: Sequence[float], classes: list[str], path: str | os.PathLike, cols: int = 4) -> None:
     """A grid of the worst-predicted images, each titled ``label / predicted / p(pred) / p(true)``."""
@@ -87,23 +110,11 @@ def plot_top_losses(images: np.ndarray, labels: Sequence[int], predicted: Sequen
     n = len(images)
     if not n == len(labels) == len(predicted) == len(probs_true) == len(probs_pred):
         raise ValueError("images, labels, predicted, probs_true and probs_pred must have the same length")
-    cols = max(1, min(cols, n))
-    rows = max(1, math.ceil(n / cols))
-    h, w = images.shape[1:3]
-    cell = 2.5  # inches per image, room for a two-line title
-    fig = _figure(cols * cell, rows * cell * h / w + 0.5 * rows)
-    for i in range(n):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        image = images[i]
-        if image.shape[2] == 1:
-            ax.imshow(image[:, :, 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        else:
-            ax.imshow(image, interpolation="nearest")
+    fig, axes = _image_grid(images, cols)
+    for i, ax in enumerate(axes):
         ax.set_title(f"{classes[labels[i]]} / {classes[predicted[i]]}\n{probs_pred[i]:.2f} / {probs_true[i]:.2f}",
                      fontsize=8)
         ax.axis("off")
-    if n == 0:
-        fig.text(0.5, 0.5, "no images", ha="center", va="center")
     fig.suptitle("label / predicted / p(pred) / p(true)", fontsize=9)
     _save(fig, path)
 

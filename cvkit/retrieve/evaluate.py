@@ -22,7 +22,8 @@ from cvkit.files.lock import releasing
 from cvkit.files.outputs import check_out, holds_only
 from cvkit.files.retrieve import EVAL_JSON, write_eval
 from cvkit.retrieve.approx import faiss_search
-from cvkit.retrieve.index import absolute, check_batch_size, embed, load_index
+from cvkit.checks import check_batch_size
+from cvkit.retrieve.index import absolute, embed, load_index
 from cvkit.retrieve.query import load_index_run
 from cvkit.retrieve.search import BLOCK_ELEMENTS, Rows, all_scores, normalize, search
 from cvkit.runtime import LoadedRun

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from cvkit.device import autocast
+from cvkit.checks import check_batch_size
 from cvkit.errors import ManifestError, OptionError
 from cvkit.files.dataset import SPLITS, is_dataset
 from cvkit.files.lock import releasing
@@ -92,12 +93,6 @@ def embed(loaded: LoadedRun, images: np.ndarray, layer: str | None = None, batch
 def absolute(data: Path, path: str) -> str:
     """A manifest path as the absolute path items.csv keeps (items stay findable from anywhere)."""
     return os.path.abspath(path if os.path.isabs(path) else data / path)
-
-
-def check_batch_size(batch_size: int) -> None:
-    """``--batch-size`` of index, query and eval: at least 1."""
-    if batch_size < 1:
-        raise OptionError(f"--batch-size {batch_size} must be at least 1")
 
 
 @releasing  # the --out lock check_out takes is given up on return

@@ -19,7 +19,8 @@ from cvkit.files.retrieve import IndexMeta, write_neighbors
 from cvkit.files.run import ModelInfo
 from cvkit.plots.retrieve import write_contact_sheet
 from cvkit.retrieve.approx import faiss_search
-from cvkit.retrieve.index import check_batch_size, embed, load_index
+from cvkit.checks import check_batch_size
+from cvkit.retrieve.index import embed, load_index
 from cvkit.retrieve.search import Rows, search
 from cvkit.runtime import LoadedRun
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ class NewImages:
     images: np.ndarray
     paths: list[str]
     rejected: list[tuple[str, str]]
+    sizes: list[tuple[int, int]] = field(default_factory=list)  # each readable file's (height, width)
 
 
 def collect_inputs(inputs: list[str]) -> list[str]:
@@ -67,4 +68,5 @@ def read_images(paths: list[str], size: tuple[int, int], channels: int, resize: 
         good = np.array([r.index for r in results if not r.reason], dtype=np.int64)
         rejected = [(paths[r.index], r.reason) for r in results if r.reason]
         images = np.load(pixels, mmap_mode="r")[good] if len(good) else np.zeros((0, h, w, channels), np.uint8)
-    return NewImages(np.ascontiguousarray(images), [paths[i] for i in good], rejected)
+    size_of = {r.index: r.size for r in results if not r.reason}
+    return NewImages(np.ascontiguousarray(images), [paths[i] for i in good], rejected, [size_of[i] for i in good])

@@ -30,7 +30,7 @@ def predict_batches(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
                 out = model(x)
                 p = task.probabilities(out)
                 if tta:
-                    p = (p + task.probabilities(model(x.flip(3)))) / 2
+                    p = (p + task.flip_back(task.probabilities(model(x.flip(3))))) / 2
             if labels is not None and not tta:
                 total += float(task.loss(out, task.eval_targets(labels.to(out.device)))) * len(labels)
                 count += len(labels)

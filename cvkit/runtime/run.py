@@ -15,7 +15,7 @@ from torch import nn
 from cvkit.data.batches import Batches
 from cvkit.device import autocast, set_memory_format
 from cvkit.errors import ManifestError, OptionError
-from cvkit.files.config import TrainConfig
+from cvkit.files.config import Resolved, TrainConfig
 from cvkit.files.run import ModelInfo, load_model_weights
 from cvkit.progress import progress_bar
 from cvkit.runtime.features import capture
@@ -140,11 +140,11 @@ def load_run(run: str | os.PathLike, device: torch.device, precision: str = "aut
     model.to(device).eval()
     memory_format = "contiguous"
     cfg = TrainConfig.read_if_present(run)
-    resolved = cfg.resolved if cfg is not None else {}
+    resolved = cfg.resolved if cfg is not None else Resolved()
     if precision == "auto":
-        same_device = str(resolved.get("device", "cpu")).split(":")[0] == device.type
-        precision = resolved.get("precision", "fp32") if same_device else "fp32"
-        memory_format = resolved.get("memory_format", "contiguous") if same_device else "contiguous"
+        same_device = str(resolved.device or "cpu").split(":")[0] == device.type
+        precision = (resolved.precision or "fp32") if same_device else "fp32"
+        memory_format = (resolved.memory_format or "contiguous") if same_device else "contiguous"
     set_memory_format(model, memory_format)
     mean_image = np.load(run / info.mean_image) if info.mean_image else None
     pre = Preprocess(info.mean, info.std, device, mean_image, channels_last=memory_format == "channels_last")

@@ -17,7 +17,12 @@ all the trainer, validation and inference need to know about what the outputs me
   lists per member; ``write_evaluation``: evaluate's other files (predictions.csv and the task's tables
   and pictures); ``prediction_table`` and ``top``: what predict writes and prints;
 - ``calibrate(probs, targets)``: what the task learns on val for the best epoch (multi-label thresholds),
-  kept in model.json as ``task_state`` and given back through ``TaskSpec.state``.
+  kept in model.json as ``task_state`` with ``state()`` (what inference needs besides: regress's target
+  names and statistics), and given back through ``TaskSpec.state``;
+- ``fit_targets(targets)``: what the task learns from the train split's targets before training;
+- ``moves`` and ``move(labels, matrices, size)``: targets that are positions in the image (boxes,
+  keypoints) follow the geometric augmentation; ``check_policy`` refuses augmentation a task's targets
+  cannot follow.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ class TaskSpec:
     loss: str = "ce"
     label_smoothing: float = 0.0
     state: dict[str, Any] | None = None  # what the task learned on val (model.json's "task_state")
+    # The dataset's target options (dataset.json: targets, keypoints, flip_pairs) and train's task options
+    # (alpha, box_loss); None or absent: the task's defaults.
+    options: dict[str, Any] | None = None
 
 
 class Task(ABC):
@@ -49,6 +57,8 @@ class Task(ABC):
     metric: ClassVar[str] = ""  # the val metric that picks the best epoch
     higher_is_better: ClassVar[bool] = True
     mixes: ClassVar[bool] = True  # mixup and cutmix may blend this task's targets
+    moves: ClassVar[bool] = False  # the targets are positions in the image: geometric augmentation moves them
+    outputs_are: ClassVar[str] = "classes"  # what ``classes`` names, in messages (regress: "targets")
     summary_keys: ClassVar[tuple[str, ...]] = ()  # the metrics an ensemble lists per member
     headline: ClassVar[tuple[tuple[str, str], ...]] = ()  # (metrics.json key, column title) evaluate prints
 
@@ -69,6 +79,27 @@ class Task(ABC):
     def calibrate(self, probs: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
         """What to learn on val for the best epoch (kept in model.json); nothing by default."""
         return {}
+
+    def state(self) -> dict[str, Any]:
+        """What inference needs besides the weights and what ``calibrate`` learned (model.json's task_state)."""
+        return {}
+
+    def fit_targets(self, targets: np.ndarray) -> None:
+        """Learn what the loss needs from the train split's targets (regress: their mean and std)."""
+
+    def check_policy(self, policy: Any) -> None:
+        """Refuse augmentation this task's targets cannot follow, naming the transform and the fix."""
+        if not self.mixes and policy.mixes:
+            raise OptionError(f"mixup and cutmix blend two images, and --task {self.name} cannot blend its targets; "
+                              f"set them to 0 in the policy (cvkit augment DATASET --mixup 0 --cutmix 0)")
+        if self.moves and policy.elastic:
+            raise OptionError(f"elastic deformation moves every pixel its own way, so --task {self.name}'s targets "
+                              f"cannot follow it; set --elastic 0 in the policy (cvkit augment DATASET --elastic 0)")
+
+    def move(self, labels: torch.Tensor, matrices: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The batch's targets after geometric augmentation (``matrices``: each image's output-to-source
+        matrix, see transforms/points.py; ``size``: height, width); unchanged unless the task ``moves``."""
+        return labels
 
     def set_threshold(self, threshold: float) -> None:
         """``--threshold``: one decision threshold for every class, over what was learned on val."""
@@ -112,8 +143,34 @@ class Task(ABC):
         """evaluate's figures, under the task's stable keys (docs/tasks.md)."""
 
     @abstractmethod
-    def prediction_table(self, paths: list[str], probs: np.ndarray, labels: np.ndarray | None = None) -> Any:
-        """predictions.csv as a DataFrame: one row per image (with its label when known)."""
+    def prediction_table(self, paths: list[str], probs: np.ndarray, labels: np.ndarray | None = None,
+                         frames: np.ndarray | None = None) -> Any:
+        """predictions.csv as a DataFrame: one row per image (with its label when known). ``frames``
+        (N x 4: sx, sy, ox, oy) puts positions the task predicts in normalized coordinates (0..1 across
+        the network's input) into pixels: ``x * sx + ox``, ``y * sy + oy`` (evaluate: the cache's pixels;
+        predict: each image file's); None: the task has no positions, or the network input's pixels."""
+
+    def mismatch(self, split: Any) -> str | None:
+        """Why a dataset's ``split`` cannot score this run (evaluate, visualize), or None when its targets
+        are the run's: by default the same classes in the same order."""
+        return None if split.classes == self.classes else "its classes.json differs from the run's classes"
+
+    @property
+    def class_outputs(self) -> int | None:
+        """How many leading outputs score the classes when the head has more (localize's box outputs
+        follow them); None: every output is a class score. cam explains only class scores."""
+        return None
+
+    def draw(self, images: np.ndarray, probs: np.ndarray, names: list[str], folder: Path) -> list[str]:
+        """predict's pictures of what the task predicts on each image (``names``: a file stem per image,
+        ``images``: the network's inputs, N x H x W x C uint8), written into ``folder``; the files written.
+        Nothing by default: class scores need no picture."""
+        return []
+
+    def flip_back(self, probs: torch.Tensor) -> torch.Tensor:
+        """What ``probabilities`` of a horizontally flipped image say about the image itself (predict
+        --tta averages both): class scores stay, positions are mirrored back."""
+        return probs
 
     @abstractmethod
     def top(self, probs: np.ndarray, k: int) -> list[list[tuple[str, float]]]:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from cvkit.data.cache import SplitData, take
-from cvkit.errors import ManifestError
+from cvkit.errors import ManifestError, OptionError
 from cvkit.files.atomic import write_csv
 from cvkit.models.losses import Criterion, num_outputs, outputs_to_probs, soft_targets
 from cvkit.tasks.base import Task, TaskSpec
@@ -29,6 +29,8 @@ class Classify(Task):
 
     def __init__(self, spec: TaskSpec) -> None:
         super().__init__(spec)
+        if spec.loss in ("l1", "smooth_l1"):
+            raise OptionError(f"--loss {spec.loss} is for numeric targets (--task regress); classes take ce, bce or mse")
         self._outputs = num_outputs(spec.loss, len(spec.classes))
         self.criterion = Criterion(spec.loss)
 
@@ -85,8 +87,8 @@ class Classify(Task):
         """metrics.json's figures (``accuracy`` first; see docs/tasks.md)."""
         return classification_metrics(labels, probs, self.classes)
 
-    def prediction_table(self, paths: list[str], probs: np.ndarray,
-                         labels: np.ndarray | None = None) -> "pd.DataFrame":  # noqa: F821
+    def prediction_table(self, paths: list[str], probs: np.ndarray, labels: np.ndarray | None = None,
+                         frames: np.ndarray | None = None) -> "pd.DataFrame":  # noqa: F821
         """predictions.csv: each image's class (and its label, when known) and every class's probability."""
         import pandas as pd
 

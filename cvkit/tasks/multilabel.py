@@ -109,8 +109,8 @@ class Multilabel(Task):
     def _names(self, rows: np.ndarray) -> list[str]:
         return [PREDICTED_JOIN.join(self.classes[k] for k in np.flatnonzero(row)) for row in rows]
 
-    def prediction_table(self, paths: list[str], probs: np.ndarray,
-                         labels: np.ndarray | None = None) -> "pd.DataFrame":  # noqa: F821
+    def prediction_table(self, paths: list[str], probs: np.ndarray, labels: np.ndarray | None = None,
+                         frames: np.ndarray | None = None) -> "pd.DataFrame":  # noqa: F821
         import pandas as pd
 
         table = pd.DataFrame({"path": paths})

@@ -7,7 +7,18 @@ from cvkit.tasks.base import Task, TaskSpec
 from cvkit.tasks.classify import Classify
 from cvkit.tasks.multilabel import Multilabel
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (Classify, Multilabel)}
+_KNOWN: list[type[Task]] = [Classify, Multilabel]
+# localize
+from cvkit.tasks.localize import Localize  # noqa: E402
+
+_KNOWN.append(Localize)
+
+# regress
+from cvkit.tasks.regress import Regress  # noqa: E402
+
+_KNOWN.append(Regress)
+
+TASKS: dict[str, type[Task]] = {task.name: task for task in _KNOWN}
 
 
 def task_names() -> list[str]:

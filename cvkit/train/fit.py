@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from cvkit.files.outputs import check_out, replacing
 from cvkit.files.owned import own_run
 from cvkit.files.run import (
     ModelInfo,
+    has_checkpoint,
     read_checkpoint,
     save_model_weights,
     write_checkpoint,
@@ -93,9 +94,9 @@ def _fit(cfg: TrainConfig, run: Path, world: World, train: Selection | None, val
         epochs, trainer.epochs_reason = world.agree(budget.first_plan(trainer.step_seconds(), len(trainer.batches),
                                                                       n_val, trainer.batch_size))
         trainer.replan(epochs)
-        cfg.resolved["budget"] = {"seconds": budget.seconds, "first_plan": trainer.epochs_reason}
-    cfg.resolved["selections"] = {"train": trainer.data.train_selection.to_json(),
-                                  "val": trainer.data.val_selection.to_json() if trainer.data.val_selection else None}
+        cfg.resolved.budget = {"seconds": budget.seconds, "first_plan": trainer.epochs_reason}
+    cfg.resolved.selections = {"train": trainer.data.train_selection.to_json(),
+                               "val": trainer.data.val_selection.to_json() if trainer.data.val_selection else None}
     if not world.main:  # the other processes train and write nothing
         return _loop(trainer, run, None, resumable=True, callbacks=callbacks, budget=budget)
     if run.exists() and any(run.iterdir()):
@@ -115,10 +116,10 @@ def _fit(cfg: TrainConfig, run: Path, world: World, train: Selection | None, val
 def _discard_unstarted(run: Path, created: bool) -> None:
     """A new run that fails before its first epoch is saved leaves nothing: its config.json alone would
     block the next ``--out`` and could not be resumed. (The folder was empty: all in it is this run's.)"""
-    if (run / "last.ckpt").exists():
+    if has_checkpoint(run):
         return
-    for name in ("config.json", "mean_image.npy"):
-        (run / name).unlink(missing_ok=True)
+    for path in (TrainConfig.path(run), run / "mean_image.npy"):
+        path.unlink(missing_ok=True)
     remove_leftovers(run)
     if created and not any(run.iterdir()):
         run.rmdir()
@@ -138,12 +139,12 @@ def _resume(run: Path, callbacks: tuple[Callback, ...]) -> TrainResult:
     _clean(run)  # before reading: a write killed mid-way leaves its temporary file, never a half checkpoint
     ckpt = read_checkpoint(run)
     done = int(ckpt["epoch"])
-    cfg.epochs = int(cfg.resolved.get("epochs", cfg.epochs))
+    cfg.epochs = int(cfg.resolved.epochs or cfg.epochs)
     if done >= cfg.epochs or ckpt.get("stopped_early"):
         raise OptionError(f"--resume {run}: the run is complete ({done} of {cfg.epochs} epochs); to train longer, "
                           f"start a new run from its weights with --weights {run / 'model.safetensors'}")
     cfg.out = str(run)
-    selections = cfg.resolved.get("selections") or {}
+    selections = cfg.resolved.selections or {}
     train = Selection.from_json(selections["train"]) if selections.get("train") else None
     val = Selection.from_json(selections["val"]) if selections.get("val") else None
     budget, cfg.budget = cfg.budget, None  # a budget run resumes with the epochs it had planned
@@ -175,19 +176,18 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
         restore(trainer, ckpt)
         history, best, bad_epochs = list(ckpt["history"]), dict(ckpt["best"]), int(ckpt["bad_epochs"])
         start_epoch = int(ckpt["epoch"]) + 1
-    cfg.resolved.update({"precision": trainer.precision, "memory_format": trainer.memory_format,
-                         "device": str(trainer.device), "lr": trainer.base_lr, "epochs": trainer.epochs,
-                         "batch_size": trainer.batch_size,
-                         "weight_decay": trainer.optimizer.param_groups[-1]["weight_decay"], "loader_workers": 0,
-                         "resident": trainer.batches.resident, "augment": trainer.policy.to_json(),
-                         "augment_source": data.policy_source,
-                         "epochs_reason": trainer.epochs_reason, "input_size": list(data.input_size), "in_chans": data.in_chans,
-                         "stats": data.stats.to_json(), "cvkit_version": __version__,
-                         "batchnorm_recalibration": {"images": int(len(trainer.recalibration)),
-                                                     "while_steps_below": RECALIBRATE_BELOW_STEPS},
-                         "torch_version": torch.__version__, "world_size": trainer.world.world_size,
-                         "global_batch_size": trainer.batch_size,
-                         "batch_size_per_process": trainer.batches.batch_size})
+    cfg.resolved = replace(cfg.resolved, precision=trainer.precision, memory_format=trainer.memory_format,
+                           device=str(trainer.device), lr=trainer.base_lr, epochs=trainer.epochs,
+                           batch_size=trainer.batch_size,
+                           weight_decay=trainer.optimizer.param_groups[-1]["weight_decay"], loader_workers=0,
+                           resident=trainer.batches.resident, augment=trainer.policy.to_json(),
+                           augment_source=data.policy_source, epochs_reason=trainer.epochs_reason,
+                           input_size=list(data.input_size), in_chans=data.in_chans, stats=data.stats.to_json(),
+                           cvkit_version=__version__,
+                           batchnorm_recalibration={"images": int(len(trainer.recalibration)),
+                                                    "while_steps_below": RECALIBRATE_BELOW_STEPS},
+                           torch_version=torch.__version__, world_size=trainer.world.world_size,
+                           global_batch_size=trainer.batch_size, batch_size_per_process=trainer.batches.batch_size)
     main = trainer.world.main
     if main:
         cfg.write(run)
@@ -197,7 +197,8 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
     monitor = trainer.task.monitor(cfg.monitor) if data.val is not None else "train_loss"
     if start_epoch == 1:
         info(f"Training {cfg.arch} on {len(data.train.labels):,} images ({data.train_selection.describe()}, "
-             f"{data.input_size[0]}x{data.input_size[1]}x{data.in_chans}, {len(data.classes)} classes) on "
+             f"{data.input_size[0]}x{data.input_size[1]}x{data.in_chans}, {len(trainer.task.classes)} "
+             f"{trainer.task.outputs_are}) on "
              f"{trainer.device}, {trainer.precision} {trainer.memory_format}; {trainer.epochs_reason}; "
              f"monitoring {monitor}; augmentation: {trainer.policy.describe()} ({data.policy_source})")
     started = time.perf_counter()
@@ -224,7 +225,8 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
             value = row[monitor]
             if trainer.task.better(monitor, value, best["value"]):
                 best, bad_epochs = {"epoch": epoch, "value": value}, 0
-                state = trainer.task.calibrate(val_probs, trainer.val_targets()) if val_probs is not None else {}
+                state = {**trainer.task.state(),
+                         **(trainer.task.calibrate(val_probs, trainer.val_targets()) if val_probs is not None else {})}
                 if main:
                     save_model_weights(run, trainer.model.state_dict(), epoch)
                     _model_info(trainer, epoch, row, state).write(run)
@@ -270,7 +272,7 @@ def _replan(trainer: Trainer, budget: Budget, epoch: int, seconds: float, run: P
     info(f"--budget: {epochs} epochs in all instead of {trainer.epochs} (epochs take {budget.replans[-1]['epoch_seconds']} s, "
          f"{max(0.0, budget.remaining()):.0f} s left)")
     trainer.replan(epochs, trainer.steps_done)
-    trainer.cfg.resolved.update({"epochs": epochs, "budget_replans": budget.replans})
+    trainer.cfg.resolved.epochs, trainer.cfg.resolved.budget_replans = epochs, budget.replans
     if trainer.world.main:
         trainer.cfg.write(run)
 
@@ -279,8 +281,8 @@ def _model_info(trainer: Trainer, epoch: int, row: dict[str, Any], state: dict[s
     from cvkit.models import arch_options
 
     cfg, data = trainer.cfg, trainer.data
-    return ModelInfo(cfg.arch, len(data.classes), trainer.task.num_outputs, data.in_chans, list(data.input_size),
-                     data.classes, cfg.loss, data.stats.mean, data.stats.std,
+    return ModelInfo(cfg.arch, len(trainer.task.classes), trainer.task.num_outputs, data.in_chans,
+                     list(data.input_size), trainer.task.classes, cfg.loss, data.stats.mean, data.stats.std,
                      arch_options(cfg.arch, **cfg.model_options()), "mean_image.npy" if data.mean_image is not None else None,
                      data.info.resize, epoch, row.get(f"val_{trainer.task.metric}"), row.get("val_loss"), __version__,
                      task=trainer.task.name, task_state=state)

@@ -83,8 +83,10 @@ def load_data(cfg: TrainConfig, train: Selection, val: Selection | None, task: T
         task.weigh_classes(task.targets(train_data))
     if cfg.pos_weight == "auto":
         task.weigh_positives(task.targets(train_data))
+    task.fit_targets(task.targets(train_data))
     stats, mean_image = training_stats(dataset, train, train_data)
     policy, source = resolve_policy(cfg)
+    task.check_policy(policy)
     return TrainingData(dataset, dataset_info, train_data, val_data, train, val, stats, mean_image, policy, source)
 
 
@@ -100,7 +102,7 @@ def resolve_policy(cfg: TrainConfig) -> tuple[AugmentPolicy, str]:
         policy, source = AugmentPolicy(), "none"
     elif cfg.augment == "dataset":
         found = read_augment(cfg.data)
-        policy, source = (found, str(Path(cfg.data) / "augment.json")) if found else (DEFAULT_POLICY, "default")
+        policy, source = (found, str(AugmentFile.locate(cfg.data))) if found else (DEFAULT_POLICY, "default")
     else:
         found = read_augment(cfg.augment)
         if found is None:  # a folder without augment.json
@@ -205,4 +207,7 @@ def build_task(cfg: TrainConfig) -> Task:
     if not TASKS[name].trains_on(prepared):
         raise OptionError(f"--task {name}: {dataset} was prepared for {prepared}, whose targets do not fit "
                           f"{name}; leave --task out, or prepare the source again with --task {name}")
-    return create_task(name, TaskSpec(read_classes(dataset), cfg.loss, cfg.label_smoothing))
+    info = DatasetInfo.read(dataset)
+    options = {"targets": info.targets, "keypoints": info.keypoints, "flip_pairs": info.flip_pairs,
+               "alpha": cfg.alpha, "box_loss": cfg.box_loss}
+    return create_task(name, TaskSpec(read_classes(dataset), cfg.loss, cfg.label_smoothing, options=options))

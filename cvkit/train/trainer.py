@@ -73,7 +73,7 @@ class Trainer:
         device = resolve_device(world.device_name(cfg.device))
         check_sync_bn(cfg.sync_bn and world.distributed, device)
         if device.type == "cpu":
-            cfg.resolved["keep_freed_memory"] = keep_freed_memory()
+            cfg.resolved.keep_freed_memory = keep_freed_memory()
         torch.manual_seed(cfg.seed)
         if train is None:
             train, default_val = setup.default_selections(Path(cfg.data))
@@ -111,7 +111,7 @@ class Trainer:
             from cvkit.train.conv_grad import tune_weight_grads
 
             switched = tune_weight_grads(self.model, self.pre(sample[0]), self.precision)
-            self.cfg.resolved["im2col_weight_grad_ms"] = switched  # {layer: [oneDNN ms, im2col ms]}
+            self.cfg.resolved.im2col_weight_grad_ms = switched  # {layer: [oneDNN ms, im2col ms]}
         if self.precision == "fp16" and self.device.type == "cuda":
             self.scaler = torch.amp.GradScaler("cuda")
         self.train_forward = self.world.wrap(self.model, self.device)
@@ -122,7 +122,7 @@ class Trainer:
     def step_seconds(self) -> float:
         """Seconds per training step at the chosen precision and memory format, as the start-up probe
         timed it (with ``--budget`` it times even a single candidate)."""
-        return self.cfg.resolved["speed_probe_ms_per_step"][f"{self.precision}/{self.memory_format}"] / 1000
+        return self.cfg.resolved.speed_probe_ms_per_step[f"{self.precision}/{self.memory_format}"] / 1000
 
     def replan(self, epochs: int, steps_done: int = 0) -> None:
         """Train for ``epochs`` in all: the schedule is rebuilt for them from the step reached."""
@@ -140,7 +140,7 @@ class Trainer:
         (self.precision, self.memory_format), timings = speed.choose(self.model, self.optimizer, options, step,
                                                                      always_time=self.cfg.budget is not None)
         self.gen.set_state(gen_state)
-        self.cfg.resolved["speed_probe_ms_per_step"] = timings
+        self.cfg.resolved.speed_probe_ms_per_step = timings
 
     # ------------------------------------------------------------------ the loop
 
@@ -154,7 +154,11 @@ class Trainer:
         """One training step on a uint8 batch; returns (loss, number correct) as device tensors."""
         precision = precision or self.precision
         self.freezer.train_mode()
-        x = augment(self.pre.to_unit(images), self.policy, self.gen)
+        if self.task.moves:  # boxes and keypoints follow the flips, shifts and zooms
+            x, matrices = augment(self.pre.to_unit(images), self.policy, self.gen, track=True)
+            labels = self.task.move(labels, matrices, (x.shape[2], x.shape[3]))
+        else:
+            x = augment(self.pre.to_unit(images), self.policy, self.gen)
         targets = self.task.train_targets(labels)
         if self.policy.mixes and self.task.mixes:
             x, targets = mix(x, targets, self.policy, self.gen)

@@ -61,14 +61,17 @@ class Preprocess:
         return self.normalize(self.to_unit(batch))
 
 
-def augment(x: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator,
+            track: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Augment a float batch in [0, 1] (N x C x H x W) on its device: the geometric transforms, then the
     photometric ones, in a fixed order; random draws come from ``gen`` (CPU), so a seed repeats a batch.
 
     Shape, dtype and memory format are kept; with every transform off, ``x`` itself comes back.
+    ``track``: also return each image's geometric matrix (``geometric``), for targets that move with it.
     """
-    moved = geometric(x, policy, gen)
-    return keep_format(photometric(moved, policy, gen, owned=moved is not x), x)
+    moved, matrices = geometric(x, policy, gen, track=True) if track else (geometric(x, policy, gen), None)
+    out = keep_format(photometric(moved, policy, gen, owned=moved is not x), x)
+    return (out, matrices) if track else out
 
 
 def keep_format(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

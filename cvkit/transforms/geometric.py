@@ -36,24 +36,33 @@ def needs_grid(policy: AugmentPolicy) -> bool:
     return bool(policy.rotate or policy.scale != [1.0, 1.0] or policy.crop or policy.perspective or policy.elastic)
 
 
-def geometric(x: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator) -> torch.Tensor:
+def geometric(x: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator,
+              track: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Flip, shift, rotate, zoom, crop, warp: the geometric part of ``policy`` on a float N x C x H x W batch.
 
     A resampled batch comes back NCHW-contiguous whatever the input's memory format (``augment`` restores it).
+    ``track``: also return each image's N x 3 x 3 float64 matrix from output to source coordinates
+    (normalized, see above), so targets can follow the image (``transforms/points.py``); elastic
+    deformation has no matrix and is refused by the tasks whose targets move.
     """
     n, _, h, w = x.shape
     if not needs_grid(policy) and not policy.translate:
-        x = flip(x, policy.hflip, 3, gen) if policy.hflip else x
-        return flip(x, policy.vflip, 2, gen) if policy.vflip else x
+        m = _matrices(n)
+        if policy.hflip:
+            x, m[:, 0, 0] = _flip_tracked(x, policy.hflip, 3, gen)
+        if policy.vflip:
+            x, m[:, 1, 1] = _flip_tracked(x, policy.vflip, 2, gen)
+        return (x, m) if track else x
     # Image order: flip, crop, rotate / zoom / translate, perspective; the matrices map output
     # coordinates back to the source, so they compose right to left.
     m = _flips(n, policy, gen)
     if not needs_grid(policy):
         # Translation alone moves whole pixels: the nearest source pixel is the exact one, nothing is
         # interpolated (measured 1.5-2.5x faster than gathering the shifted pixels by index).
-        shift = _shift(n, round(policy.translate * h), round(policy.translate * w), h, w, gen)
-        return F.grid_sample(x, _grid(m @ shift, n, h, w, x.device, x.dtype, projective=False),
-                             mode="nearest", padding_mode="zeros", align_corners=False)
+        m = m @ _shift(n, round(policy.translate * h), round(policy.translate * w), h, w, gen)
+        out = F.grid_sample(x, _grid(m, n, h, w, x.device, x.dtype, projective=False),
+                            mode="nearest", padding_mode="zeros", align_corners=False)
+        return (out, m) if track else out
     m = m @ _crop(n, policy.crop, h, w, gen) @ _affine(n, policy, h, w, gen)
     if policy.perspective:
         m = m @ _perspective(n, policy.perspective, gen)
@@ -61,7 +70,8 @@ def geometric(x: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator) -> t
     if policy.elastic:
         # Added to the source coordinates: a smooth random field displaces every source point.
         grid += _elastic_field(n, policy.elastic, h, w, gen, x.device, x.dtype)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return (out, m) if track else out
 
 
 def flip(x: torch.Tensor, p: float, dim: int, gen: torch.Generator) -> torch.Tensor:
@@ -71,6 +81,14 @@ def flip(x: torch.Tensor, p: float, dim: int, gen: torch.Generator) -> torch.Ten
     if bool(chosen.all()):  # p = 1 (or a small batch): one pass instead of flip + select
         return x.flip(dim)
     return torch.where(chosen.to(x.device).view(n, 1, 1, 1), x.flip(dim), x)
+
+
+def _flip_tracked(x: torch.Tensor, p: float, dim: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`flip`, with the sign each image's coordinate along ``dim`` got (-1: flipped), from the same draws."""
+    state = gen.get_state()
+    chosen = torch.rand(x.shape[0], generator=gen) < p
+    gen.set_state(state)  # flip draws the same numbers again
+    return flip(x, p, dim, gen), torch.where(chosen, -1.0, 1.0).double()
 
 
 

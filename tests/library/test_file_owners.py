@@ -13,21 +13,13 @@ CONTRACT_FILES = {"model.json", "stats.json", "config.json", "metrics.csv", "aug
 
 # (module, file name): why the module may spell the name.
 ALLOWED = {
-    ("cvkit/export/run.py", "model.safetensors"): "the export's own output file, in the export folder",
+    ("cvkit/export/command.py", "model.safetensors"): "the export's own output file, in the export folder",
     ("cvkit/models/weights.py", "model.safetensors"): "a file name on the Hugging Face hub",
     ("cvkit/cli/augment.py", "augment.json"): "a path shown in a summary",
     ("cvkit/cli/prepare.py", "rejected.csv"): "a path shown in a summary",
     ("cvkit/cli/train.py", "model.safetensors"): "a path shown in an error message",
     ("cvkit/runtime/run.py", "model.json"): "a path shown in an error message",
     ("cvkit/train/fit.py", "model.safetensors"): "a path shown in an error message",
-    # Opened by name still: to be routed through their owners in cvkit/files/ by those modules' owners.
-    ("cvkit/crossval/runs.py", "model.safetensors"): "to route through cvkit/files/",
-    ("cvkit/crossval/runs.py", "model.json"): "to route through cvkit/files/",
-    ("cvkit/crossval/runs.py", "metrics.csv"): "to route through cvkit/files/",
-    ("cvkit/crossval/runs.py", "config.json"): "to route through cvkit/files/",
-    ("cvkit/train/fit.py", "config.json"): "to route through cvkit/files/",
-    ("cvkit/train/fit.py", "last.ckpt"): "to route through cvkit/files/",
-    ("cvkit/train/setup.py", "augment.json"): "to route through cvkit/files/",
 }
 
 

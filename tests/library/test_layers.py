@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cvkit.data", "cvkit.models", "cvkit.transforms"),
     ("cvkit.tasks",),
     ("cvkit.runtime",),
-    ("cvkit.train", "cvkit.evaluate", "cvkit.crossval", "cvkit.augment", "cvkit.explain", "cvkit.retrieve",
+    ("cvkit.train", "cvkit.evaluate", "cvkit.predict", "cvkit.normalize", "cvkit.crossval", "cvkit.augment", "cvkit.explain", "cvkit.retrieve",
      "cvkit.convolutionalize", "cvkit.inspect", "cvkit.export"),
     ("cvkit.cli", "cvkit.__main__"),
 ]

@@ -15,8 +15,9 @@ from tests.conftest import FAST, REPO, run
 
 TASK_NAMES = {"classify", "multilabel", "localize", "regress", "segment"}
 # The dataset contract names the tasks whose targets its files hold (DEFAULT_TASK for files written before
-# tasks existed, MULTILABEL for the manifest's labels column); prepare's importers use those constants.
-ALLOWED = {"cvkit/files/dataset.py": {"classify", "multilabel"}}
+# tasks existed, MULTILABEL for the manifest's labels column, LOCALIZE and REGRESS for the box and target
+# columns); prepare's importers and the cache's target reader use those constants.
+ALLOWED = {"cvkit/files/dataset.py": {"classify", "multilabel", "localize", "regress"}}
 
 
 def _strings(tree: ast.AST) -> set[str]:

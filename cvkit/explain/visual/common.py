@@ -83,9 +83,10 @@ def load_data(loaded: LoadedRun, data: str | os.PathLike | None, split: str) -> 
     if part.images.shape[3] != loaded.in_chans:
         raise ManifestError(f"{folder} has {part.images.shape[3]} channel(s), {loaded.run} takes {loaded.in_chans}; "
                             f"pass the dataset the run was trained on with --data")
-    if part.classes != loaded.classes:
-        raise ManifestError(f"{folder}/classes.json differs from the classes of {loaded.run}; pass the dataset the "
-                            "run was trained on with --data")
+    why = loaded.task.mismatch(part)
+    if why is not None:
+        raise ManifestError(f"{folder} does not fit {loaded.run}: {why}; pass the dataset the run was trained on "
+                            f"with --data")
     return part
 
 

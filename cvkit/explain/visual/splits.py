@@ -95,7 +95,10 @@ def embedding(loaded: LoadedRun, images: np.ndarray, labels: np.ndarray, project
 
 def confusion(loaded: LoadedRun, images: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Counts of (true, predicted) pairs (K x K int64, rows: the true class), as ``evaluate`` counts them."""
-    probs, _ = loaded.predict(images, labels, batch_size)
+    if loaded.task.outputs_are != "classes":
+        raise OptionError(f"--confusion counts classes, and {loaded.run} predicts {loaded.task.outputs_are} "
+                          f"({loaded.task.name}); leave --confusion out")
+    probs, _ = loaded.predict(images, None, batch_size)
     k = len(loaded.classes)
-    predicted = probs.argmax(1)
+    predicted = probs[:, :k].argmax(1)  # the class scores (a localize run's box follows them)
     return np.bincount(np.asarray(labels) * k + predicted, minlength=k * k).reshape(k, k).astype(np.int64)

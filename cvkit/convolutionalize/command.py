@@ -84,7 +84,7 @@ def convolutionalize(run: str | os.PathLike, out: str | os.PathLike | None = Non
                 maps = stitch(dense, batch, rf.stride) if dense_stitch else dense.score_maps(batch)[0]
             k, h, w = maps.shape
             probs = loaded.task.probabilities(maps.permute(1, 2, 0).reshape(h * w, k)).T.reshape(-1, h, w)
-            scores = probs.double().numpy()
+            scores = probs.double().numpy()[:loaded.task.class_outputs]  # class maps (not a localize box)
             if dense_upsample:  # stitched maps have a cell per input pixel: stride 1
                 scores = upsample(scores, rf, image.shape[:2], (1.0, 1.0) if dense_stitch else None)
             np.save(stage / f"{name}_scores.npy", scores.astype(np.float32))

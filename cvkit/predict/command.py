@@ -10,12 +10,13 @@ import numpy as np
 
 from cvkit.errors import SourceError
 from cvkit.data.decode import check_workers
-from cvkit.evaluate.run import check_batch_size
+from cvkit.data.targets import image_frames
+from cvkit.checks import check_batch_size
 from cvkit.files.atomic import write_csv
 from cvkit.files.dataset import write_rejected
 from cvkit.files.lock import releasing
-from cvkit.files.outputs import check_out, replacing
-from cvkit.files.owned import own_predict
+from cvkit.files.outputs import check_out, replacing, unique_stems
+from cvkit.files.owned import OVERLAYS, own_predict
 from cvkit.tasks import Task
 
 
@@ -53,7 +54,9 @@ def predict(run: str | os.PathLike, inputs: list[str], out: str | os.PathLike | 
         raise SourceError(f"none of the {len(paths)} input image(s) could be read (first: {first[0]}: {first[1]}); "
                           f"give readable images")
     probs, _ = loaded.predict(found.images, batch_size=batch_size, tta=tta)
+    frames = image_frames(loaded.input_size, loaded.info.resize, found.sizes)  # positions in each file's pixels
     with replacing(out) as stage:
-        write_csv(stage / "predictions.csv", loaded.task.prediction_table(found.paths, probs), "%.6g")
+        write_csv(stage / "predictions.csv", loaded.task.prediction_table(found.paths, probs, frames=frames), "%.6g")
         write_rejected(stage, found.rejected)
+        loaded.task.draw(found.images, probs, unique_stems(found.paths), stage / OVERLAYS)
     return PredictResult(out, found.paths, probs, loaded.classes, found.rejected, loaded.task)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from cvkit.checks import check_batch_size
 from cvkit.errors import ManifestError, OptionError
 from cvkit.evaluate.report import write_report
 from cvkit.files.dataset import SPLITS, DatasetInfo, is_dataset
@@ -74,9 +75,10 @@ def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = Non
             from cvkit.data.selection import take_shard
 
             split_data = take_shard(split_data, shard)
-        if split_data.classes != classes:
-            raise ManifestError(f"{data}/classes.json differs from the classes of {member.run}; evaluate on the "
-                                f"dataset the run was trained on")
+        why = member.task.mismatch(split_data)
+        if why is not None:
+            raise ManifestError(f"{data} does not fit {member.run}: {why}; evaluate on the dataset the run was "
+                                f"trained on")
         if split_data.images.shape[3] != member.in_chans:
             raise ManifestError(f"{data} has {split_data.images.shape[3]} channel(s), {member.run} takes "
                                 f"{member.in_chans}; prepare the dataset with --channels {member.in_chans}")
@@ -96,8 +98,3 @@ def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = Non
         extra.pop("members", None)  # the merge scores the ensemble as a whole
         return EvalResult(out, write_shard(out, task, probs, split_data, shard, {**extra, "total": total}), members)
     return EvalResult(out, write_report(out, task, probs, split_data, extra, top_n), members)
-
-
-def check_batch_size(batch_size: int) -> None:
-    if batch_size < 1:
-        raise OptionError(f"--batch-size {batch_size} must be at least 1")
