@@ -20,7 +20,7 @@ import torch
 from cvkit.data.selection import Selection, load_selection
 from cvkit.errors import OptionError, UnsafeOutput
 from cvkit.files.atomic import stage_dir, swap_dir
-from cvkit.files.dataset import read_manifest, write_manifest
+from cvkit.files.dataset import DEFAULT_TASK, DatasetInfo, read_classes, read_manifest, write_manifest
 from cvkit.files.images import encode_png, sha1_bytes
 from cvkit.progress import info, progress_bar
 from cvkit.transforms.batch import augment, from_unit, to_unit
@@ -59,6 +59,16 @@ def _folder(index: int, name: str) -> str:
     return f"{index:03d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('._') or 'class'}"
 
 
+def check_for_task(dataset: str | os.PathLike, policy: AugmentPolicy) -> None:
+    """Refuse a policy the dataset's task cannot train with (a rotation for boxes, mixup for targets
+    that cannot blend), before augment.json is written: the same check ``train`` makes."""
+    from cvkit.tasks import TaskSpec, create_task
+
+    info = DatasetInfo.read(dataset)
+    options = {"targets": info.targets, "keypoints": info.keypoints, "flip_pairs": info.flip_pairs}
+    create_task(info.task, TaskSpec(read_classes(dataset), options=options)).check_policy(policy)
+
+
 def check_materialize(dataset: str | os.PathLike, policy: AugmentPolicy, copies: int) -> tuple:
     """Refuse what :func:`materialize` cannot do, before anything is written (``cvkit augment`` calls it
     before it replaces augment.json). Returns the manifest, its original rows, their train rows, and
@@ -69,6 +79,10 @@ def check_materialize(dataset: str | os.PathLike, policy: AugmentPolicy, copies:
     if not policy.active or set(policy.active) <= {"mixup", "cutmix"}:
         raise OptionError("--materialize needs a policy with a geometric or photometric transform; "
                           "give one (e.g. --preset standard)")
+    task = DatasetInfo.read(dataset).task
+    if task != DEFAULT_TASK:  # a copy's file would need its labels, box or targets moved and written too
+        raise OptionError(f"--materialize writes copies that carry one class label, and {dataset} holds {task} "
+                          f"targets; train augments them on the fly (drop --materialize)")
     frame = read_manifest(dataset)
     if SOURCE_COLUMN not in frame.columns:
         frame[SOURCE_COLUMN] = ""

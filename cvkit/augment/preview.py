@@ -42,14 +42,15 @@ def preview(dataset: str | os.PathLike, policy: AugmentPolicy, n: int, seed: int
     labels = np.repeat(data.labels[picked], VERSIONS)
     gen = torch.Generator().manual_seed(seed)
     x = augment(to_unit(torch.from_numpy(np.repeat(originals, VERSIONS, axis=0)), device), policy, gen)
-    titles = [[data.classes[int(y)]] for y in labels]
+    classes = data.classes or [""]  # a regress dataset may have no classes
+    titles = [[classes[int(y)]] for y in labels]
     if policy.mixes:
-        targets = soft_targets(torch.from_numpy(labels).to(device), len(data.classes), 0.0)
+        targets = soft_targets(torch.from_numpy(labels).to(device), len(classes), 0.0)
         x, targets = mix(x, targets, policy, gen)
-        titles = [_soft_title(t, data.classes) for t in targets.cpu().numpy()]
+        titles = [_soft_title(t, classes) for t in targets.cpu().numpy()]
     versions = from_unit(x)
     path = dataset / PREVIEW_FILE
-    plot_augment_preview(originals, [data.classes[int(y)] for y in data.labels[picked]],
+    plot_augment_preview(originals, [classes[int(y)] for y in data.labels[picked]],
                          versions.reshape(len(picked), VERSIONS, *versions.shape[1:]),
                          [titles[i * VERSIONS:(i + 1) * VERSIONS] for i in range(len(picked))],
                          policy.describe(), path)

@@ -47,7 +47,7 @@ def augment_command(dataset: Path, preset: Optional[str] = None, preview: int = 
 
 def _augment(dataset: Path, preset: Optional[str], preview: int, materialize: int, seed: int, as_json: bool,
              given: dict[str, Any]) -> None:
-    from cvkit.augment.materialize import check_materialize, materialize as make_copies
+    from cvkit.augment.materialize import check_for_task, check_materialize, materialize as make_copies
     from cvkit.augment.preview import preview as make_preview
     from cvkit.device import resolve_device
     from cvkit.files.dataset import AugmentFile
@@ -69,6 +69,8 @@ def _augment(dataset: Path, preset: Optional[str], preview: int, materialize: in
             raise OptionError(f"{dataset} has no augment.json yet; give a policy, e.g. --preset standard")
     device = resolve_device(state.device)
     written: dict[str, Any] = {}
+    if changes:  # a policy the dataset's task cannot train with is refused before it is written
+        check_for_task(dataset, policy)
     if materialize:  # checked before anything is written: a bad option fails with nothing changed
         check_materialize(dataset, policy, materialize)
     if preview:  # drawn before anything is written: a bad dataset fails with nothing changed

@@ -53,6 +53,11 @@ class SplitData:
     values: np.ndarray | None = None
 
 
+def label_names(split: SplitData) -> list[str]:
+    """Each image's class name ("" for every image of a dataset without classes: regress without labels)."""
+    return [split.classes[int(i)] for i in split.labels] if split.classes else [""] * len(split.labels)
+
+
 def multi_hot(cells: Iterable[str], classes: list[str]) -> np.ndarray:
     """N x K float32 targets of manifest ``labels`` cells (names checked by read_manifest)."""
     index = {c: i for i, c in enumerate(classes)}

@@ -145,10 +145,10 @@ class TrainConfig:
     label_smoothing: float = option(0.0, "Label smoothing.", OPTIM)
     loss: str = option("ce", "ce, bce (two classes: one sigmoid output) or mse; regress: mse, l1 or smooth_l1 "
                              "(ce, the default, means smooth_l1 there).", OPTIM)
-    alpha: float | None = option(None, "localize: the class loss's weight a in a*CE + (1-a)*box loss (default: "
-                                       "chosen on val, docs/tasks.md).", OPTIM)
-    box_loss: str | None = option(None, "localize: smooth_l1 (on normalized centre and size) or giou (default: "
-                                        "chosen on val, docs/tasks.md).", OPTIM)
+    alpha: float | None = option(None, "localize: the class loss's weight a in a*CE + (1-a)*box loss (default "
+                                       "0.25, chosen on val: docs/tasks.md).", OPTIM)
+    box_loss: str | None = option(None, "localize: smooth_l1 (on normalized centre and size) or giou (default "
+                                        "smooth_l1, chosen on val: docs/tasks.md).", OPTIM)
     class_weights: str | None = option(None, "'auto': weight classes by inverse frequency.", OPTIM)
     pos_weight: str | None = option(None, "'auto' (multi-label): weigh each class's positives by its negatives "
                                           "in the train split (rare labels count more).", OPTIM)

@@ -148,6 +148,10 @@ def evaluate_index(index: str | os.PathLike, queries: str | os.PathLike, split: 
     if out is not None:
         out = check_out(out, reads=[folder, data, meta.run], own=holds_only([EVAL_JSON]), force=True)
     part = load_split(data, split, loaded.input_size)
+    if not part.classes:
+        raise OptionError(f"--queries {data} has no labels (a regress dataset without a label column), and "
+                          f"retrieve eval counts an item relevant when it shares the query's label; give a "
+                          f"labelled dataset")
     names = sorted(set(items["label"]) | set(part.classes))
     code = {name: i for i, name in enumerate(names)}
     item_labels = np.array([code[x] for x in items["label"]], dtype=np.int64)

@@ -106,7 +106,7 @@ def build_index(run: str | os.PathLike, data: str | os.PathLike, out: str | os.P
     import pandas as pd
 
     from cvkit.data import load_split
-    from cvkit.data.cache import take
+    from cvkit.data.cache import label_names, take
     from cvkit.device import resolve_device
     from cvkit.runtime import load_run
 
@@ -148,8 +148,9 @@ def build_index(run: str | os.PathLike, data: str | os.PathLike, out: str | os.P
     vectors, layer = embed(loaded, take(part.images, new), layer, batch_size)
     vectors = vectors.numpy().astype(dtype)
     start = old.count if old is not None else 0
+    names = label_names(part)
     items = pd.DataFrame({"row": np.arange(start, start + len(new)), "path": [paths[i] for i in new],
-                          "label": [part.classes[part.labels[i]] for i in new], "split": split})
+                          "label": [names[i] for i in new], "split": split})
     if old is not None:
         vectors = np.concatenate([open_embeddings(out, old), vectors])
         items = pd.concat([old_items, items], ignore_index=True)

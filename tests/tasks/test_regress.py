@@ -191,6 +191,10 @@ def test_plain_targets_without_labels_train_with_l1_and_evaluate(plain_data, run
     assert figures["count"] == 12 and 0 <= figures["mae"] <= figures["rmse"] and figures["r2"] <= 1
     assert [row["name"] for row in figures["per_target"]] == ["w", "h"]
     assert {"predictions.csv", "per_target.csv", "regression.png"} <= {p.name for p in (out / "eval_test").iterdir()}
+    # retrieval works on the features; its eval scores by label, which this dataset has none of
+    assert run(runner, "-q", "retrieve", "index", out, plain_data, "--out", tmp_path / "idx").exit_code == 0
+    one_line_error(run(runner, "retrieve", "eval", tmp_path / "idx", "--queries", plain_data, "--split", "val"),
+                   "has no labels")
 
 
 def test_regress_refuses_bce_and_augmentation_its_targets_cannot_follow(plain_data, kp_data, runner, tmp_path):

@@ -135,3 +135,23 @@ def test_evaluate_twice_replaces_its_own_files(task_runs, runner, name):
     for _ in range(2):  # the second run replaces every file the task wrote (boxes.png, per_target.csv, ...)
         result = run(runner, "-q", "evaluate", task_runs[name], "--split", "val")
         assert result.exit_code == 0, result.stderr
+
+
+def test_augment_previews_every_task_and_materializes_only_single_labels(task_runs, runner, tmp_path):
+    import shutil
+
+    for name in ("loc", "kp"):
+        data = tmp_path / name
+        shutil.copytree(task_runs[name], data)
+        result = run(runner, "-q", "augment", data, "--preset", "light", "--preview", "2")
+        assert result.exit_code == 0, result.stderr
+        assert (data / "augment_preview.png").is_file()
+        before = (data / "manifest.csv").read_bytes()
+        one_line_error(run(runner, "augment", data, "--preset", "light", "--materialize", "1"),
+                       "--materialize writes copies that carry one class label", "drop --materialize")
+        assert (data / "manifest.csv").read_bytes() == before and not (data / "augmented").exists()
+    result = run(runner, "-q", "visualize", task_runs["kprun"], "--embedding", "--out", tmp_path / "emb")
+    assert result.exit_code == 0, result.stderr
+    table = pd.read_csv(next((tmp_path / "emb").glob("embedding_*.csv")))
+    classes = json.loads((task_runs["kp"] / "classes.json").read_text())["classes"]
+    assert set(table["label"]) <= set(classes)  # the dataset's classes, not the run's target names

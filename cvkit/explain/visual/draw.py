@@ -153,10 +153,11 @@ def embedding(loaded: LoadedRun, stage: Path, data: SplitData, split: str, proje
     title = (f"penultimate features of the {split} split in 2-D by {projection.upper() if projection != 'tsne' else 't-SNE'}"
              f" ({found.note}), coloured by true class; {sample}")
     base = f"embedding_{split}_{projection}"
-    plot_embedding(found.points, found.labels, loaded.classes, title, stage / f"{base}.png")
+    classes = data.classes or [""]  # the dataset's classes (a regress run's are its target names)
+    plot_embedding(found.points, found.labels, classes, title, stage / f"{base}.png")
     write_csv(stage / f"{base}.csv", pd.DataFrame({
         "index": found.rows, "path": [data.paths[i] for i in found.rows],
-        "label": [loaded.classes[i] for i in found.labels], "x": found.points[:, 0], "y": found.points[:, 1]}), "%.6g")
+        "label": [classes[i] for i in found.labels], "x": found.points[:, 0], "y": found.points[:, 1]}), "%.6g")
     return [f"{base}.png", f"{base}.csv"]
 
 
