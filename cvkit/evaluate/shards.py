@@ -84,5 +84,6 @@ def merge_shards(out: Path, split: str, top_n: int = 16) -> dict[str, Any]:
                             f"{first.split} images now; rerun the shards")
     extra = {"split": first.split, "data": first.data, "runs": first.runs, "tta": first.tta, **first.extra,
              "shards": count}
-    task = create_task(info.task, TaskSpec(info.classes, info.loss))
+    # What the run's task learned and needs (multi-label thresholds, regress's keypoints): as evaluate scores it.
+    task = create_task(info.task, TaskSpec(info.classes, info.loss, state=info.task_state))
     return write_report(out, task, probs, data, extra, top_n, keep=tuple(p.name for _, _, p in found))

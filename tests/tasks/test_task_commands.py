@@ -155,3 +155,17 @@ def test_augment_previews_every_task_and_materializes_only_single_labels(task_ru
     table = pd.read_csv(next((tmp_path / "emb").glob("embedding_*.csv")))
     classes = json.loads((task_runs["kp"] / "classes.json").read_text())["classes"]
     assert set(table["label"]) <= set(classes)  # the dataset's classes, not the run's target names
+
+
+def test_evaluate_shards_merge_with_what_the_task_saved(task_runs, runner, tmp_path):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    run_dir = task_runs["kprun"]
+    assert run(runner, "-q", "evaluate", run_dir, "--split", "val", "--out", whole).exit_code == 0
+    for i in range(2):
+        result = run(runner, "-q", "evaluate", run_dir, "--split", "val", "--out", parts, "--shard", f"{i}/2")
+        assert result.exit_code == 0, result.stderr
+    result = run(runner, "-q", "evaluate", run_dir, "--split", "val", "--out", parts, "--merge")
+    assert result.exit_code == 0, result.stderr
+    a, b = (json.loads((folder / "metrics.json").read_text()) for folder in (whole, parts))
+    for key in ("mae", "rmse", "r2", "pck"):  # pck needs the run's saved keypoint state at the merge too
+        assert b[key] == pytest.approx(a[key], abs=1e-5), key
