@@ -34,13 +34,20 @@ def _columns(part: "pd.DataFrame", names: list[str], path: Path) -> np.ndarray: 
 
 def to_cache_frame(values: np.ndarray, sizes: np.ndarray, size: tuple[int, int], resize: str) -> np.ndarray:
     """x, y columns (alternating) of images of ``sizes`` (N x 2: width, height) moved into an ``size``
-    cache's pixels."""
-    out = values.copy()
+    cache's pixels (one point map per distinct file size, not per image)."""
     target = Resize(size[0], size[1], resize)
-    for n, (w, h) in enumerate(sizes):
-        sx, sy, ox, oy = target.point_map(int(h), int(w))
-        out[n, 0::2] = values[n, 0::2] * sx + ox
-        out[n, 1::2] = values[n, 1::2] * sy + oy
+    distinct, which = np.unique(np.asarray(sizes, dtype=np.int64), axis=0, return_inverse=True)
+    maps = np.array([target.point_map(int(h), int(w)) for w, h in distinct], dtype=np.float64)
+    return apply_frames(values, maps[np.asarray(which).reshape(-1)])
+
+
+def apply_frames(values: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """x, y columns (alternating) of ``values`` through each row's frame (sx, sy, ox, oy): ``x * sx + ox``,
+    ``y * sy + oy`` (a copy, float64)."""
+    out = np.array(values, dtype=np.float64)
+    frames = np.asarray(frames, dtype=np.float64).reshape(-1, 4)
+    out[:, 0::2] = out[:, 0::2] * frames[:, 0:1] + frames[:, 2:3]
+    out[:, 1::2] = out[:, 1::2] * frames[:, 1:2] + frames[:, 3:4]
     return out
 
 
@@ -66,11 +73,12 @@ def image_frames(input_size: tuple[int, int], resize: str, sizes: list[tuple[int
     file's pixels (``sizes``: height, width), ``x * sx + ox``: the inverse of the resize decoding did."""
     h, w = input_size
     target = Resize(h, w, resize)
-    frames = np.empty((len(sizes), 4), dtype=np.float64)
-    for n, (fh, fw) in enumerate(sizes):
-        sx, sy, ox, oy = target.point_map(int(fh), int(fw))
-        frames[n] = (w / sx, h / sy, -ox / sx, -oy / sy)
-    return frames
+    if not len(sizes):
+        return np.zeros((0, 4))
+    distinct, which = np.unique(np.asarray(sizes, dtype=np.int64).reshape(-1, 2), axis=0, return_inverse=True)
+    maps = np.array([target.point_map(int(fh), int(fw)) for fh, fw in distinct], dtype=np.float64)
+    sx, sy, ox, oy = maps.T
+    return np.stack([w / sx, h / sy, -ox / sx, -oy / sy], 1)[np.asarray(which).reshape(-1)]
 
 
 def cache_frames(n: int, size: tuple[int, int]) -> np.ndarray:

@@ -26,7 +26,8 @@ from cvkit.data.cache import SplitData, take
 from cvkit.errors import ManifestError, OptionError
 from cvkit.files.atomic import write_csv
 from cvkit.files.config import BOX_LOSSES
-from cvkit.files.dataset import LOCALIZE
+from cvkit.data.targets import apply_frames, cache_frames
+from cvkit.files.dataset import BOX_COLUMNS, LOCALIZE
 from cvkit.models.losses import Criterion, soft_targets
 from cvkit.tasks.base import Task, TaskSpec
 from cvkit.tasks.boxes import IOU_HIT, centres, corners, giou_loss, ious, visible_share
@@ -41,7 +42,6 @@ MIN_VISIBLE = 0.25
 # Normalized coordinates differ by less than 1, where smooth L1's default beta (1) would leave a weak
 # squared error; 1/9 is Fast R-CNN's, linear beyond a ninth of the image.
 SMOOTH_L1_BETA = 1 / 9
-BOX_COLUMNS = ("x0", "y0", "x1", "y1")
 SHOWN = 16  # test images drawn in boxes.png
 
 
@@ -228,11 +228,7 @@ class Localize(Task):
         predicted = probs[:, :k].argmax(1) if len(probs) else np.zeros(0, np.int64)
         table["predicted"] = [self.classes[i] for i in predicted]
         table["score"] = probs[np.arange(len(probs)), predicted]
-        box = probs[:, k:k + 4].copy()
-        if frames is not None:
-            sx, sy, ox, oy = np.asarray(frames, dtype=np.float64).reshape(-1, 4).T
-            box[:, 0::2] = box[:, 0::2] * sx[:, None] + ox[:, None]
-            box[:, 1::2] = box[:, 1::2] * sy[:, None] + oy[:, None]
+        box = probs[:, k:k + 4] if frames is None else apply_frames(probs[:, k:k + 4], frames)
         for j, column in enumerate(BOX_COLUMNS):
             table[column] = box[:, j]
         if labels is not None:
@@ -256,8 +252,7 @@ class Localize(Task):
 
         labels, k = self.targets(split), len(self.classes)
         h, w = split.images.shape[1:3]
-        frames = np.tile(np.array([w, h, 0.0, 0.0]), (len(labels), 1))
-        table = self.prediction_table(split.paths, probs, labels, frames)
+        table = self.prediction_table(split.paths, probs, labels, cache_frames(len(labels), (h, w)))
         write_csv(stage / "predictions.csv", table, "%.6g")
         write_csv(stage / "per_class.csv", pd.DataFrame(self.metrics(probs, labels)["per_class"]), "%.6g")
         shown = np.arange(min(SHOWN, len(labels)))

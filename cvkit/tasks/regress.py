@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from cvkit.data.cache import SplitData
+from cvkit.data.targets import apply_frames
 from cvkit.errors import ManifestError, OptionError
 from cvkit.files.atomic import write_csv
 from cvkit.tasks.base import Task, TaskSpec
@@ -214,11 +215,7 @@ class Regress(Task):
         if not self.keypoints or frames is None:
             return values
         h, w = self.input_size or (1, 1)
-        out = np.array(values, dtype=np.float64)
-        frames = np.asarray(frames, dtype=np.float64)
-        out[:, 0::2] = out[:, 0::2] / w * frames[:, 0:1] + frames[:, 2:3]
-        out[:, 1::2] = out[:, 1::2] / h * frames[:, 1:2] + frames[:, 3:4]
-        return out
+        return apply_frames(np.asarray(values, dtype=np.float64) / np.tile([w, h], len(self.names) // 2), frames)
 
     def prediction_table(self, paths: list[str], probs: np.ndarray, labels: np.ndarray | None = None,
                          frames: np.ndarray | None = None) -> "pd.DataFrame":  # noqa: F821
