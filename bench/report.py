@@ -154,11 +154,34 @@ def regress(data: dict) -> list[str]:
                     _pm(data["rmse"]), _pm(data["r2"]), _pm(data["mean_point_pck"]), _seconds(runs)]])
 
 
+def segment(data: dict) -> list[str]:
+    runs = data["runs"]
+
+    def rate(stats: dict) -> str:
+        return f"{stats['mean']:,.0f} ± {stats['std']:,.0f}"
+
+    def wall(side: str) -> str:
+        return _seconds([r[side] for r in runs], "wall_seconds")
+
+    ours, theirs = data["cvkit"], data["baseline"]
+    rows = [["`cvkit train --arch unet --padding same`", rate(ours["pixels_per_s"]), _pm(ours["val_miou"]),
+             wall("cvkit")],
+            ["`baseline_unet.py`", rate(theirs["pixels_per_s"]),
+             f"{_pm(theirs['val_miou'])} (best epoch {theirs['best_val_miou']['mean']:.4f})", wall("baseline")]]
+    speedup = data["speedup"]
+    return [*_table([f"{data['images']:,} scenes, seeds {','.join(str(r['seed']) for r in runs)}", "train pixels/s",
+                     "val mIoU", "train wall s"], rows), "",
+            f"U-Net `--base {data['base']} --depth {data['depth']}`, {data['epochs']} epochs, batch {data['batch']}, "
+            f"{data['size']} px, {data['classes']} classes: cvkit's training loop moved {speedup['mean']:.2f}x the "
+            f"baseline's pixels per second ({speedup['min']:.2f}-{speedup['max']:.2f}x over the seeds)."]
+
+
 # The benchmarks whose results are shown as a table; the others get their metadata line only.
 TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, "budget_fmnist": budget_fmnist,
                                                   "large": large, "distributed": distributed, "export": export,
                                                   "multilabel": multilabel, "localize": localize,
-                                                  "localize_choose": localize_choose, "regress": regress}
+                                                  "localize_choose": localize_choose, "regress": regress,
+                                                  "segment": segment}
 
 
 def results_block(name: str) -> list[str]:

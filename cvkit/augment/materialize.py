@@ -1,7 +1,8 @@
 """``augment --materialize K``: K augmented copies of every train image, as files and manifest rows.
 
 Offline augmentation, for tools outside cvkit. The copies go to ``DATASET/augmented/`` (one folder
-per class, ``<class index>_<name>``), their rows to the manifest's train split with the column
+per class, ``<class index>_<name>``; a segment dataset's to ``images/`` and ``masks/``, each mask moved
+with its image), their rows to the manifest's train split with the column
 ``augmented_from`` naming the source image (empty for the original rows) and the source's fold, so
 that k-fold never puts a copy and its source on both sides. Val and test are never augmented.
 Running it again replaces the earlier copies.
@@ -20,10 +21,22 @@ import torch
 from cvkit.data.selection import Selection, load_selection
 from cvkit.errors import OptionError, UnsafeOutput
 from cvkit.files.atomic import stage_dir, swap_dir
-from cvkit.files.dataset import DEFAULT_TASK, DatasetInfo, read_classes, read_manifest, write_manifest
+from cvkit.files.dataset import (
+    DEFAULT_TASK,
+    IGNORE_INDEX,
+    LABELS_COLUMN,
+    MASK_COLUMN,
+    MASK_SHA1_COLUMN,
+    SEGMENT,
+    DatasetInfo,
+    join_labels,
+    read_classes,
+    read_manifest,
+    write_manifest,
+)
 from cvkit.files.images import encode_png, sha1_bytes
 from cvkit.progress import info, progress_bar
-from cvkit.transforms.batch import augment, from_unit, to_unit
+from cvkit.transforms.batch import augment, augment_planes, from_unit, to_unit
 from cvkit.transforms.policy import AugmentPolicy
 
 AUGMENTED_DIR = "augmented"
@@ -46,7 +59,8 @@ def _check_own(dataset: Path, frame: "pd.DataFrame") -> None:  # noqa: F821
         return
     if folder.is_symlink() or not folder.is_dir():
         raise UnsafeOutput(f"{folder} is not a folder --materialize wrote; move it away and run again")
-    copies = set(frame.loc[frame[SOURCE_COLUMN] != "", "path"])
+    copied = frame[frame[SOURCE_COLUMN] != ""]
+    copies = set(copied["path"]) | (set(copied[MASK_COLUMN]) if MASK_COLUMN in frame.columns else set())
     for path in sorted(folder.rglob("*")):
         if path.is_dir() and not path.is_symlink():
             continue
@@ -80,9 +94,9 @@ def check_materialize(dataset: str | os.PathLike, policy: AugmentPolicy, copies:
         raise OptionError("--materialize needs a policy with a geometric or photometric transform; "
                           "give one (e.g. --preset standard)")
     task = DatasetInfo.read(dataset).task
-    if task != DEFAULT_TASK:  # a copy's file would need its labels, box or targets moved and written too
-        raise OptionError(f"--materialize writes copies that carry one class label, and {dataset} holds {task} "
-                          f"targets; train augments them on the fly (drop --materialize)")
+    if task not in (DEFAULT_TASK, SEGMENT):  # a copy's file would need its labels, box or targets moved and written
+        raise OptionError(f"--materialize writes copies that carry one class label (or a mask), and {dataset} holds "
+                          f"{task} targets; train augments them on the fly (drop --materialize)")
     frame = read_manifest(dataset)
     if SOURCE_COLUMN not in frame.columns:
         frame[SOURCE_COLUMN] = ""
@@ -110,8 +124,14 @@ def materialize(dataset: str | os.PathLike, policy: AugmentPolicy, copies: int, 
     data = load_selection(dataset, Selection.of_rows(current.tolist()))
     stage = stage_dir(dataset / AUGMENTED_DIR)
     try:
-        added = _write_copies(stage, data, originals.iloc[train_rows], policy, copies, seed, device)
-        new = pd.DataFrame(added, columns=["path", "label", "split", "fold", "sha1", SOURCE_COLUMN])
+        if data.masks is not None:  # segment: each copy's mask moved with it, written beside it
+            added = _write_masked_copies(stage, data, originals.iloc[train_rows], policy, copies, seed, device)
+            columns = ["path", "label", "split", "fold", "sha1", SOURCE_COLUMN, LABELS_COLUMN, MASK_COLUMN,
+                       MASK_SHA1_COLUMN]
+        else:
+            added = _write_copies(stage, data, originals.iloc[train_rows], policy, copies, seed, device)
+            columns = ["path", "label", "split", "fold", "sha1", SOURCE_COLUMN]
+        new = pd.DataFrame(added, columns=columns)
         # The manifest is written once the copies are in place; if that fails, the old copies come back.
         swap_dir(stage, dataset / AUGMENTED_DIR,
                  commit=lambda: write_manifest(dataset, pd.concat([originals, new], ignore_index=True).fillna("")))
@@ -140,4 +160,33 @@ def _write_copies(stage: Path, data, sources, policy: AugmentPolicy, copies: int
                     (stage / name).write_bytes(png)
                     rows.append((f"{AUGMENTED_DIR}/{name}", label, "train", int(folds[i]), sha1_bytes(png), paths[i]))
                 bar.advance(len(images))
+    return rows
+
+
+def _write_masked_copies(stage: Path, data, sources, policy: AugmentPolicy, copies: int, seed: int,
+                         device: torch.device) -> list[tuple]:
+    """Segment copies: image and mask moved together (``augment_planes``: nearest neighbour for the mask,
+    255 where the copy shows what lay outside the image), as ``images/`` and ``masks/`` PNGs."""
+    gen = torch.Generator().manual_seed(seed)
+    for folder in ("images", "masks"):
+        (stage / folder).mkdir()
+    paths, folds = sources["path"].tolist(), sources["fold"].tolist()
+    rows: list[tuple] = []
+    n = len(paths)
+    with progress_bar("Materializing augmented copies", n * copies) as bar:
+        for k in range(copies):
+            for start in range(0, n, BATCH):
+                x = to_unit(torch.from_numpy(np.array(data.images[start:start + BATCH])), device)
+                planes = torch.from_numpy(np.array(data.masks[start:start + BATCH]))[:, None].to(device)
+                moved, planes = augment_planes(x, planes, [IGNORE_INDEX], policy, gen)
+                masks = planes[:, 0].cpu().numpy()
+                for i, (image, mask) in enumerate(zip(from_unit(moved), masks), start):
+                    png, mask_png = encode_png(image), encode_png(mask)
+                    name = f"{i:07d}_{k}.png"
+                    (stage / "images" / name).write_bytes(png)
+                    (stage / "masks" / name).write_bytes(mask_png)
+                    present = [data.classes[c] for c in np.unique(mask) if c != IGNORE_INDEX]
+                    rows.append((f"{AUGMENTED_DIR}/images/{name}", "", "train", int(folds[i]), sha1_bytes(png),
+                                 paths[i], join_labels(present), f"{AUGMENTED_DIR}/masks/{name}", sha1_bytes(mask_png)))
+                bar.advance(len(masks))
     return rows

@@ -26,6 +26,13 @@ def convolutionalize_command(
     upsample: Annotated[bool, typer.Option("--upsample", help=(
         "Maps in the image's own frame: each cell's score at the centre of its receptive field, interpolated."))] = False,
     top: Annotated[int, typer.Option(help="Classes shown in each heatmap PNG.")] = 3,
+    segmenter: Annotated[Optional[str], typer.Option(help=(
+        "upsample or stitch: write the converted run as a segmenter (task segment) that labels each pixel with "
+        "the best class of its score maps in the image's frame, for 'cvkit evaluate' and 'cvkit predict' (no "
+        "training: the classifier's classes must be the segmentation dataset's)."))] = None,
+    data: Annotated[Optional[Path], typer.Option(help=(
+        "With --segmenter: the segmentation dataset whose classes.json the segmenter follows (the classifier's "
+        "classes by name, in the dataset's order)."))] = None,
     out: Out = None,
     force: Force = False,
 ) -> None:
@@ -47,7 +54,7 @@ def convolutionalize_command(
         warnings.warn("--image is deprecated: give the images after RUN (cvkit convolutionalize RUN a.png b.png "
                       "folder/)", FutureWarning, stacklevel=1)
     images = [*(image or []), *(inputs or [])]
-    result = convolutionalize(run, out, images, stitch, upsample, top, force)
+    result = convolutionalize(run, out, images, stitch, upsample, top, force, segmenter, data)
     if not state.quiet:
         rf = result.rf
         console.print(f"equivalence at the training size: max |converted - original| = {result.max_difference:.2e}",

@@ -142,6 +142,7 @@ def show(result) -> None:
         (f"training, per image: about {_bytes(t['training_bytes'])} = 2 x {t['activations_with_relu']:,} x 4 bytes "
          "(each output kept for the backward pass, and its gradient; weights and optimizer state not included)"),
     ]
+    lines += result.notes
     if t["parameters_outside_rows"]:
         lines.append(f"{t['parameters_outside_rows']:,} parameters are held by containers or unused modules, "
                      "not by a row of the table")

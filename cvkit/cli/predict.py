@@ -22,12 +22,19 @@ def predict_command(
     batch_size: BatchSize = 256,
     workers: Workers = None,
     threshold: Threshold = None,
+    probs: Annotated[bool, typer.Option("--probs", help="Segment runs: also write each image's per-class "
+                                        "probabilities, probs/NAME.npy (K x H x W, float16).")] = False,
+    fit: Annotated[bool, typer.Option("--fit", help="Segment runs: resize each image to the run's input size (as "
+                                      "training images were) instead of predicting it at its own size in tiles; the "
+                                      "label map is resized back.")] = False,
 ) -> None:
     """Predict the class of each INPUT image with RUN's model; unreadable images are reported and skipped.
 
     Writes predictions.csv (path, predicted, probability, one column per class; for a multi-label run the
     labels above their thresholds) and rejected.csv into --out
-    (default: RUN/predict, replaced whole when it is run again).
+    (default: RUN/predict, replaced whole when it is run again). A segment run predicts each image at its own
+    size in overlapping tiles and writes masks/NAME.png (a palette PNG of class indices), overlays/NAME.png and
+    the pixels per class in predictions.csv.
 
     Example: cvkit predict runs/fmnist photos/ -k 3
     """
@@ -35,7 +42,7 @@ def predict_command(
 
     if k < 1:
         raise OptionError(f"-k {k} must be at least 1 (the number of classes to show per image)")
-    result = predict(run, inputs, out, tta, state.device, batch_size, workers, threshold)
+    result = predict(run, inputs, out, tta, state.device, batch_size, workers, threshold, probs, fit)
     if not state.quiet:
         from rich.table import Table
 

@@ -18,7 +18,9 @@ def prepare_command(
                                                "a CSV of path,label[,split], or torchvision:NAME. --task multilabel: "
                                                "a CSV of path,labels or of path plus one 0/1 column per class. "
                                                "--task localize: a CSV of path,label,x0,y0,x1,y1. --task regress: a "
-                                               "CSV of path[,label] and the --targets columns.")],
+                                               "CSV of path[,label] and the --targets columns. --task segment: a "
+                                               "folder of images (any depth) with --masks, or a CSV of "
+                                               "path,mask[,split].")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The dataset directory to write (not inside SOURCE).")],
     val: Annotated[float, typer.Option(help="Fraction for the val split, stratified per class.")] = 0.1,
     test: Annotated[float, typer.Option(help="Fraction for the test split (a source's own test split is kept).")] = 0.1,
@@ -31,9 +33,11 @@ def prepare_command(
     root: Annotated[Optional[Path], typer.Option(help="torchvision sources: where the files are or are downloaded.")] = None,
     max_rejected: Annotated[float, typer.Option(help="Stop with an error when more than this fraction of inputs is bad.")] = 0.5,
     max_pixels: Annotated[Optional[int], typer.Option(help="Reject images with more pixels (default: Pillow's limit).")] = None,
-    task: Annotated[str, typer.Option(help="What the targets are for: classify (one class per image), multilabel "
-                                           "(several labels per image), localize (a class and a box per image) or "
-                                           "regress (numeric targets); all but classify read a CSV.")] = "classify",
+    task: Annotated[Optional[str], typer.Option(help="What the targets are for: classify (one class per image), "
+                                                     "multilabel (several labels per image), localize (a class and a "
+                                                     "box per image), regress (numeric targets) or segment (a class "
+                                                     "per pixel); multilabel, localize and regress read a CSV. "
+                                                     "Default: classify, or segment with --masks.")] = None,
     label_delim: Annotated[Optional[str], typer.Option(help="--task multilabel: what separates the labels in a "
                                                             "CSV's labels cell (default: a space).")] = None,
     allow_empty: Annotated[bool, typer.Option("--allow-empty", help="--task multilabel: keep images with no label "
@@ -44,6 +48,15 @@ def prepare_command(
                                                                 "image's pixels; augmentation moves them.")] = False,
     flip_pairs: Annotated[Optional[str], typer.Option(help="--keypoints: the keypoints a horizontal flip swaps, as "
                                                            "LEFT_X:RIGHT_X pairs of x columns, comma-separated.")] = None,
+    masks: Annotated[Optional[Path], typer.Option(help="--task segment (implied): the folder of masks, laid out like "
+                                                       "SOURCE: the mask of SOURCE/a/x.jpg is MASKS/a/x.png (any "
+                                                       "image extension). A mask is a palette or grayscale PNG of the "
+                                                       "image's size whose pixel values are class indices, 255 = "
+                                                       "ignore.")] = None,
+    mask_classes: Annotated[Optional[Path], typer.Option(help="--task segment: a text file of class names, one a "
+                                                              "line, the name of mask value 0 (background) first "
+                                                              "(default: 0 to K-1, K the largest value in the masks "
+                                                              "+ 1).")] = None,
     workers: Workers = None,
     seed: Seed = None,
     force: Force = False,
@@ -59,6 +72,12 @@ labels column (the image's labels joined by '|').
 
     With --task localize or --keypoints, boxes and points stay in the image file's pixels in manifest.csv, beside the image's width and height; every cache maps them exactly as it resizes the image (docs/tasks.md).
 
+    With --masks (--task segment), manifest.csv gets the columns labels (the classes each mask holds, \
+joined by '|'; splits and folds are stratified over them), mask and mask_sha1, and the cache holds the \
+masks beside the images, resized with nearest neighbour through the same crop or squash. An image whose \
+mask is missing, unreadable, of another size, RGB without a palette, or holds a value that is no class \
+is skipped and listed in rejected.csv.
+
     Example: cvkit prepare ~/photos/dogs --out data/dogs --size 224 --val 0.15 --test 0.15
     """
     from cvkit.data import prepare
@@ -71,7 +90,8 @@ labels column (the image's labels joined by '|').
                      max_rejected=max_rejected, resize=resize, max_pixels=max_pixels, force=force, task=task,
                      label_delim=label_delim, allow_empty=allow_empty,
                      targets=[t.strip() for t in targets.split(",") if t.strip()] if targets else None,
-                     keypoints=keypoints, flip_pairs=_pairs(flip_pairs))
+                     keypoints=keypoints, flip_pairs=_pairs(flip_pairs), masks=str(masks) if masks else None,
+                     mask_classes=mask_classes)
     if not state.quiet:
         _summary(result)
     if as_json:
@@ -96,6 +116,8 @@ def _summary(result) -> None:
     table = Table(title=f"{result.out} ({result.kind}, {result.channels} channel{'s' if result.channels > 1 else ''}"
                         + (f", cache {result.size[0]}x{result.size[1]}" if result.size else "") + ")")
     table.add_column("label" if result.task == "multilabel" else "class")
+    if result.task == "segment":  # a mask holds several classes: an image counts under each
+        table.caption = "images whose mask holds the class"
     for s in splits:
         table.add_column(s, justify="right")
     table.add_column("total", justify="right")

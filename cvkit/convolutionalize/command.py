@@ -13,7 +13,7 @@ import torch
 
 from cvkit.convolutionalize.dense import stitch, upsample
 from cvkit.errors import OptionError, SourceError
-from cvkit.files.dataset import write_rejected
+from cvkit.files.dataset import DEFAULT_TASK, SEGMENT, write_rejected
 from cvkit.files.images import BadImage, read_image_file
 from cvkit.files.jsonio import write_json
 from cvkit.files.lock import releasing
@@ -40,17 +40,32 @@ class ConvResult:
 @releasing  # the --out lock check_out takes is given up on return
 def convolutionalize(run: str | os.PathLike, out: str | os.PathLike | None = None, images: list[str] | None = None,
                      dense_stitch: bool = False, dense_upsample: bool = False, top: int = 3,
-                     force: bool = False) -> ConvResult:
+                     force: bool = False, segmenter: str | None = None,
+                     data: str | os.PathLike | None = None) -> ConvResult:
     """Convert RUN's head, check it on an input of the training size, write the converted run to ``out``
     (default RUN/convolutional), and score maps for ``images`` (image files, folders, CSV files with a
     ``path`` column, as ``predict`` takes them). Images that cannot be read or are smaller than the
-    training size are skipped and listed in ``out/rejected.csv``; none usable is an error."""
+    training size are skipped and listed in ``out/rejected.csv``; none usable is an error.
+
+    ``segmenter`` ("upsample" or "stitch"): the converted run predicts a class per pixel (task segment),
+    its score maps placed in the image's frame (:mod:`cvkit.models.scoremaps`), for evaluate and predict;
+    ``data``: a segmentation dataset whose classes (the classifier's, by name) and order it takes."""
     from cvkit.plots.dense import plot_label_map, plot_score_maps
 
     loaded = load_run(run, torch.device("cpu"), precision="fp32")
     info = loaded.info
     if info.convolutional:
         raise OptionError(f"{run} is already convolutional; give the run it was converted from")
+    if loaded.task.dense:
+        raise OptionError(f"{run} predicts a class per pixel already (it is fully convolutional); convolutionalize "
+                          f"a classification run")
+    if data is not None and segmenter is None:
+        raise OptionError("--data names the segmentation dataset whose classes a --segmenter takes; add --segmenter")
+    classes, order = info.classes, None
+    if segmenter is not None:
+        check_segmenter(segmenter, loaded)
+        if data is not None:
+            classes, order = segmenter_classes(info.classes, data)
     if info.mean_image:
         raise OptionError(f"{run} was normalized with a per-pixel mean image (normalize --mode pixel), which has "
                           "the training size only; normalize per channel and retrain to make score maps")
@@ -71,11 +86,17 @@ def convolutionalize(run: str | os.PathLike, out: str | os.PathLike | None = Non
     result = ConvResult(out, difference, rf)
     with replacing(out) as stage:
         save_model_weights(stage, dense.state_dict(), info.epoch)
-        replace(info, convolutional=True).write(stage)
+        converted = replace(info, convolutional=True)
+        if segmenter is not None:
+            converted = replace(converted, task=SEGMENT, task_state={}, classes=classes, score_maps={
+                "mode": segmenter, "stride": list(rf.stride), "centre": list(rf.centre), "min_size": list(size),
+                "order": order})
+        converted.write(stage)
         write_json(stage / CONVOLUTIONAL_JSON, {
             "format": 1, "source_run": str(loaded.run), "output_stride": list(rf.stride),
             "receptive_field": list(rf.size), "cell_00_centre": list(rf.centre),
-            "max_abs_difference": difference, "stitch": dense_stitch, "upsample": dense_upsample})
+            "max_abs_difference": difference, "stitch": dense_stitch, "upsample": dense_upsample,
+            "segmenter": segmenter})
         taken: set[str] = set()
         for path, image in _usable(paths, info.in_chans, size, result.rejected):
             name = unique_name(Path(path).stem, taken)
@@ -99,6 +120,30 @@ def convolutionalize(run: str | os.PathLike, out: str | os.PathLike | None = Non
                                   f"{first[1]}); give readable images of at least {size[0]}x{size[1]} pixels")
             write_rejected(stage, result.rejected)
     return result
+
+
+def check_segmenter(mode: str, loaded) -> None:
+    """``--segmenter``: a known mode, and a classifier of one softmax output per class."""
+    from cvkit.models.scoremaps import MODES
+
+    if mode not in MODES:
+        raise OptionError(f"--segmenter {mode} must be one of {', '.join(MODES)}")
+    if loaded.task.name != DEFAULT_TASK or loaded.info.num_outputs != loaded.info.num_classes:
+        raise OptionError(f"--segmenter labels each pixel with the best of the classifier's class scores; "
+                          f"{loaded.run} is a {loaded.task.name} run with {loaded.info.num_outputs} output(s) for "
+                          f"{loaded.info.num_classes} classes: convert a classify run trained with --loss ce")
+
+
+def segmenter_classes(classes: list[str], data: str | os.PathLike) -> tuple[list[str], list[int]]:
+    """The dataset's classes, and for each the classifier's output of the same name."""
+    from cvkit.files.dataset import read_classes
+
+    wanted = read_classes(data)
+    missing = [c for c in wanted if c not in classes]
+    if missing or len(wanted) != len(classes):
+        what = f"lacks {', '.join(missing[:5])}" if missing else f"has {len(classes)} classes, the dataset {len(wanted)}"
+        raise OptionError(f"--data {data}: the classifier's classes must be the dataset's, in any order; it {what}")
+    return wanted, [classes.index(c) for c in wanted]
 
 
 def _usable(paths: list[str], in_chans: int, size: tuple[int, int],

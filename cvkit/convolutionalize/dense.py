@@ -6,23 +6,7 @@ import numpy as np
 import torch
 
 from cvkit.models.receptive import ReceptiveField
-
-
-def stitch(model: torch.nn.Module, x: torch.Tensor, factor: tuple[int, int], batch_size: int = 16) -> torch.Tensor:
-    """Shift-and-stitch: the (1, C, H, W) input shifted by every (dy, dx) below ``factor``, each copy cut
-    to the same size, through the net; the outputs interleaved into a map ``factor`` times denser.
-    Cell (i*fy + dy, j*fx + dx) of the result is cell (i, j) of the copy shifted by (dy, dx): the window
-    whose centre lies dy, dx pixels past that of cell (i, j) of the unshifted image."""
-    fy, fx = factor
-    h, w = x.shape[2] - fy + 1, x.shape[3] - fx + 1
-    shifts = [(dy, dx) for dy in range(fy) for dx in range(fx)]
-    outs = []
-    for b in range(0, len(shifts), batch_size):
-        crops = torch.cat([x[:, :, dy:dy + h, dx:dx + w] for dy, dx in shifts[b:b + batch_size]])
-        outs.append(model.score_maps(crops))
-    maps = torch.cat(outs)  # (fy * fx, K, n, m)
-    k, n, m = maps.shape[1:]
-    return maps.view(fy, fx, k, n, m).permute(2, 3, 0, 4, 1).reshape(k, n * fy, m * fx)
+from cvkit.models.scoremaps import stitch  # noqa: F401 - convolutionalize's score maps use it from here
 
 
 def _axis(n: int, centre: float, stride: float, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

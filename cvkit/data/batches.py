@@ -36,8 +36,12 @@ class Batches:
         self.shuffle, self.drop_last = shuffle, drop_last
         self.device = device
         self.rank, self.world_size = rank, world_size
-        labels = np.asarray(labels)  # class indices, or one row of targets per image (multi-hot, boxes, ...)
-        self.labels = torch.as_tensor(labels, dtype=torch.int64 if labels.dtype.kind in "iub" else torch.float32).to(device)
+        labels = np.asarray(labels)  # class indices, one row of targets per image (multi-hot, boxes, ...), or
+        # uint8 planes per image (segment masks), kept as uint8: a mask per image would take 8x the memory as int64
+        if labels.dtype == np.uint8 and labels.ndim > 2:
+            self.labels = torch.from_numpy(np.array(labels)).to(device)
+        else:
+            self.labels = torch.as_tensor(labels, dtype=torch.int64 if labels.dtype.kind in "iub" else torch.float32).to(device)
         self.n = len(labels)
         self.resident = images.nbytes <= RESIDENT_BYTES.get(device.type, 1 << 30)
         if self.resident:

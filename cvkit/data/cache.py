@@ -3,7 +3,10 @@
 ``cache/{split}_{H}x{W}.npy`` holds an N x H x W x C uint8 array (HWC, so a batch moved to torch
 and permuted to NCHW is already channels-last); ``cache/{split}_{H}x{W}.json`` holds the manifest
 rows it was built from and a key over their paths and content hashes. A cache whose key no longer
-matches the manifest (rows added, removed or changed in that split) is rebuilt on load.
+matches the manifest (rows added, removed or changed in that split) is rebuilt on load. A segment
+dataset's masks lie beside the images in ``cache/{split}_{H}x{W}_mask.npy`` (N x H x W uint8 class
+indices, resized with nearest neighbour through the images' geometry), keyed by their own paths and
+``mask_sha1``s in ``cache/{split}_{H}x{W}_mask.json``.
 """
 
 from __future__ import annotations
@@ -17,17 +20,23 @@ from pathlib import Path
 import numpy as np
 
 from cvkit.data.decode import Task, decode_all
+from cvkit.data.masks import MaskTask, decode_masks
 from cvkit.data.targets import target_values
 from cvkit.errors import ManifestError, OptionError
 from cvkit.files.atomic import atomic_path
 from cvkit.files.dataset import (
     LABELS_COLUMN,
+    MASK_COLUMN,
+    MASK_SHA1_COLUMN,
     MULTILABEL,
     REGRESS,
+    SEGMENT,
+    SPLITS,
     CacheMeta,
     DatasetInfo,
     image_files,
     manifest_path,
+    mask_files,
     read_classes,
     read_manifest,
     split_labels,
@@ -51,6 +60,9 @@ class SplitData:
     multi_hot: np.ndarray | None = None
     # Localize and regress datasets: N x D float32 targets in this cache's frame (data/targets.py); else None.
     values: np.ndarray | None = None
+    # Segment datasets: memory-mapped N x H x W uint8 class indices (IGNORE_INDEX: ignore) aligned with
+    # ``images``; else None.
+    masks: np.ndarray | None = None
 
 
 def label_names(split: SplitData) -> list[str]:
@@ -68,9 +80,11 @@ def multi_hot(cells: Iterable[str], classes: list[str]) -> np.ndarray:
     return out
 
 
-def cache_files(dataset: str | os.PathLike, split: str, size: tuple[int, int]) -> tuple[Path, Path]:
-    stem = Path(dataset) / "cache" / f"{split}_{size[0]}x{size[1]}"
-    return stem.with_suffix(".npy"), stem.with_suffix(".json")
+def cache_files(dataset: str | os.PathLike, split: str, size: tuple[int, int],
+                masks: bool = False) -> tuple[Path, Path]:
+    """The ``.npy`` and ``.json`` of a split's cache at ``size`` (``masks``: of its masks)."""
+    stem = Path(dataset) / "cache" / f"{split}_{size[0]}x{size[1]}{'_mask' if masks else ''}"
+    return Path(f"{stem}.npy"), Path(f"{stem}.json")
 
 
 def rows_key(paths: list[str], sha1s: list[str], channels: int, resize: str) -> str:
@@ -81,12 +95,19 @@ def rows_key(paths: list[str], sha1s: list[str], channels: int, resize: str) -> 
     return h.hexdigest()
 
 
+def mask_key(paths: list[str], sha1s: list[str], resize: str) -> str:
+    """What a mask cache's planes depend on: its rows' mask paths and content, and the resize mode."""
+    return rows_key(["mask", *paths], ["", *sha1s], 1, resize)
+
+
 def write_cache(dataset: str | os.PathLike, split: str, size: tuple[int, int], channels: int, resize: str,
-                rows: list[int], key: str, fill: Callable[[np.ndarray], None]) -> None:
-    """Create the cache files atomically; ``fill`` writes the pixels into the memory-mapped array."""
-    npy, meta = cache_files(dataset, split, size)
+                rows: list[int], key: str, fill: Callable[[np.ndarray], None], masks: bool = False) -> None:
+    """Create the cache files atomically; ``fill`` writes the pixels into the memory-mapped array
+    (``masks``: the N x H x W mask cache, ``channels`` 1)."""
+    npy, meta = cache_files(dataset, split, size, masks)
+    shape = (len(rows), size[0], size[1]) if masks else (len(rows), size[0], size[1], channels)
     with atomic_path(npy) as tmp:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(rows), size[0], size[1], channels))
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         fill(arr)
         arr.flush()
         del arr
@@ -96,9 +117,36 @@ def write_cache(dataset: str | os.PathLike, split: str, size: tuple[int, int], c
 def copy_rows(src: np.ndarray, src_rows: np.ndarray, dst: np.ndarray) -> None:
     """``dst[i] = src[src_rows[i]]`` (first ``dst`` channels), a bounded number of bytes at a time."""
     step = max(1, COPY_BYTES // max(1, int(np.prod(src.shape[1:]))))
-    c = dst.shape[3]
     for i in range(0, len(src_rows), step):
-        dst[i:i + step] = src[src_rows[i:i + step], :, :, :c]
+        if dst.ndim == 4:
+            dst[i:i + step] = src[src_rows[i:i + step], :, :, :dst.shape[3]]
+        else:  # mask planes
+            dst[i:i + step] = src[src_rows[i:i + step]]
+
+
+def pack_splits(dataset: Path, frame: "pd.DataFrame", items: list[int], size: tuple[int, int],  # noqa: F821
+                channels: int, resize: str, decoded: Path, decoded_masks: Path | None = None) -> None:
+    """Write every split's cache from the arrays ``prepare`` decoded its inputs into (``decoded``: N x H x W
+    x C images, ``decoded_masks``: N x H x W masks, index = source item; manifest row r is item
+    ``items[r]``), then delete those arrays."""
+    source = np.load(decoded, mmap_mode="r")
+    planes = np.load(decoded_masks, mmap_mode="r") if decoded_masks is not None else None
+    for split in SPLITS:
+        part = frame[frame["split"] == split]
+        if part.empty:
+            continue
+        src_rows = np.array([items[r] for r in part.index], dtype=np.int64)
+        rows = part.index.tolist()
+        key = rows_key(part["path"].tolist(), part["sha1"].tolist(), channels, resize)
+        write_cache(dataset, split, size, channels, resize, rows, key, lambda arr: copy_rows(source, src_rows, arr))
+        if planes is not None:
+            key = mask_key(part[MASK_COLUMN].tolist(), part[MASK_SHA1_COLUMN].tolist(), resize)
+            write_cache(dataset, split, size, 1, resize, rows, key, lambda arr: copy_rows(planes, src_rows, arr),
+                        masks=True)
+    source = planes = None  # the memory maps closed before their files are deleted
+    decoded.unlink()
+    if decoded_masks is not None:
+        decoded_masks.unlink()
 
 
 def take(images: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -131,7 +179,7 @@ def load_split(dataset: str | os.PathLike, split: str, size: tuple[int, int] | N
     if multilabel and LABELS_COLUMN not in part.columns:
         raise ManifestError(f"{dataset}/manifest.csv lacks the '{LABELS_COLUMN}' column its multilabel task needs; "
                             f"rerun 'cvkit prepare --task multilabel'")
-    if multilabel or info.task == REGRESS:  # an image with no label has an empty 'label' (targets elsewhere)
+    if multilabel or info.task in (REGRESS, SEGMENT):  # an image with no label has an empty 'label' (targets elsewhere)
         index = {"": 0, **index}
     unknown = sorted(set(part["label"]) - set(index))
     if unknown:
@@ -140,21 +188,54 @@ def load_split(dataset: str | os.PathLike, split: str, size: tuple[int, int] | N
     paths, rows = part["path"].tolist(), part.index.tolist()
     key = rows_key(paths, part["sha1"].tolist(), channels, resize)
     npy, meta = cache_files(dataset, split, size)
-    fresh = False
-    if npy.is_file() and meta.is_file():
-        try:
-            fresh = CacheMeta.read(meta).key == key
-        except ManifestError:
-            fresh = False
-    if not fresh:
+    if not _fresh(npy, meta, key):
         build_cache(dataset, split, size, channels, resize, paths, rows, key, workers)
     images = np.load(npy, mmap_mode="r")
     if images.shape != (len(rows), size[0], size[1], channels):
         raise ManifestError(f"{npy} has shape {images.shape}, expected {(len(rows), *size, channels)}; delete it to rebuild")
     labels = np.array([index[label] for label in part["label"]], dtype=np.int64)
     targets = multi_hot(part[LABELS_COLUMN], classes) if multilabel else None
+    masks = load_masks(dataset, part, split, size, resize, len(classes), workers) if info.task == SEGMENT else None
     return SplitData(images, labels, paths, classes, rows, targets,
-                     target_values(part, info, size, manifest_path(dataset)))
+                     target_values(part, info, size, manifest_path(dataset)), masks)
+
+
+def _fresh(npy: Path, meta: Path, key: str) -> bool:
+    """The cache files exist and were built from rows with this key."""
+    if not (npy.is_file() and meta.is_file()):
+        return False
+    try:
+        return CacheMeta.read(meta).key == key
+    except ManifestError:
+        return False
+
+
+def load_masks(dataset: Path, part: "pd.DataFrame", split: str, size: tuple[int, int], resize: str,  # noqa: F821
+               classes: int, workers: int | None = None) -> np.ndarray:
+    """The memory-mapped N x H x W masks of a segment split's manifest rows ``part``, (re)built when
+    missing or stale (a mask path or ``mask_sha1`` changed)."""
+    paths, rows = part[MASK_COLUMN].tolist(), part.index.tolist()
+    key = mask_key(paths, part[MASK_SHA1_COLUMN].tolist(), resize)
+    npy, meta = cache_files(dataset, split, size, masks=True)
+    if not _fresh(npy, meta, key):
+        files = mask_files(dataset, paths, rows)  # checked before any is opened, like the images
+        images = image_files(dataset, part["path"].tolist(), rows)
+        tasks = [MaskTask(i, f, image=img) for i, (f, img) in enumerate(zip(files, images))]
+
+        def fill(arr: np.ndarray) -> None:
+            arr.flush()
+            results = decode_masks(tasks, Resize(size[0], size[1], resize), classes, out_path=_npy_path(arr),
+                                   workers=workers, description=f"Caching {split} masks {size[0]}x{size[1]}")
+            bad = [(paths[r.index], r.reason) for r in results if r.reason]
+            if bad:
+                raise ManifestError(f"{len(bad)} mask(s) of manifest.csv can no longer be used, first {bad[0][0]}: "
+                                    f"{bad[0][1]}; restore them or rerun 'cvkit prepare'")
+
+        write_cache(dataset, split, size, 1, resize, rows, key, fill, masks=True)
+    masks = np.load(npy, mmap_mode="r")
+    if masks.shape != (len(rows), size[0], size[1]):
+        raise ManifestError(f"{npy} has shape {masks.shape}, expected {(len(rows), *size)}; delete it to rebuild")
+    return masks
 
 
 def build_cache(dataset: Path, split: str, size: tuple[int, int], channels: int, resize: str,

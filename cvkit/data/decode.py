@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,8 @@ class Result:
 _open_outputs: dict[str, np.ndarray] = {}
 
 
-def _output(path: str | None) -> np.ndarray | None:
+def shared_output(path: str | None) -> np.ndarray | None:
+    """The memory-mapped ``.npy`` at ``path``, opened once per process (None: no output)."""
     if path is None:
         return None
     if path not in _open_outputs:
@@ -57,7 +59,7 @@ def _output(path: str | None) -> np.ndarray | None:
 
 def _run_chunk(tasks: list[Task], channels: int | None, resize: Resize | None, max_pixels: int | None,
                out_path: str | None) -> list[Result]:
-    out = _output(out_path)
+    out = shared_output(out_path)
     results = []
     for t in tasks:
         try:
@@ -95,22 +97,28 @@ def decode_all(tasks: list[Task], channels: int | None = None, resize: Resize | 
     Returns one :class:`Result` per task, in task order. Never raises for a bad image.
     """
     check_workers(workers)  # every command that decodes images comes here: none takes --workers 0
-    workers = default_workers() if workers is None else workers
     if out_path is not None:
         np.load(out_path, mmap_mode="r")  # fail here, not in a worker, when the file is wrong
+    return map_chunks(_run_chunk, tasks, workers, description, channels, resize, max_pixels, out_path)
+
+
+def map_chunks(work: Callable[..., list], tasks: list, workers: int | None, description: str, *args) -> list:
+    """``work(chunk, *args)`` over chunks of ``tasks`` (a module-level function: it runs in a pool of
+    processes when there are many tasks), with a progress bar; the results in task order."""
+    workers = default_workers() if workers is None else workers
     chunks = [tasks[i:i + CHUNK] for i in range(0, len(tasks), CHUNK)]
-    results: list[Result] = []
+    results: list = []
     with progress_bar(description, total=len(tasks)) as bar:
         if workers == 1 or len(tasks) < POOL_THRESHOLD:
             for chunk in chunks:
-                results.extend(_run_chunk(chunk, channels, resize, max_pixels, out_path))
+                results.extend(work(chunk, *args))
                 bar.advance(len(chunk))
             _open_outputs.clear()
         else:
             # spawn, not fork: the parent may hold threads (rich's refresh) and torch state.
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                futures = [pool.submit(_run_chunk, c, channels, resize, max_pixels, out_path) for c in chunks]
+                futures = [pool.submit(work, c, *args) for c in chunks]
                 for future in futures:
                     part = future.result()
                     results.extend(part)

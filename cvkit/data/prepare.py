@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cvkit.data.cache import copy_rows, rows_key, write_cache
+from cvkit.data.cache import pack_splits
 from cvkit.data.decode import Task, check_workers, decode_all
+from cvkit.data.masks import mask_class_names, open_segment_source, prepare_task, read_mask_classes, read_source_masks
 from cvkit.data.sources import Item
 from cvkit.data.task_sources import check_boxes, check_targets, open_any_source
 from cvkit.data.splits import assign_folds, assign_folds_multilabel, carve, carve_multilabel, check_fractions
@@ -25,7 +26,10 @@ from cvkit.files.dataset import (
     DEFAULT_TASK,
     LABELS_COLUMN,
     LOCALIZE,
+    MASK_COLUMN,
+    MASK_SHA1_COLUMN,
     REGRESS,
+    SEGMENT,
     SIZE_COLUMNS,
     MANIFEST_COLUMNS,
     MULTILABEL,
@@ -44,7 +48,7 @@ from cvkit.files.owned import own_dataset
 SPLIT_PRIORITY = {"test": 0, "val": 1, "train": 2}  # a duplicate is kept in the first of these
 # The tasks whose targets prepare can import (--task); a task added to cvkit/tasks/ joins here once
 # prepare reads its input formats.
-PREPARE_TASKS = (DEFAULT_TASK, MULTILABEL, LOCALIZE, REGRESS)
+PREPARE_TASKS = (DEFAULT_TASK, MULTILABEL, LOCALIZE, REGRESS, SEGMENT)
 
 
 @dataclass
@@ -52,7 +56,7 @@ class PrepareResult:
     out: Path
     kind: str
     classes: list[str]
-    counts: dict[str, dict[str, int]]  # class -> split -> images (multi-label: images with that label)
+    counts: dict[str, dict[str, int]]  # class -> split -> images (multi-label, segment: images with that class)
     rejected: list[tuple[str, str]]
     channels: int
     size: tuple[int, int] | None
@@ -67,15 +71,20 @@ def prepare(source: str, out: str | os.PathLike, *, size: tuple[int, int] | None
             test: float = 0.1, folds: int = 0, channels: int | None = None, workers: int | None = None,
             seed: int = 0, classes: list[str] | None = None, root: str | None = None,
             max_rejected: float = 0.5, resize: str = "crop", max_pixels: int | None = None,
-            force: bool = False, task: str = DEFAULT_TASK, label_delim: str | None = None,
+            force: bool = False, task: str | None = None, label_delim: str | None = None,
             allow_empty: bool = False, targets: list[str] | None = None, keypoints: bool = False,
-            flip_pairs: list[list[str]] | None = None) -> PrepareResult:
+            flip_pairs: list[list[str]] | None = None, masks: str | None = None,
+            mask_classes: str | os.PathLike | None = None) -> PrepareResult:
     """Import ``source`` into the dataset directory ``out``; see ``cvkit prepare --help``.
 
     ``task="multilabel"`` imports a CSV with several labels per image (``label_delim``, default a
     space, separates them; ``allow_empty`` keeps images with none) and stratifies by every label.
     ``localize`` imports a CSV of boxes; ``regress`` one of numeric ``targets`` (``keypoints``: x, y
-    pairs in pixels, ``flip_pairs`` the keypoints a horizontal flip swaps)."""
+    pairs in pixels, ``flip_pairs`` the keypoints a horizontal flip swaps). ``segment`` (the default
+    with ``masks``, a folder of masks named like the images) imports images and masks of class
+    indices, or a CSV of ``path,mask[,split]``; ``mask_classes`` is a file of class names (data/masks.py).
+    ``task`` None: classify, or segment with ``masks`` or ``mask_classes``."""
+    task = prepare_task(task, masks, mask_classes, classes)
     check_task(task, label_delim, allow_empty)
     targets, flip_pairs = list(targets or []), [list(p) for p in flip_pairs or []]
     check_task_targets(task, targets, keypoints, flip_pairs)
@@ -96,15 +105,21 @@ def prepare(source: str, out: str | os.PathLike, *, size: tuple[int, int] | None
     if folds == 1 or folds < 0:
         raise OptionError(f"--folds {folds} must be at least 2 (or 0 for no folds)")
     sources = [] if source.startswith("torchvision:") else [source]
-    out = check_out(out, sources=sources, reads=[root] if root else [], own=own_dataset, force=force,
-                    dataset=True)
-    src = open_any_source(source, task, targets, keypoints, root=root, classes=classes,
-                          label_delim=" " if label_delim is None else label_delim, allow_empty=allow_empty)
-    inside = next((it.path for it in src.items if it.array is None and _within(it.path, out)), None)
+    out = check_out(out, sources=sources + ([masks] if masks else []),
+                    reads=[r for r in (root, mask_classes) if r], own=own_dataset, force=force, dataset=True)
+    if task == SEGMENT:
+        names = read_mask_classes(mask_classes) if mask_classes is not None else []
+        src = open_segment_source(source, masks)
+        src.classes = names  # empty: numbered from the masks once they are read
+    else:
+        src = open_any_source(source, task, targets, keypoints, root=root, classes=classes,
+                              label_delim=" " if label_delim is None else label_delim, allow_empty=allow_empty)
+    inside = next((f for it in src.items if it.array is None for f in (it.path, it.mask) if f and _within(f, out)),
+                  None)
     if inside is not None:
-        raise UnsafeOutput(f"--out {out} holds {inside}, an image this import reads; choose another --out")
+        raise UnsafeOutput(f"--out {out} holds {inside}, a file this import reads; choose another --out")
     if size is not None:
-        check_room(out.parent, len(src.items), size, channels or 3)
+        check_room(out.parent, len(src.items), size, (channels or 3) + (task == SEGMENT))
     with replacing(out) as stage:
         result = _prepare_into(stage, src, size, val, test, folds, channels, workers, seed, max_rejected, resize,
                                max_pixels, _source_root(source, src.kind), task,
@@ -185,6 +200,11 @@ def _prepare_into(stage: Path, src, size, val, test, folds, channels, workers, s
     rejected: list[tuple[str, str]] = [(items[r.index].path, r.reason) for r in results if r.reason]
     rejected += [(items[i].path, "links outside the source folder") for i in sorted(escaping)]
     ok = [r for r in results if not r.reason]
+    decoded_masks = None
+    if task == SEGMENT:
+        ok, bad_masks, decoded_masks = read_source_masks(src, ok, stage, Resize(size[0], size[1], resize) if size
+                                                         else None, src.classes or None, max_pixels, workers)
+        rejected += bad_masks
     split_of, follows, dropped = _resolve_duplicates(items, ok)
     rejected += [(items[i].path, reason) for i, reason in dropped]
     first = "; ".join(f"{p}: {why}" for p, why in rejected[:3])
@@ -201,7 +221,7 @@ def _prepare_into(stage: Path, src, size, val, test, folds, channels, workers, s
         check_boxes(source, items, sorted(set(split_of) | set(follows)), sizes,
                     Resize(size[0], size[1], resize) if size else None)
     rng = np.random.default_rng(seed)
-    multilabel = task == MULTILABEL
+    multilabel = task in (MULTILABEL, SEGMENT)  # stratified by sets of labels (segment: the classes in the mask)
     labels = [it.label for it in items]
     # What splits and folds are stratified by: the class, or (multi-label) the set of labels.
     targets = [it.labels for it in items] if multilabel else labels
@@ -215,7 +235,10 @@ def _prepare_into(stage: Path, src, size, val, test, folds, channels, workers, s
     n_channels = channels or (1 if all(gray[i] for i in kept) else 3)
     present = {labels[i] for i in kept}
     # A multi-label dataset keeps every class, even one no kept image has: the head has one output each.
-    class_names = list(src.classes) if multilabel else [c for c in src.classes if c in present]
+    if task == SEGMENT:
+        class_names = mask_class_names(items, kept, src.classes or None)
+    else:
+        class_names = list(src.classes) if multilabel else [c for c in src.classes if c in present]
 
     import pandas as pd
 
@@ -225,6 +248,9 @@ def _prepare_into(stage: Path, src, size, val, test, folds, channels, workers, s
                           "sha1": [sha1[i] for i in kept]}, columns=list(MANIFEST_COLUMNS))
     if multilabel:
         frame[LABELS_COLUMN] = [join_labels(items[i].labels) for i in kept]
+    if task == SEGMENT:
+        frame[MASK_COLUMN] = [items[i].mask for i in kept]
+        frame[MASK_SHA1_COLUMN] = [items[i].mask_sha1 for i in kept]
     for col in src.extra_columns:
         frame[col] = [items[i].extra.get(col, "") for i in kept]
     if geometry:
@@ -237,19 +263,9 @@ def _prepare_into(stage: Path, src, size, val, test, folds, channels, workers, s
     images = {s: int((frame["split"] == s).sum()) for s in SPLITS}
     DatasetInfo(src.kind, list(size) if size else None, n_channels, resize, seed, val, test, folds, images,
                 source_root, task, options.get("targets", []), options.get("keypoints", False),
-                options.get("flip_pairs", [])).write(stage)
+                options.get("flip_pairs", []), getattr(src, "mask_root", None)).write(stage)
     if decoded is not None:
-        source = np.load(decoded, mmap_mode="r")
-        for split in SPLITS:
-            part = frame[frame["split"] == split]
-            if part.empty:
-                continue
-            src_rows = np.array([kept[r] for r in part.index], dtype=np.int64)
-            key = rows_key(part["path"].tolist(), part["sha1"].tolist(), n_channels, resize)
-            write_cache(stage, split, size, n_channels, resize, part.index.tolist(), key,
-                        lambda arr, s=src_rows: copy_rows(source, s, arr))
-        del source
-        decoded.unlink()
+        pack_splits(stage, frame, kept, size, n_channels, resize, decoded, decoded_masks)
 
     counts = {c: {s: 0 for s in SPLITS} for c in class_names}
     for i, split in zip(kept, frame["split"]):
@@ -276,7 +292,7 @@ def _resolve_duplicates(items: list[Item], ok) -> tuple[dict[int, str | None], d
     for members in groups.values():
         first = members[0]
         same = [i for i in members if items[i].target == items[first].target]
-        dropped += [(i, f"duplicate: same bytes as {items[first].path}, labelled '{_shown(items[first])}'")
+        dropped += [(i, f"duplicate: same bytes as {items[first].path}, {_shown(items[first])}")
                     for i in members if i not in same]
         given = sorted({items[i].split for i in same if items[i].split}, key=SPLIT_PRIORITY.get)
         keep_split = given[0] if given else None
@@ -292,7 +308,10 @@ def _resolve_duplicates(items: list[Item], ok) -> tuple[dict[int, str | None], d
 
 
 def _shown(item: Item) -> str:
-    return item.label if item.labels is None else join_labels(item.labels)
+    """What a kept copy is labelled with, for the reason a differently labelled copy is dropped."""
+    if item.mask is not None:
+        return f"with the mask {item.mask}"
+    return f"labelled '{item.label if item.labels is None else join_labels(item.labels)}'"
 
 
 def _assign_splits(split_of: dict[int, str | None], follows: dict[int, int], targets: list, val: float,

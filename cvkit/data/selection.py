@@ -124,7 +124,9 @@ def load_selection(dataset: str | os.PathLike, sel: Selection, size: tuple[int, 
     order = np.argsort(np.concatenate([w for w, _, _ in parts]), kind="stable")
     images = np.concatenate([take(d.images, i) for _, d, i in parts])[order]
     labels = np.concatenate([d.labels[i] for _, d, i in parts])[order]
-    multi_hot = values = None
+    multi_hot = values = masks = None
+    if parts[0][1].masks is not None:
+        masks = np.concatenate([take(d.masks, i) for _, d, i in parts])[order]
     if parts[0][1].multi_hot is not None:
         multi_hot = np.concatenate([d.multi_hot[i] for _, d, i in parts])[order]
     if parts[0][1].values is not None:
@@ -132,7 +134,7 @@ def load_selection(dataset: str | os.PathLike, sel: Selection, size: tuple[int, 
     paths_all = [d.paths[j] for _, d, i in parts for j in i]
     row_all = np.concatenate([w for w, _, _ in parts])
     return SplitData(images, labels, [paths_all[j] for j in order], classes, [int(row_all[j]) for j in order],
-                     multi_hot, values)
+                     multi_hot, values, masks)
 
 
 def shard_range(n: int, index: int, count: int) -> range:
@@ -149,4 +151,5 @@ def take_shard(data: SplitData, shard: tuple[int, int]) -> SplitData:
     index = np.arange(rows.start, rows.stop)
     return SplitData(take(data.images, index), data.labels[index], data.paths[rows.start:rows.stop], data.classes,
                      data.rows[rows.start:rows.stop], None if data.multi_hot is None else data.multi_hot[index],
-                     None if data.values is None else data.values[index])
+                     None if data.values is None else data.values[index],
+                     None if data.masks is None else take(data.masks, index))

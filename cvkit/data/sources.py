@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cvkit.errors import OptionError, SourceError, UnsafePath
-from cvkit.files.dataset import DEFAULT_TASK, LABELS_SEP, LOCALIZE, MULTILABEL, REGRESS
+from cvkit.files.dataset import DEFAULT_TASK, LABELS_SEP, LOCALIZE, MULTILABEL, REGRESS, SEGMENT
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test"}
@@ -39,10 +39,16 @@ class Item:
     # None for a single-label source.
     labels: tuple[str, ...] | None = None
     row: int = 0  # a CSV source's row (1 is the header), for messages about the image's targets
+    # Segment sources: the mask file (absolute, like ``path``; "" when the image has none) and its content
+    # hash once read (``labels`` then holds the classes present in the mask).
+    mask: str | None = None
+    mask_sha1: str = ""
 
     @property
     def target(self) -> str | tuple[str, ...]:
-        """What the image is labelled with: its class, or its set of labels."""
+        """What the image is labelled with: its class, its set of labels, or (segment) its mask's content."""
+        if self.mask is not None:
+            return self.mask_sha1
         return self.label if self.labels is None else self.labels
 
 
@@ -345,7 +351,8 @@ def _from_torchvision(name: str, root: Path | None) -> Source:
 
 
 CSV_FORMS = {MULTILABEL: "path,labels with the labels joined by --label-delim, or path plus one 0/1 column per class",
-             LOCALIZE: "path,label,x0,y0,x1,y1", REGRESS: "path[,label] plus the --targets columns"}
+             LOCALIZE: "path,label,x0,y0,x1,y1", REGRESS: "path[,label] plus the --targets columns",
+             SEGMENT: "path,mask[,split]; a folder of images takes --masks MASKS"}
 
 
 def csv_source(source: str, task: str) -> Path:

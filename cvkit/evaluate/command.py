@@ -69,7 +69,7 @@ def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = Non
     out = check_out(out or default, reads=[*(m.run for m in loaded), data], own=own_evaluate, force=True)
     members, all_probs, split_data = [], [], None
     for member in loaded:
-        split_data = load_split(data, split, member.input_size)
+        split_data = load_split(data, split, member.data_size)
         total = len(split_data.labels)
         if shard is not None:
             from cvkit.data.selection import take_shard

@@ -78,7 +78,7 @@ def merge_shards(out: Path, split: str, top_n: int = 16) -> dict[str, Any]:
                                 f"differ from {found[0][2].name}, or --split {split}); rerun it")
     probs = np.concatenate([np.load(p / "probabilities.npy") for _, _, p in found])
     info = ModelInfo.read(first.runs[0])
-    data = load_split(first.data, first.split, tuple(info.input_size))
+    data = load_split(first.data, first.split, None if info.score_maps else tuple(info.input_size))
     if len(data.labels) != first.total or len(probs) != first.total:
         raise ManifestError(f"--merge: the shards hold {len(probs)} predictions, {first.data} has {len(data.labels)} "
                             f"{first.split} images now; rerun the shards")

@@ -79,4 +79,9 @@ def subject(run: str | None, arch: str | None, pretrained: bool, weights: str | 
             raise OptionError(f"--arch {arch} needs --pretrained (ImageNet weights) or --weights FILE; a randomly "
                               "initialized network has nothing to explain")
         return pretrained_subject(arch, weights, device), True
-    return load_run(run if run is not None else latest_run(), device), False
+    loaded = load_run(run if run is not None else latest_run(), device)
+    if loaded.task.dense:
+        raise OptionError(f"{loaded.run} predicts a class per pixel (--task segment): its predictions are maps "
+                          f"already, with no one class score per image for a CAM to explain; run 'cvkit predict "
+                          f"{loaded.run} IMAGES' for its label maps")
+    return loaded, False

@@ -80,8 +80,10 @@ def export_run(run: str | os.PathLike, fmt: str, out: str | os.PathLike | None =
     started = time.perf_counter()
     with replacing(out) as stage:
         path = stage / FILE_OF[fmt]
-        exporter = _write(fmt, deployed, model, path, images[:2], opset)
+        exporter = _write(fmt, deployed, model, path, images[:2], opset, loaded.task.dense)
         checked, probs = _read_back(fmt, path, images, loaded)
+        if loaded.task.dense and fmt == "onnx" and probs is not None:
+            _check_other_size(path, deployed, images, run)
         k = loaded.task.class_outputs  # both heads of a localize run are checked: class scores, then the box
         diff = max_abs_diff(probs[:, :k], reference[:, :k]) if probs is not None else None
         box_diff = max_abs_diff(probs[:, k:], reference[:, k:]) if probs is not None and k is not None else None
@@ -143,8 +145,25 @@ def _half_copy(model: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(model).half()
 
 
-def _write(fmt: str, deployed: Deployed, model: torch.nn.Module, path: Path, example: torch.Tensor, opset: int) -> str:
-    """Write the file; returns how (the exporter used)."""
+def _check_other_size(path: Path, deployed: Deployed, images: torch.Tensor, run: Path) -> None:
+    """A dense run's ONNX file takes any height and width: checked on the images enlarged by a few pixels."""
+    import onnxruntime as ort
+
+    h, w = images.shape[2:]
+    other = torch.nn.functional.interpolate(images[:4], size=(h + 8, w + 12), mode="bilinear", align_corners=False)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run(None, {"image": other.numpy()})[0]).float()
+    want = _probs(deployed, other)
+    if got.shape != want.shape or not max_abs_diff(got, want) <= TOLERANCE[False]:
+        raise ManifestError(f"the onnx export of {run} does not take another image size as the run does (at "
+                            f"{h + 8}x{w + 12}: shape {tuple(got.shape)}, expected {tuple(want.shape)}); nothing was "
+                            f"written: report it, and try --format torchscript")
+
+
+def _write(fmt: str, deployed: Deployed, model: torch.nn.Module, path: Path, example: torch.Tensor, opset: int,
+           dense: bool = False) -> str:
+    """Write the file; returns how (the exporter used). ``dense``: a segment net, whose ONNX graph takes
+    any height and width."""
     if fmt == "safetensors":
         save_weights(path, model.state_dict(), {"format": "cvkit", "half": str(next(model.parameters()).dtype)})
         return "safetensors"
@@ -154,24 +173,29 @@ def _write(fmt: str, deployed: Deployed, model: torch.nn.Module, path: Path, exa
             scripted = torch.jit.trace(deployed, example, check_trace=False)
             torch.jit.save(scripted, str(path))
         return "torch.jit.trace"
-    return _write_onnx(deployed, path, example, opset)
+    return _write_onnx(deployed, path, example, opset, dense)
 
 
-def _write_onnx(deployed: Deployed, path: Path, example: torch.Tensor, opset: int) -> str:
+def _write_onnx(deployed: Deployed, path: Path, example: torch.Tensor, opset: int, dense: bool = False) -> str:
     """torch's TorchScript-based ONNX exporter (0.7 s for smallcnn here), else its torch.export-based one (7 s,
-    needs onnxscript)."""
+    needs onnxscript). ``dense``: height and width are dynamic as well as the batch."""
     names = {"input_names": ["image"], "output_names": ["probabilities"]}
+    axes = {0: "batch", 2: "height", 3: "width"} if dense else {0: "batch"}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(deployed, (example,), str(path), dynamo=False, opset_version=opset,
-                              dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}}, **names)
+                              dynamic_axes={"image": axes, "probabilities": axes}, **names)
             return "torch.onnx (TorchScript)"
         except Exception as first:  # noqa: BLE001 - fall back to the other exporter, report both if it fails too
             try:
                 batch = torch.export.Dim("batch", min=1, max=1 << 16)
+                shapes = {0: batch}
+                if dense:
+                    shapes.update({2: torch.export.Dim("height", min=8, max=4096),
+                                   3: torch.export.Dim("width", min=8, max=4096)})
                 torch.onnx.export(deployed, (example,), str(path), dynamo=True, opset_version=opset,
-                                  dynamic_shapes=({0: batch},), **names)
+                                  dynamic_shapes=(shapes,), **names)
                 return "torch.onnx (torch.export)"
             except ImportError:
                 raise OptionError("--format onnx needs onnx and onnxscript: pip install 'cvkit[onnx]'") from None

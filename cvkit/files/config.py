@@ -7,6 +7,7 @@ help text lives in one place. This module imports nothing heavy: the CLI reads i
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -21,6 +22,8 @@ SCHEDULES = ("onecycle", "cosine", "step", "none")
 LOSSES = ("ce", "bce", "mse", "l1", "smooth_l1")
 BOX_LOSSES = ("smooth_l1", "giou")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PADDINGS = ("valid", "same")  # unet's convolutions
+DECODERS = ("fcn8s", "transposed")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 HEADS = ("auto", "fc", "gap")
 INITS = ("default", "xavier", "he", "normal")
@@ -102,6 +105,19 @@ class Resolved:
         return typed(cls, data, path or Path("config.json"), fix or "start a new run", allow_unknown=True)
 
 
+def parse_border_weight(text: str) -> tuple[float, float]:
+    """``--border-weight 10,5`` -> (w0, sigma): U-Net's border weight and its width in pixels."""
+    parts = str(text).split(",")
+    try:
+        w0, sigma = (float(v) for v in parts)
+    except ValueError:
+        w0 = sigma = float("nan")
+    if not (math.isfinite(w0) and math.isfinite(sigma) and w0 >= 0 and sigma > 0):
+        raise OptionError(f"--border-weight {text} must be W0,SIGMA: a weight of 0 or more and a width in pixels above "
+                          f"0, for example --border-weight 10,5 (the U-Net paper's)")
+    return w0, sigma
+
+
 @dataclass
 class TrainConfig:
     data: str = internal("")
@@ -116,6 +132,16 @@ class TrainConfig:
     batchnorm: bool | None = option(None, "Batch normalization (cvkit's own nets).", MODEL,
                                     flags="--batchnorm/--no-batchnorm")
     hidden: list[int] | None = option(None, "mlp: hidden layer widths, e.g. 512,256.", MODEL, cli_type=str)
+    padding: str | None = option(None, "unet: valid (the paper's: the image is mirror-padded so the output covers "
+                                       "it, overlap-tile) or same (default valid).", MODEL)
+    base: int | None = option(None, "unet: channels of the first level, doubled at each level below (default "
+                                    "16); fcn: channels of the decoder (default 32).", MODEL)
+    depth: int | None = option(None, "unet: number of 2x2 max-pool downsamplings; images need at least "
+                                     "2^depth px (default 3).", MODEL)
+    encoder: str | None = option(None, "fcn: the classifier whose convolutional stages encode (any --arch with "
+                                       "several scales, e.g. smallcnn, vgg11, resnet18; default smallcnn).", MODEL)
+    decoder: str | None = option(None, "fcn: fcn8s (the last three scales fused by learned 2x upsamplings) or "
+                                       "transposed (transposed convolutions from the deepest; default fcn8s).", MODEL)
     init: str = option("default", "default, xavier, he or normal.", MODEL)
     pretrained: bool = option(False, "Start from timm/torchvision pretrained weights (needs the network).", MODEL,
                               flags="--pretrained")
@@ -149,7 +175,13 @@ class TrainConfig:
                                        "0.25, chosen on val: docs/tasks.md).", OPTIM)
     box_loss: str | None = option(None, "localize: smooth_l1 (on normalized centre and size) or giou (default "
                                         "smooth_l1, chosen on val: docs/tasks.md).", OPTIM)
-    class_weights: str | None = option(None, "'auto': weight classes by inverse frequency.", OPTIM)
+    border_weight: str | None = option(None, "segment: U-Net's border weight w0,sigma (e.g. 10,5): background pixels "
+                                             "between two objects weigh w0*exp(-(d1+d2)^2/(2 sigma^2)) more (d1, d2: "
+                                             "pixel distances to the nearest two objects).", OPTIM, cli_type=str)
+    dice: float = option(0.0, "segment: weight of a soft Dice loss added to the per-pixel cross-entropy (0: off).",
+                         OPTIM)
+    class_weights: str | None = option(None, "'auto': weight classes by inverse frequency (segment: of their pixels).",
+                                       OPTIM)
     pos_weight: str | None = option(None, "'auto' (multi-label): weigh each class's positives by its negatives "
                                           "in the train split (rare labels count more).", OPTIM)
     patience: int | None = option(None, "Early stopping: epochs without improvement of --monitor.", OPTIM)
@@ -199,6 +231,12 @@ class TrainConfig:
             raise OptionError(f"--lr {self.lr} must be positive")
         if self.dropout is not None and not 0 <= self.dropout <= 1:
             raise OptionError(f"--dropout {self.dropout} must be a probability from 0 to 1")
+        for name, allowed in (("padding", PADDINGS), ("decoder", DECODERS)):
+            if getattr(self, name) not in (None, *allowed):
+                raise OptionError(f"{flag(name)} {getattr(self, name)} must be one of {', '.join(allowed)}")
+        for name in ("base", "depth"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise OptionError(f"{flag(name)} {getattr(self, name)} must be at least 1")
         check_flip_and_shift(self.hflip, self.translate)
         if not 0 <= self.label_smoothing < 1:
             raise OptionError(f"--label-smoothing {self.label_smoothing} must be from 0 to below 1")
@@ -210,6 +248,10 @@ class TrainConfig:
             raise OptionError(f"--alpha {self.alpha} must be a weight from 0 to 1")
         if self.box_loss not in (None, *BOX_LOSSES):
             raise OptionError(f"--box-loss {self.box_loss} must be one of {', '.join(BOX_LOSSES)}")
+        if self.border_weight is not None:
+            parse_border_weight(self.border_weight)
+        if self.dice < 0:
+            raise OptionError(f"--dice {self.dice} must be a weight of 0 or more (0: off)")
         if self.pos_weight not in (None, "auto"):
             raise OptionError(f"--pos-weight {self.pos_weight} must be 'auto' (or left out)")
         if self.freeze not in (None, "backbone") and not (str(self.freeze).isdigit() and int(self.freeze) >= 1):
@@ -235,7 +277,8 @@ class TrainConfig:
     def model_options(self) -> dict[str, Any]:
         """The options that change the architecture (rebuilt from model.json by every later command)."""
         return {"head": self.head, "activation": self.activation, "dropout": self.dropout,
-                "batchnorm": self.batchnorm, "hidden": self.hidden}
+                "batchnorm": self.batchnorm, "hidden": self.hidden, "padding": self.padding, "base": self.base,
+                "depth": self.depth, "encoder": self.encoder, "decoder": self.decoder}
 
     # ------------------------------------------------------------------ config.json
 

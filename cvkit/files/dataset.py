@@ -27,6 +27,14 @@ DEFAULT_TASK = "classify"
 MULTILABEL = "multilabel"
 LOCALIZE = "localize"
 REGRESS = "regress"
+SEGMENT = "segment"
+# Segment datasets: manifest.csv's ``mask`` column names each image's mask (a PNG of class indices, resolved
+# like ``path``), ``mask_sha1`` its content hash (the mask cache's key); the ``labels`` column lists the
+# classes present in the mask (splits and folds are stratified on them).
+MASK_COLUMN = "mask"
+MASK_SHA1_COLUMN = "mask_sha1"
+# A mask pixel of this value is ignored by the loss and the metrics (Pascal VOC's convention).
+IGNORE_INDEX = 255
 # Localize datasets: the box of each image, in the image file's pixels (Pascal VOC corners: x0, y0 the
 # top-left corner, x1, y1 the bottom-right one, continuous coordinates where pixel column j spans [j, j + 1)).
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")
@@ -79,6 +87,12 @@ def split_labels(cell: str) -> list[str]:
     return cell.split(LABELS_SEP) if cell else []
 
 
+def label_sets(frame: "pd.DataFrame") -> list[list[str]]:  # noqa: F821
+    """Each row's ``labels`` cell as a list of names (multi-label: its labels; segment: the classes its
+    mask holds), what splits and folds are stratified by."""
+    return [split_labels(cell) for cell in frame[LABELS_COLUMN].fillna("").astype(str)]
+
+
 def manifest_path(dataset: str | os.PathLike) -> Path:
     """``DATASET/manifest.csv``, for messages that name it."""
     return Path(dataset) / "manifest.csv"
@@ -94,8 +108,8 @@ def read_manifest(dataset: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
     if not path.is_file():
         raise _not_a_dataset(dataset, "manifest.csv")
     try:
-        frame = pd.read_csv(path, dtype={"path": str, "label": str, "split": str, "sha1": str, LABELS_COLUMN: str},
-                            keep_default_na=False)
+        frame = pd.read_csv(path, dtype={"path": str, "label": str, "split": str, "sha1": str, LABELS_COLUMN: str,
+                                         MASK_COLUMN: str, MASK_SHA1_COLUMN: str}, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
         raise ManifestError(f"{path} cannot be parsed ({' '.join(str(e).split())[:160]}); rerun 'cvkit prepare'") from None
     missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
@@ -112,10 +126,25 @@ def read_manifest(dataset: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
     nul = frame["path"].str.contains("\x00", regex=False)
     if nul.any():
         raise ManifestError(f"{path} row {int(nul.idxmax()) + 2}: the path holds a NUL byte; rerun 'cvkit prepare'")
-    if LABELS_COLUMN in frame.columns and (dataset / "dataset.json").is_file() \
-            and DatasetInfo.read(dataset).task == MULTILABEL:
+    task = DatasetInfo.read(dataset).task if (LABELS_COLUMN in frame.columns or MASK_COLUMN in frame.columns) \
+        and (dataset / "dataset.json").is_file() else None
+    if task == SEGMENT:
+        check_masks(frame, path)
+    if LABELS_COLUMN in frame.columns and task in (MULTILABEL, SEGMENT):
         check_labels(frame, read_classes(dataset), path)
     return frame
+
+
+def check_masks(frame: "pd.DataFrame", path: Path) -> None:  # noqa: F821
+    """A segment manifest has the ``labels``, ``mask`` and ``mask_sha1`` columns and a mask path on every row."""
+    missing = [c for c in (LABELS_COLUMN, MASK_COLUMN, MASK_SHA1_COLUMN) if c not in frame.columns]
+    if missing:
+        raise ManifestError(f"{path} lacks the column '{missing[0]}' its segment task needs; rerun 'cvkit prepare' "
+                            f"with --masks")
+    bad = (frame[MASK_COLUMN] == "") | frame[MASK_COLUMN].str.contains("\x00", regex=False)
+    if bad.any():
+        what = "no mask" if frame[MASK_COLUMN][bad.idxmax()] == "" else "a mask path holding a NUL byte"
+        raise ManifestError(f"{path} row {int(bad.idxmax()) + 2}: {what}; fix the row or rerun 'cvkit prepare'")
 
 
 def check_labels(frame: "pd.DataFrame", classes: list[str], path: Path) -> None:  # noqa: F821
@@ -135,17 +164,28 @@ def image_files(dataset: str | os.PathLike, paths: list[str], rows: list[int]) -
     relative path must stay inside the dataset, an absolute one inside the dataset or its recorded
     source folder, links followed (a symlink pointing elsewhere escapes too). One-line error with
     the row number otherwise: a manifest never makes cvkit read a file outside its dataset."""
+    return _inside_files(dataset, paths, rows, DatasetInfo.read(dataset).source_root, "path", "source")
+
+
+def mask_files(dataset: str | os.PathLike, paths: list[str], rows: list[int]) -> list[str]:
+    """:func:`image_files` for the ``mask`` column: a mask lies inside the dataset or the masks folder
+    it was imported from (dataset.json's ``mask_root``; a CSV source's folder)."""
+    info = DatasetInfo.read(dataset)
+    return _inside_files(dataset, paths, rows, info.mask_root or info.source_root, MASK_COLUMN, "masks folder")
+
+
+def _inside_files(dataset: str | os.PathLike, paths: list[str], rows: list[int], root: str | None, column: str,
+                  called: str) -> list[str]:
     dataset = Path(dataset)
     top = os.path.realpath(dataset)
-    root = DatasetInfo.read(dataset).source_root
     allowed = [t.rstrip(os.sep) + os.sep for t in (top, root) if t]
     out = []
     for path, row in zip(paths, rows):
         full = path if os.path.isabs(path) else os.path.join(dataset, path)
         real = os.path.realpath(full)
         if not any(real.startswith(a) for a in allowed):
-            where = f"the dataset {dataset}" + (f" or its source {root}" if root else "")
-            raise UnsafePath(f"{dataset / 'manifest.csv'} row {row + 2}: path '{path[:120]}' leads outside {where}"
+            where = f"the dataset {dataset}" + (f" or its {called} {root}" if root else "")
+            raise UnsafePath(f"{dataset / 'manifest.csv'} row {row + 2}: {column} '{path[:120]}' leads outside {where}"
                              f"{f' (to {real[:120]})' if real != os.path.abspath(full) else ''}; fix the row or rerun "
                              f"'cvkit prepare'")
         out.append(full)
@@ -211,6 +251,7 @@ class DatasetInfo:
     targets: list[str] = field(default_factory=list)  # regress: the manifest's numeric target columns
     keypoints: bool = False  # regress: the targets are x, y pairs in the image file's pixels
     flip_pairs: list[list[str]] = field(default_factory=list)  # keypoints a horizontal flip swaps (x column names)
+    mask_root: str | None = None  # segment: the real path of --masks, where mask paths lie (None: source_root)
 
     @classmethod
     def read(cls, dataset: str | os.PathLike) -> "DatasetInfo":

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cvkit.errors import OptionError
+from cvkit.files.dataset import IGNORE_INDEX
 
 # Larger sizes would make a cache of many GB per thousand images and decode buffers that the
 # machine cannot hold; no CNN cvkit trains takes more than this side.
@@ -135,14 +136,11 @@ class Decoded:
     size: tuple[int, int] = (0, 0)  # (height, width) of the image as stored, EXIF orientation applied, before resizing
 
 
-def decode_image(data: bytes, channels: int | None = None, resize: Resize | None = None,
-                 max_pixels: int | None = None) -> Decoded:
-    """Decode and check image bytes; raise :class:`BadImage` with the reason when unusable.
-
-    Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) is enforced here, per call, and
-    ``max_pixels`` may only lower it: cvkit never lifts it. EXIF orientation is applied. With ``resize``, JPEG draft mode decodes
-    at a reduced scale first when shrinking.
-    """
+def _open(data: bytes, max_pixels: int | None,
+          resize: Resize | None = None) -> tuple[Image.Image, str | None, tuple[int, int]]:
+    """Open, check and load image bytes, EXIF orientation applied: the image, its file format and its
+    (height, width) as stored (oriented), or :class:`BadImage` with the reason. ``resize`` lets a JPEG
+    decode at a reduced scale first (draft mode)."""
     if not data:
         raise BadImage("empty: the file has 0 bytes")
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
@@ -160,6 +158,7 @@ def decode_image(data: bytes, channels: int | None = None, resize: Resize | None
             side = max(resize.height, resize.width)
             img.draft(img.mode if img.mode in ("L", "RGB") else None, (side, side))
         img.load()
+        fmt = img.format
         img = ImageOps.exif_transpose(img)
     except BadImage:
         raise
@@ -172,6 +171,18 @@ def decode_image(data: bytes, channels: int | None = None, resize: Resize | None
         if "truncated" in message.lower() or isinstance(e, EOFError):
             raise BadImage(f"truncated: {message or 'unexpected end of data'}") from None
         raise BadImage(f"unreadable: {message}") from None
+    return img, fmt, (h, w)
+
+
+def decode_image(data: bytes, channels: int | None = None, resize: Resize | None = None,
+                 max_pixels: int | None = None) -> Decoded:
+    """Decode and check image bytes; raise :class:`BadImage` with the reason when unusable.
+
+    Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) is enforced here, per call, and
+    ``max_pixels`` may only lower it: cvkit never lifts it. EXIF orientation is applied. With ``resize``, JPEG draft mode decodes
+    at a reduced scale first when shrinking.
+    """
+    img, _, (h, w) = _open(data, max_pixels, resize)
     img = normalize_mode(img, channels)
     if resize is not None and img.size != (resize.width, resize.height):
         if resize.mode == "squash":
@@ -185,6 +196,68 @@ def decode_image(data: bytes, channels: int | None = None, resize: Resize | None
     else:
         gray = bool((arr[:, :, 0] == arr[:, :, 1]).all() and (arr[:, :, 1] == arr[:, :, 2]).all())
     return Decoded(arr, gray, (h, w))
+
+
+# Modes whose samples are class indices as they are: a palette image's index (not its colour), a gray
+# level, a bilevel bit, a 16/32-bit integer that fits 0 to 255. Alpha (LA, PA) is dropped.
+MASK_MODES = ("P", "PA", "L", "LA", "1", "I", "I;16", "I;16L", "I;16B", "I;16N")
+MASK_FIX = "save masks as palette or grayscale PNGs of class indices"
+
+
+@dataclass
+class DecodedMask:
+    array: np.ndarray  # H x W uint8 class indices (IGNORE_INDEX: ignore), resized when asked
+    size: tuple[int, int]  # (height, width) of the mask file, EXIF orientation applied, before resizing
+    values: tuple[int, ...]  # the class indices the file holds, ascending, IGNORE_INDEX left out
+
+
+def decode_mask(data: bytes, resize: Resize | None = None, image_size: tuple[int, int] | None = None,
+                classes: int | None = None, max_pixels: int | None = None) -> DecodedMask:
+    """Decode and check a segmentation mask (a pixel's value is its class, ``IGNORE_INDEX`` = ignore);
+    :class:`BadImage` with a reason starting ``mask:`` when unusable.
+
+    ``image_size``: the (height, width) of its image, which the mask must have; ``classes``: how many
+    classes there are (a value from ``classes`` up, other than ``IGNORE_INDEX``, is refused). With
+    ``resize`` the mask goes through exactly the geometry :func:`decode_image` gives its image (the same
+    centred crop box or stretch), sampled with nearest neighbour so that every value stays a class. (A
+    JPEG image that draft mode decodes at 1/2 to 1/8 scale first may sit up to half a cache pixel off.)
+    """
+    try:
+        img, fmt, (h, w) = _open(data, max_pixels)
+    except BadImage as e:
+        raise BadImage(f"mask: {e}") from None
+    if image_size is not None and (h, w) != tuple(image_size):
+        raise BadImage(f"mask: {w}x{h} pixels, but its image is {image_size[1]}x{image_size[0]}; a mask must have "
+                       f"its image's size")
+    if fmt == "JPEG":
+        raise BadImage(f"mask: JPEG is lossy and blurs the class indices at every edge; {MASK_FIX}")
+    if img.mode in ("RGB", "RGBA", "RGBX", "RGBa"):
+        raise BadImage(f"mask: {img.mode} without a palette; {MASK_FIX}")
+    if img.mode not in MASK_MODES:
+        raise BadImage(f"mask: mode {img.mode} holds no class indices; {MASK_FIX}")
+    if img.mode in ("LA", "PA"):
+        img = img.getchannel(0)
+    arr = np.asarray(img)
+    if arr.dtype != np.uint8:  # bool (mode 1) or 16/32-bit integers
+        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        if lo < 0 or hi > IGNORE_INDEX:
+            raise BadImage(f"mask: value {hi if hi > IGNORE_INDEX else lo} is not a class (a mask holds 0 to "
+                           f"{IGNORE_INDEX - 1}, {IGNORE_INDEX} = ignore)")
+        arr = arr.astype(np.uint8)
+    counts = np.bincount(arr.ravel(), minlength=256)
+    counts[IGNORE_INDEX] = 0
+    values = tuple(int(v) for v in np.flatnonzero(counts))
+    if classes is not None and values and values[-1] >= classes:
+        raise BadImage(f"mask: value {values[-1]} is not a class (the {classes} classes are 0 to {classes - 1}, "
+                       f"{IGNORE_INDEX} = ignore)")
+    if resize is not None and (w, h) != (resize.width, resize.height):
+        plane, target = Image.fromarray(np.ascontiguousarray(arr), "L"), (resize.width, resize.height)
+        if resize.mode == "squash":
+            plane = plane.resize(target, Image.Resampling.NEAREST)
+        else:
+            plane = ImageOps.fit(plane, target, Image.Resampling.NEAREST)
+        arr = np.asarray(plane)
+    return DecodedMask(arr, (h, w), values)
 
 
 def _orientation(img: Image.Image) -> int:

@@ -21,8 +21,10 @@ from cvkit.files.run import RUN_FILES
 SHARDS = "shard-*-of-*"
 EVALUATE_FILES = ("metrics.json", "predictions.csv", "confusion_matrix.csv", "confusion_matrix.png",
                   "top_losses.csv", "top_losses.png", "shard.json", "probabilities.npy", "per_class.csv",
-                  "precision_recall.png", "boxes.png", "per_target.csv", "regression.png")
-OVERLAYS = "overlays"  # predict: a picture per image of what a localize or keypoint run predicts
+                  "precision_recall.png", "boxes.png", "per_target.csv", "regression.png", "worst.png")
+OVERLAYS = "overlays"  # predict: a picture per image of what a localize, keypoint or segment run predicts
+MASKS = "masks"  # predict, segment runs: a label map per image (a palette PNG of class indices)
+PROBS = "probs"  # predict --probs, segment runs: a K x H x W float16 .npy of probabilities per image
 PREDICT_FILES = ("predictions.csv", "rejected.csv")
 # Every file `visualize` writes (shell patterns): what its --out may hold and be rewritten over.
 VISUALIZE_FILES = ("curves.png", "filters.png", "activations_*.png", "max_patches_*.png", "max_patches_*.csv",
@@ -31,7 +33,8 @@ CONVOLUTIONAL_JSON = "convolutional.json"
 CONVOLUTIONAL_FILES = (CONVOLUTIONAL_JSON, "*_scores.npy", "*_heatmap.png", "*_labels.png", "rejected.csv")
 
 own_evaluate: Own = holds_only(EVALUATE_FILES, {SHARDS: holds_only(EVALUATE_FILES)})
-own_predict: Own = holds_only(PREDICT_FILES, {OVERLAYS: holds_only(("*.png",))})
+own_predict: Own = holds_only(PREDICT_FILES, {OVERLAYS: holds_only(("*.png",)), MASKS: holds_only(("*.png",)),
+                                              PROBS: holds_only(("*.npy",))})
 own_visualize: Own = holds_only(VISUALIZE_FILES)
 own_export: Own = holds_only(EXPORT_FILES)
 _CAM: Own = holds_only(CAM_FILES, {SHARDS: holds_only(CAM_FILES)})

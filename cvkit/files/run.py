@@ -34,7 +34,8 @@ RUN_FILES = ("model.safetensors", "model.json", "last.ckpt", "metrics.csv", "con
 
 # model.json's "arch_options": the keyword arguments of cvkit.models.create_model that shape the net.
 ARCH_OPTION_TYPES = {"head": "str", "activation": "str | None", "dropout": "float | None", "batchnorm": "bool | None",
-                     "hidden": "list[int] | None"}
+                     "hidden": "list[int] | None", "padding": "str | None", "base": "int | None",
+                     "depth": "int | None", "encoder": "str | None", "decoder": "str | None"}
 
 
 @dataclass
@@ -58,6 +59,9 @@ class ModelInfo:
     val_loss: float | None = None
     cvkit_version: str = ""
     convolutional: bool = False  # written by 'cvkit convolutionalize': the head is made of convolutions
+    # 'cvkit convolutionalize --segmenter': the converted net's score maps as a segmenter (models/scoremaps.py):
+    # {"mode": "upsample" or "stitch", "stride": [y, x], "centre": [y, x], "min_size": [h, w]}; None otherwise
+    score_maps: dict[str, Any] | None = None
     task: str = DEFAULT_TASK  # what the run predicts (cvkit/tasks/)
     task_state: dict[str, Any] = field(default_factory=dict)  # what the task learned on val (e.g. thresholds)
 

@@ -52,7 +52,9 @@ def inspect_model(model: nn.Module, in_chans: int, size: tuple[int, int], *, sub
     if calls is None:
         calls = trace(model, in_chans, size, measurer(real or (lambda: model), in_chans))
     rows = rows_of(model, calls, in_chans, size)
-    return Inspection(subject, arch, list(size), in_chans, num_classes, rows, totals_of(model, rows))
+    notes = getattr(model, "inspect_notes", None)
+    return Inspection(subject, arch, list(size), in_chans, num_classes, rows, totals_of(model, rows),
+                      notes=notes(size) if callable(notes) else [])
 
 
 def _on_meta(arch: str, num_classes: int, in_chans: int, size: tuple[int, int]) -> nn.Module | None:

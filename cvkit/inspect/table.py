@@ -43,7 +43,8 @@ CONVENTIONS = {
     "fully_connected": "parameters of the classifier head (convolutions there, such as VGG's fc6/fc7, "
                        "included) and of every other nn.Linear",
     "receptive_field": "input pixels one unit of a feature map sees (height, width) and the stride (jump) "
-                       "between neighbouring units; null where the output is no feature map",
+                       "between neighbouring units; null where the output is no feature map; after a transposed "
+                       "convolution (a decoder), where units' windows differ, the largest and the mean jump",
 }
 
 
@@ -77,6 +78,7 @@ class Inspection:
     rows: list[Row]
     totals: dict[str, Any]
     conventions: dict[str, str] = field(default_factory=lambda: dict(CONVENTIONS))
+    notes: list[str] = field(default_factory=list)  # what the net says of itself (a U-Net: its tiling)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": 1, **asdict(self)}

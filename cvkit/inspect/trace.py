@@ -8,7 +8,9 @@ result the union of the branches' windows (which needs each window's centre, tra
 paddings). Each traced tensor is remembered with its version counter (which every in-place change
 bumps), and a call whose input is no remembered tensor (an op the trace does not know) gets no
 formula value: the caller measures that layer (:func:`cvkit.models.receptive.receptive_field`) and
-the chain goes on from the measured value.
+the chain goes on from the measured value. After a transposed convolution (a decoder's upsampling)
+neighbouring units' windows are no longer evenly spaced: :mod:`cvkit.inspect.periodic` follows them
+exactly and reports the largest.
 
 Both engines are kept on purpose: the formula gives every layer from one pass (on the meta device
 too: VGG16 or a large timm net costs milliseconds), the experiment handles any op but one layer at a
@@ -25,6 +27,7 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 from torch.overrides import TorchFunctionMode
 
+from cvkit.inspect.periodic import Periodic, periodic_field, periodic_union
 from cvkit.models.inspection import eval_mode
 from cvkit.models.receptive import ACTIVATIONS, GLOBAL_REDUCTIONS, NORMS
 
@@ -84,6 +87,8 @@ def _conv_field(f: Field, module: nn.Module, dilation) -> Field:
 def union(fields: list[Field]) -> Field | str:
     """The field of a sum, product or concatenation of maps: the windows' union (one jump and known
     centres needed, else UNKNOWN)."""
+    if any(isinstance(f, Periodic) for f in fields):
+        return periodic_union(fields)
     if any(f[2] is None or f[1] != fields[0][1] for f in fields):
         return UNKNOWN
     lo = [min(f[2][i] - (f[0][i] - 1) / 2 for f in fields) for i in range(2)]
@@ -98,8 +103,15 @@ def propagate(module: nn.Module, f: Field | str, in_shape: tuple | None, out_sha
         return f
     if out_shape is None or len(out_shape) != 3 or in_shape is None or len(in_shape) != 3:
         return GLOBAL if out_shape is not None and len(out_shape) < 3 else UNKNOWN
-    if isinstance(module, nn.Conv2d):  # and its subclasses (timm's Conv2dSame: the padding differs, not the field)
-        return _conv_field(f, module, module.dilation)
+    if isinstance(module, nn.Conv2d) and not isinstance(f, Periodic):
+        return _conv_field(f, module, module.dilation)  # and its subclasses (timm's Conv2dSame: the padding differs)
+    if isinstance(f, Periodic) or isinstance(module, nn.ConvTranspose2d):
+        moved = periodic_field(module, f, in_shape, out_shape)
+        if moved is not None:
+            return moved
+    elif hasattr(module, "field_offset"):  # a pad or crop (cvkit's segmentation nets): output unit (0, 0) moves
+        (dy, dx), (r, j, c) = module.field_offset(in_shape, out_shape), f
+        return r, j, (c[0] + dy * j[0], c[1] + dx * j[1]) if c else None
     if isinstance(module, nn.MaxPool2d):
         return _conv_field(f, module, module.dilation)
     if isinstance(module, nn.AvgPool2d):

@@ -1,30 +1,38 @@
 """``create_model``: one call for every ``--arch``, whatever its source, with timm's interface.
 
 The options that change the architecture (``--head``, ``--activation``, ``--dropout``,
-``--batchnorm``, ``--hidden``) are checked and resolved by :func:`arch_options`; model.json keeps
+``--batchnorm``, ``--hidden``, and the segmentation nets' ``--padding``, ``--base``, ``--depth``,
+``--encoder``, ``--decoder``) are checked and resolved by :func:`arch_options`; model.json keeps
 the result so every later command rebuilds the same net with ``create_model(arch, ..., **options)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 from torch import nn
 
-from cvkit.errors import CvkitError, OptionError
+from cvkit.errors import CvkitError, OptionError, UnknownArchitecture
+from cvkit.files.config import DECODERS, PADDINGS
 from cvkit.models.inspection import smallest_size, takes, too_small
 from cvkit.models.layers import ACTIVATIONS, Net
 from cvkit.models.registry import CVKIT_MODELS, Options, resolve_arch
 
 HEADS = ("auto", "gap", "fc")
+DENSE_HEAD = "conv"  # the segmentation nets' head, a 1x1 convolution at every pixel: what --head auto means there
 INITS = ("default", "xavier", "he", "normal")
-FLAGS = {"activation": "--activation", "dropout": "--dropout", "batchnorm": "--batchnorm", "hidden": "--hidden"}
+FLAGS = {"activation": "--activation", "dropout": "--dropout", "batchnorm": "--batchnorm", "hidden": "--hidden",
+         "padding": "--padding", "base": "--base", "depth": "--depth", "encoder": "--encoder", "decoder": "--decoder"}
+# The segmentation nets' options: in arch_options' dict only where they apply, so a classifier's
+# model.json stays as it was.
+SEGMENTATION_OPTIONS = ("padding", "base", "depth", "encoder", "decoder")
 
 
 def _check_values(head: str, activation: str | None, dropout: float | None, hidden: list[int] | None,
                   init: str, pretrained: bool) -> None:
-    if head not in HEADS:
+    if head not in HEADS and head != DENSE_HEAD:
         raise OptionError(f"--head {head!r} is not one of {', '.join(HEADS)}")
     if activation is not None and activation not in ACTIVATIONS:
         raise OptionError(f"--activation {activation!r} is not one of {', '.join(ACTIVATIONS)}")
@@ -38,33 +46,92 @@ def _check_values(head: str, activation: str | None, dropout: float | None, hidd
         raise OptionError(f"--init {init} would overwrite the pretrained weights; drop one of --init and --pretrained")
 
 
+def _check_segmentation(padding: str | None, base: int | None, depth: int | None, decoder: str | None) -> None:
+    if padding is not None and padding not in PADDINGS:
+        raise OptionError(f"--padding {padding!r} is not one of {', '.join(PADDINGS)}")
+    if base is not None and (isinstance(base, bool) or int(base) != base or base < 1):
+        raise OptionError(f"--base {base} must be a whole number of channels, 1 or more")
+    if depth is not None and (isinstance(depth, bool) or int(depth) != depth or depth < 1):
+        raise OptionError(f"--depth {depth} must be a whole number of downsamplings, 1 or more")
+    if decoder is not None and decoder not in DECODERS:
+        raise OptionError(f"--decoder {decoder!r} is not one of {', '.join(DECODERS)}")
+
+
+def _takers(key: str) -> str:
+    """The cvkit nets an option applies to, for an error message."""
+    return ", ".join(name for name, spec in CVKIT_MODELS.items() if spec.defaults.get(key) is not None)
+
+
+def _check_head(arch: str, head: str, dense: bool) -> None:
+    if dense and head not in ("auto", DENSE_HEAD):
+        raise OptionError(f"--head {head} does not apply to --arch {arch}: it labels every pixel with a 1x1 "
+                          "convolution; leave --head out")
+    if not dense and head == DENSE_HEAD:
+        nets = ", ".join(n for n, spec in CVKIT_MODELS.items() if spec.defaults.get("head") == DENSE_HEAD)
+        raise OptionError(f"--head {DENSE_HEAD} is the per-pixel head of the segmentation nets ({nets}); "
+                          f"--arch {arch} takes --head {', '.join(HEADS)}")
+
+
+def _check_encoder(encoder: str, pretrained: bool) -> None:
+    """An fcn's ``--encoder``: a known classifier (a segmentation net is none), with pretrained weights if asked."""
+    try:
+        source = resolve_arch(encoder)
+    except UnknownArchitecture as e:
+        raise OptionError(f"--encoder: {e}") from None
+    if source == "cvkit" and CVKIT_MODELS[encoder].defaults.get("head") == DENSE_HEAD:
+        raise OptionError(f"--encoder {encoder} is a segmentation net; give a classifier's architecture, such as "
+                          "smallcnn, vgg11 or resnet18")
+    if pretrained and source == "cvkit":
+        raise OptionError(f"--encoder {encoder} is one of cvkit's own nets and has no pretrained weights; train it "
+                          "from scratch, or start from a classification run with --weights RUN/model.safetensors")
+
+
 def arch_options(arch: str | None = None, *, head: str = "auto", activation: str | None = None,
                  dropout: float | None = None, batchnorm: bool | None = None, hidden: list[int] | None = None,
+                 padding: str | None = None, base: int | None = None, depth: int | None = None,
+                 encoder: str | None = None, decoder: str | None = None,
                  init: str = "default", pretrained: bool = False) -> dict[str, Any]:
     """The options that shape the network, as a JSON-serialisable dict for model.json.
 
     With ``arch``, each option is checked against it and resolved to the net's default (``head``
     'auto' becomes what it means), so the saved dict does not depend on later changes of defaults.
-    ``init`` and ``pretrained`` only choose starting weights: checked, not returned.
+    The segmentation nets' options (``padding``, ``base``, ``depth``, ``encoder``, ``decoder``) are
+    in the dict only where they apply. ``init`` and ``pretrained`` only choose starting weights:
+    checked, not returned.
     """
     _check_values(head, activation, dropout, hidden, init, pretrained)
+    _check_segmentation(padding, base, depth, decoder)
     given = {"activation": activation, "dropout": None if dropout is None else float(dropout), "batchnorm": batchnorm,
-             "hidden": None if hidden is None else [int(w) for w in hidden]}
+             "hidden": None if hidden is None else [int(w) for w in hidden], "padding": padding,
+             "base": None if base is None else int(base), "depth": None if depth is None else int(depth),
+             "encoder": encoder, "decoder": decoder}
+
+    def saved(options: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in options.items() if k not in SEGMENTATION_OPTIONS or v is not None}
+
     if arch is None:
-        return {"head": head, **given}
+        return {"head": head, **saved(given)}
     source = resolve_arch(arch)
     if source == "cvkit":
         defaults = CVKIT_MODELS[arch].defaults
         for key, value in given.items():
             if value is not None and defaults.get(key) is None:
-                raise OptionError(f"{FLAGS[key]} does not apply to --arch {arch}; leave it out")
-        if pretrained:
+                only = f" (only to {_takers(key)})" if key in SEGMENTATION_OPTIONS else ""
+                raise OptionError(f"{FLAGS[key]} does not apply to --arch {arch}{only}; leave it out")
+        _check_head(arch, head, defaults.get("head") == DENSE_HEAD)
+        resolved = {k: v if v is not None else defaults.get(k) for k, v in given.items()}
+        if resolved["encoder"] is not None:
+            _check_encoder(resolved["encoder"], pretrained)
+        elif pretrained:
             raise OptionError(f"--arch {arch} is one of cvkit's own nets and has no pretrained weights; train it "
                               "from scratch, or start from an earlier run's model.safetensors with --weights FILE")
-        resolved = {k: v if v is not None else defaults.get(k) for k, v in given.items()}
         if resolved["hidden"] is not None:
             resolved["hidden"] = list(resolved["hidden"])  # not the module's default list itself
-        return {"head": defaults["head"] if head == "auto" else head, **resolved}
+        return {"head": defaults["head"] if head == "auto" else head, **saved(resolved)}
+    _check_head(arch, head, False)
+    for key in SEGMENTATION_OPTIONS:
+        if given[key] is not None:
+            raise OptionError(f"{FLAGS[key]} does not apply to --arch {arch} (only to {_takers(key)}); leave it out")
     refused = [k for k in ("batchnorm", "hidden") if given[k] is not None]
     if source == "torchvision" and activation is not None:
         refused.insert(0, "activation")
@@ -72,13 +139,15 @@ def arch_options(arch: str | None = None, *, head: str = "auto", activation: str
         own = ", ".join(CVKIT_MODELS)
         raise OptionError(f"{' and '.join(FLAGS[k] for k in refused)} apply to cvkit's own nets ({own}), "
                           f"not to {source}'s {arch}; leave them out (for BatchNorm pick a variant such as vgg11_bn)")
-    return {"head": head, **given}
+    return {"head": head, **saved(given)}
 
 
 def create_model(arch: str, num_outputs: int, in_chans: int, input_size: tuple[int, int], *, head: str = "auto",
                  activation: str | None = None, dropout: float | None = None, batchnorm: bool | None = None,
-                 hidden: list[int] | None = None, init: str = "default", pretrained: bool = False,
-                 check_size: bool = True, size_option: str | None = None) -> nn.Module:
+                 hidden: list[int] | None = None, padding: str | None = None, base: int | None = None,
+                 depth: int | None = None, encoder: str | None = None, decoder: str | None = None,
+                 init: str = "default", pretrained: bool = False, check_size: bool = True,
+                 size_option: str | None = None) -> nn.Module:
     """Build ``arch`` for ``num_outputs`` logits from ``in_chans``-channel images of ``input_size`` (h, w).
 
     The model offers timm's interface: ``forward_features``, ``forward_head``, ``num_features``,
@@ -90,14 +159,18 @@ def create_model(arch: str, num_outputs: int, in_chans: int, input_size: tuple[i
     (a run's model, checked when it was trained: the check's meta-device pass costs 2-3 s of imports).
     ``size_option``: the option ``input_size`` came from (``--input-size``), which a size error then names;
     None when it is a dataset's size.
+
+    The segmentation nets (``unet``, ``fcn``, with ``dense = True``) make (N, num_outputs, H, W) logits at
+    the input's size; ``padding``, ``base``, ``depth``, ``encoder`` and ``decoder`` shape them.
     """
     options = arch_options(arch, head=head, activation=activation, dropout=dropout, batchnorm=batchnorm,
-                           hidden=hidden, init=init, pretrained=pretrained)
+                           hidden=hidden, padding=padding, base=base, depth=depth, encoder=encoder, decoder=decoder,
+                           init=init, pretrained=pretrained)
     source = resolve_arch(arch)
     size = (int(input_size[0]), int(input_size[1]))
     if source == "cvkit":
-        model: nn.Module = _create_cvkit(arch, num_outputs, in_chans, size, Options(**options), check_size,
-                                         size_option)
+        model: nn.Module = _create_cvkit(arch, num_outputs, in_chans, size, Options(**options, pretrained=pretrained),
+                                         check_size, size_option)
     else:
         try:
             if source == "timm":
@@ -114,9 +187,7 @@ def create_model(arch: str, num_outputs: int, in_chans: int, input_size: tuple[i
             # A failed download raises whatever the hub client raises (OSError, httpx or urllib errors, ...).
             if not pretrained:
                 raise
-            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise OptionError(f"could not fetch pretrained weights for '{arch}' (offline?): {reason}; "
-                              "download them elsewhere and pass --weights FILE") from e
+            raise fetch_failed(arch, e) from e
     if init != "default":
         init_weights(model, init)
     return model
@@ -125,13 +196,14 @@ def create_model(arch: str, num_outputs: int, in_chans: int, input_size: tuple[i
 def _create_cvkit(arch: str, num_outputs: int, in_chans: int, size: tuple[int, int], options: Options,
                   check_size: bool = True, size_option: str | None = None) -> Net:
     build = CVKIT_MODELS[arch].build
+    shapes_only = dataclasses.replace(options, pretrained=False)  # an fcn's encoder: no download for a shape
 
     def builds(candidate: tuple[int, int]) -> bool:
         # Fully connected layers are sized for the image, so each size gets its own net, built on
         # the meta device: shapes only, nothing allocated or initialised.
         try:
             with torch.device("meta"):
-                net = build(num_outputs, in_chans, candidate, options)
+                net = build(num_outputs, in_chans, candidate, shapes_only)
         except RuntimeError:  # the image shrank to nothing before the fully connected layers
             return False
         return takes(net, in_chans)(candidate)
@@ -153,19 +225,34 @@ def _create_timm(arch: str, num_outputs: int, in_chans: int, options: dict[str, 
     if options["activation"] is not None:
         kwargs["act_layer"] = get_act_layer(options["activation"])
     if pretrained:
-        from cvkit.models.weights import cached_timm_weights, hub_unreachable
-
-        overlay = cached_timm_weights(arch)
-        if overlay is not None:
-            kwargs["pretrained_cfg_overlay"] = overlay  # the cached file, read with no network request
-        elif (why := hub_unreachable()) is not None:
-            raise OptionError(f"could not fetch pretrained weights for '{arch}' (offline?): {why}; download them "
-                              f"elsewhere and pass --weights FILE")
+        kwargs.update(timm_pretrained_kwargs(arch))
     model = timm.create_model(arch, pretrained=pretrained, num_classes=num_outputs, in_chans=in_chans, **kwargs)
     # timm's head is already GAP (+ dropout) + linear when it takes the features' width directly.
     if options["head"] == "gap" and getattr(model, "head_hidden_size", model.num_features) != model.num_features:
         model = timm_with_gap_head(arch, model, num_outputs, options["dropout"] or 0.0)
     return model
+
+
+def timm_pretrained_kwargs(arch: str) -> dict[str, Any]:
+    """What ``timm.create_model(arch, pretrained=True)`` needs to read cached weights with no network
+    request; refuses at once when they are not cached and the hub cannot be reached (an offline
+    download retries for about a minute)."""
+    from cvkit.models.weights import cached_timm_weights, hub_unreachable
+
+    overlay = cached_timm_weights(arch)
+    if overlay is not None:
+        return {"pretrained_cfg_overlay": overlay}  # the cached file, read with no network request
+    if (why := hub_unreachable()) is not None:
+        raise OptionError(f"could not fetch pretrained weights for '{arch}' (offline?): {why}; download them "
+                          f"elsewhere and pass --weights FILE")
+    return {}
+
+
+def fetch_failed(arch: str, error: Exception) -> OptionError:
+    """The error for a pretrained download that failed, with the reason and the fix."""
+    reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    return OptionError(f"could not fetch pretrained weights for '{arch}' (offline?): {reason}; "
+                       "download them elsewhere and pass --weights FILE")
 
 
 def _refused_option(arch: str, error: TypeError, options: dict[str, Any]) -> Exception:

@@ -39,6 +39,13 @@ class Options:
     dropout: float | None
     batchnorm: bool | None
     hidden: list[int] | None
+    # The segmentation nets' (unet, fcn): None for the nets they do not apply to.
+    padding: str | None = None
+    base: int | None = None
+    depth: int | None = None
+    encoder: str | None = None
+    decoder: str | None = None
+    pretrained: bool = False  # not an option of the architecture: fcn passes it to its encoder
 
 
 CVKIT_MODELS: dict[str, ModelSpec] = {}

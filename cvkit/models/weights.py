@@ -101,10 +101,12 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0][:160]}" if text else type(error).__name__
 
 
-def match_names(names: list[str], model_names: list[str]) -> dict[str, str]:
-    """File tensor name -> model tensor name. A name matches as it is; else, after dropping leading
-    parts (``module.conv1.weight``), as it is or with the shallowest prefix the model adds
-    (``conv1.weight`` -> ``features.conv1.weight``)."""
+def match_names(names: list[str], model_names: list[str], prefix: str | None = None) -> dict[str, str]:
+    """File tensor name -> model tensor name. A name matches as it is; else, with a model's ``prefix``
+    (an fcn's ``features.encoder.``, where a classifier's weights go), as ``prefix + name`` or as
+    timm's ``features_only`` nets rename it (``prefix + stages_0.x`` for ``stages.0.x``); else, after
+    dropping leading parts (``module.conv1.weight``), as it is or with the shallowest prefix the model
+    adds (``conv1.weight`` -> ``features.conv1.weight``)."""
     exact = set(model_names)
     by_suffix: dict[str, str] = {}
     for full in sorted(model_names, key=lambda n: n.count(".")):  # shallowest first
@@ -113,6 +115,12 @@ def match_names(names: list[str], model_names: list[str]) -> dict[str, str]:
             by_suffix.setdefault(".".join(parts[i:]), full)
     matches = {}
     for name in names:
+        if prefix and name not in exact:
+            # timm's features_only nets join a top-level nn.Sequential's name to its children's.
+            found = next((c for c in (prefix + name, prefix + name.replace(".", "_", 1)) if c in exact), None)
+            if found is not None:
+                matches[name] = found
+                continue
         parts = name.split(".")
         for i in range(max(1, len(parts) - 1)):  # drop no further than "module.param"
             candidate = ".".join(parts[i:])
@@ -133,7 +141,7 @@ def load_weights(model: nn.Module, path: str | Path) -> dict[str, Any]:
     """
     state = read_state_dict(path)
     own = model.state_dict()
-    targets = match_names(list(state), list(own))
+    targets = match_names(list(state), list(own), getattr(model, "weights_prefix", None))
     conv = first_conv(model)
     stem = f"{conv[0]}.weight" if conv else None
     loaded: dict[str, torch.Tensor] = {}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cvkit.errors import SourceError
+from cvkit.errors import OptionError, SourceError
 from cvkit.data.decode import check_workers
 from cvkit.data.targets import image_frames
 from cvkit.checks import check_batch_size
@@ -36,8 +36,11 @@ class PredictResult:
 @releasing  # the --out lock check_out takes is given up on return
 def predict(run: str | os.PathLike, inputs: list[str], out: str | os.PathLike | None = None, tta: bool = False,
             device: str = "auto", batch_size: int = 256, workers: int | None = None,
-            threshold: float | None = None) -> PredictResult:
-    """Predict every readable image of ``inputs``; unreadable ones are reported and skipped."""
+            threshold: float | None = None, probs: bool = False, fit: bool = False) -> PredictResult:
+    """Predict every readable image of ``inputs``; unreadable ones are reported and skipped.
+
+    A segment run predicts each image at its own size (``fit``: squashed to the run's input size and
+    back), writing a label map and an overlay per image (``probs``: the probabilities too)."""
     from cvkit.device import resolve_device
     from cvkit.runtime import collect_inputs, load_run, read_images
 
@@ -46,8 +49,13 @@ def predict(run: str | os.PathLike, inputs: list[str], out: str | os.PathLike | 
     loaded = load_run(run, resolve_device(device))
     if threshold is not None:
         loaded.task.set_threshold(threshold)
+    if (probs or fit) and not loaded.task.dense:
+        raise OptionError(f"--{'probs' if probs else 'fit'} is for runs that predict a class per pixel (--task "
+                          f"segment); {loaded.run} predicts {loaded.task.name}")
     paths = collect_inputs(inputs)
     out = check_out(out or loaded.run / "predict", reads=[loaded.run, *inputs], own=own_predict, force=True)
+    if loaded.task.dense:
+        return _predict_dense(loaded, paths, out, tta, batch_size, probs, fit)
     found = read_images(paths, loaded.input_size, loaded.in_chans, loaded.info.resize, workers)
     if not found.paths:
         first = found.rejected[0]
@@ -60,3 +68,19 @@ def predict(run: str | os.PathLike, inputs: list[str], out: str | os.PathLike | 
         write_rejected(stage, found.rejected)
         loaded.task.draw(found.images, probs, unique_stems(found.paths), stage / OVERLAYS)
     return PredictResult(out, found.paths, probs, loaded.classes, found.rejected, loaded.task)
+
+
+def _predict_dense(loaded, paths: list[str], out: Path, tta: bool, batch_size: int, probs: bool,
+                   fit: bool) -> PredictResult:
+    from cvkit.predict.dense import predict_dense
+
+    with replacing(out) as stage:
+        table, rejected, shares = predict_dense(loaded, paths, unique_stems(paths), stage, tta, min(batch_size, 64),
+                                                probs, fit)
+        if not len(table):
+            first = rejected[0]
+            raise SourceError(f"none of the {len(paths)} input image(s) could be read (first: {first[0]}: {first[1]}); "
+                              f"give readable images")
+        write_csv(stage / "predictions.csv", table, "%.6g")
+        write_rejected(stage, rejected)
+    return PredictResult(out, table["path"].tolist(), shares, loaded.classes, rejected, loaded.task)

@@ -34,7 +34,7 @@ def predict_batches(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
             if labels is not None and not tta:
                 total += float(task.loss(out, task.eval_targets(labels.to(out.device)))) * len(labels)
                 count += len(labels)
-            probs.append(p.double().cpu().numpy())
+            probs.append(task.keep(p).cpu().numpy())
     finally:
         model.train(was_training)
     result = np.concatenate(probs) if probs else np.zeros((0, len(task.classes)))

@@ -58,6 +58,12 @@ class LoadedRun:
         return int(self.info.input_size[0]), int(self.info.input_size[1])
 
     @property
+    def data_size(self) -> tuple[int, int] | None:
+        """The size a dataset is read at to score this run: its input size; None (the dataset's own size)
+        for a convolutionalized classifier turned segmenter, whose maps take images of any size."""
+        return None if self.info.score_maps else self.input_size
+
+    @property
     def in_chans(self) -> int:
         return self.info.in_chans
 
@@ -137,6 +143,16 @@ def load_run(run: str | os.PathLike, device: torch.device, precision: str = "aut
     except RuntimeError as e:
         raise ManifestError(f"{run}/model.safetensors does not fit the model of model.json "
                             f"({str(e).splitlines()[0][:200]}); restore model.json or retrain the run") from None
+    if info.score_maps:  # 'convolutionalize --segmenter': its score maps upsampled to the image
+        from cvkit.models.scoremaps import ScoreMapSegmenter
+
+        maps = info.score_maps
+        try:
+            model = ScoreMapSegmenter(model, str(maps["mode"]), tuple(maps["stride"]), tuple(maps["centre"]),
+                                      tuple(maps["min_size"]), maps.get("order"))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ManifestError(f"{run / 'model.json'}: 'score_maps' is not what 'cvkit convolutionalize "
+                                f"--segmenter' writes ({e}); convert the run again") from None
     model.to(device).eval()
     memory_format = "contiguous"
     cfg = TrainConfig.read_if_present(run)

@@ -58,7 +58,10 @@ class Task(ABC):
     higher_is_better: ClassVar[bool] = True
     mixes: ClassVar[bool] = True  # mixup and cutmix may blend this task's targets
     moves: ClassVar[bool] = False  # the targets are positions in the image: geometric augmentation moves them
+    dense: ClassVar[bool] = False  # per-pixel targets (N x P x H x W planes) that augmentation moves with the image
+    pastes: ClassVar[bool] = False  # cutmix may paste this task's (per-pixel) targets though mixup cannot blend them
     outputs_are: ClassVar[str] = "classes"  # what ``classes`` names, in messages (regress: "targets")
+    own_options: ClassVar[tuple[str, ...]] = ()  # train options only this task takes (TrainConfig field names)
     summary_keys: ClassVar[tuple[str, ...]] = ()  # the metrics an ensemble lists per member
     headline: ClassVar[tuple[tuple[str, str], ...]] = ()  # (metrics.json key, column title) evaluate prints
 
@@ -89,7 +92,11 @@ class Task(ABC):
 
     def check_policy(self, policy: Any) -> None:
         """Refuse augmentation this task's targets cannot follow, naming the transform and the fix."""
-        if not self.mixes and policy.mixes:
+        if self.pastes and policy.mixup:
+            raise OptionError(f"mixup blends two images, and --task {self.name} cannot blend its per-pixel classes "
+                              f"(cutmix, which pastes a box of both, is fine); set it to 0 in the policy (cvkit "
+                              f"augment DATASET --mixup 0)")
+        if not self.mixes and not self.pastes and policy.mixes:
             raise OptionError(f"mixup and cutmix blend two images, and --task {self.name} cannot blend its targets; "
                               f"set them to 0 in the policy (cvkit augment DATASET --mixup 0 --cutmix 0)")
         if self.moves and policy.elastic:
@@ -136,7 +143,29 @@ class Task(ABC):
 
     @abstractmethod
     def score(self, probs: np.ndarray, labels: np.ndarray) -> float:
-        """The val metric over these images (a mean: a distributed validation weights each share by its size)."""
+        """The val metric over these images."""
+
+    def score_parts(self, probs: np.ndarray, labels: np.ndarray) -> list[float]:
+        """What a distributed validation sums over the processes to get the val metric of all their shares
+        (:meth:`score_total`): by default the metric times the share's images, and the images."""
+        return [self.score(probs, labels) * len(labels), float(len(labels))]
+
+    def score_total(self, parts: list[float]) -> float:
+        """The val metric from the summed :meth:`score_parts`."""
+        return parts[0] / parts[1] if parts[1] else 0.0
+
+    def keep(self, probs: torch.Tensor) -> torch.Tensor:
+        """What inference keeps of a batch's probabilities (on the CPU, as numpy afterwards): float64 by
+        default; per-pixel probabilities take float16, a mask's worth of them per class and image."""
+        return probs.double()
+
+    def check_model(self, arch: str, model: torch.nn.Module) -> None:
+        """Refuse an architecture whose outputs cannot be this task's: a dense (per-pixel) net for a task
+        of one answer per image."""
+        if getattr(model, "dense", False):
+            raise OptionError(f"--arch {arch} predicts a class per pixel, and --task {self.name} predicts per image; "
+                              f"train it on a dataset prepared with --masks (--task segment), or pick a classifier "
+                              f"architecture")
 
     @abstractmethod
     def metrics(self, probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:

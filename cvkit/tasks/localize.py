@@ -51,6 +51,7 @@ class Localize(Task):
     higher_is_better = True
     mixes = False  # a blend of two images has two objects and no one box
     moves = True
+    own_options = ("alpha", "box_loss")
     summary_keys = ("accuracy", "mean_iou", "iou50", "loc_accuracy")
     headline = (("accuracy", "accuracy"), ("mean_iou", "mean IoU"), ("iou50", "IoU >= 0.5"),
                 ("loc_accuracy", "loc accuracy"))

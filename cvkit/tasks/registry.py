@@ -18,6 +18,11 @@ from cvkit.tasks.regress import Regress  # noqa: E402
 
 _KNOWN.append(Regress)
 
+# segment
+from cvkit.tasks.segment import Segment  # noqa: E402
+
+_KNOWN.append(Segment)
+
 TASKS: dict[str, type[Task]] = {task.name: task for task in _KNOWN}
 
 

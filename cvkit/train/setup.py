@@ -208,6 +208,11 @@ def build_task(cfg: TrainConfig) -> Task:
         raise OptionError(f"--task {name}: {dataset} was prepared for {prepared}, whose targets do not fit "
                           f"{name}; leave --task out, or prepare the source again with --task {name}")
     info = DatasetInfo.read(dataset)
-    options = {"targets": info.targets, "keypoints": info.keypoints, "flip_pairs": info.flip_pairs,
-               "alpha": cfg.alpha, "box_loss": cfg.box_loss}
+    given = {"alpha": cfg.alpha, "box_loss": cfg.box_loss, "border_weight": cfg.border_weight, "dice": cfg.dice or None}
+    for option, value in given.items():
+        owner = next((task for task in TASKS.values() if option in task.own_options), None)
+        if value is not None and owner is not None and owner is not TASKS[name]:
+            raise OptionError(f"--{option.replace('_', '-')} is an option of --task {owner.name}, and this run is "
+                              f"{name}; leave it out")
+    options = {"targets": info.targets, "keypoints": info.keypoints, "flip_pairs": info.flip_pairs, **given}
     return create_task(name, TaskSpec(read_classes(dataset), cfg.loss, cfg.label_smoothing, options=options))

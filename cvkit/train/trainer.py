@@ -30,7 +30,7 @@ from cvkit.train.distributed import World, check_sync_bn
 from cvkit.train.divergence import DivergenceWatch, advice
 from cvkit.train.freezing import Freezer
 from cvkit.train.setup import TrainingData
-from cvkit.transforms.batch import Preprocess, augment, mix
+from cvkit.transforms.batch import Preprocess, augment, augment_planes, mix
 
 
 class Trainer:
@@ -81,6 +81,7 @@ class Trainer:
         task = setup.build_task(cfg)
         data = setup.load_data(cfg, train, val, task)
         model = setup.build_model(cfg, data, task.num_outputs, device)
+        task.check_model(cfg.arch, model)
         if cfg.sync_bn and world.distributed:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         batch_size = setup.plan_batch(cfg, len(data.train.labels), world.world_size)
@@ -154,13 +155,15 @@ class Trainer:
         """One training step on a uint8 batch; returns (loss, number correct) as device tensors."""
         precision = precision or self.precision
         self.freezer.train_mode()
-        if self.task.moves:  # boxes and keypoints follow the flips, shifts and zooms
+        if self.task.dense:  # masks (and weight maps) move with the image, pixel for pixel
+            x, labels = augment_planes(self.pre.to_unit(images), labels, self.task.fill, self.policy, self.gen)
+        elif self.task.moves:  # boxes and keypoints follow the flips, shifts and zooms
             x, matrices = augment(self.pre.to_unit(images), self.policy, self.gen, track=True)
             labels = self.task.move(labels, matrices, (x.shape[2], x.shape[3]))
         else:
             x = augment(self.pre.to_unit(images), self.policy, self.gen)
         targets = self.task.train_targets(labels)
-        if self.policy.mixes and self.task.mixes:
+        if self.policy.mixes and (self.task.mixes or self.task.pastes):
             x, targets = mix(x, targets, self.policy, self.gen)
         x = self.pre.normalize(x)
         with autocast(self.device, precision):
@@ -232,6 +235,6 @@ class Trainer:
         """(val loss, val accuracy) in eval mode; each process of a distributed run takes its share of val."""
         probs, loss = predict_batches(self.forward, self.val_batches.epoch(), self.pre, self.task, self.precision)
         labels = self.val_targets()
-        loss_sum, score_sum, n = self.world.sum(float(loss) * len(labels), self.task.score(probs, labels) * len(labels),
-                                                len(labels))
-        return loss_sum / n, score_sum / n, probs
+        loss_sum, n, *parts = self.world.sum(float(loss) * len(labels), len(labels),
+                                             *self.task.score_parts(probs, labels))
+        return loss_sum / n, self.task.score_total(parts), probs

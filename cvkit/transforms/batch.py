@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cvkit.transforms.geometric import geometric
+from cvkit.transforms.geometric import geometric, geometric_planes
 from cvkit.transforms.mixing import mix
 from cvkit.transforms.photometric import photometric
 from cvkit.transforms.policy import AugmentPolicy
 
-__all__ = ["AugmentPolicy", "Preprocess", "augment", "from_unit", "mix", "to_unit"]
+__all__ = ["AugmentPolicy", "Preprocess", "augment", "augment_planes", "from_unit", "mix", "to_unit"]
 
 
 def to_unit(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -72,6 +72,15 @@ def augment(x: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator,
     moved, matrices = geometric(x, policy, gen, track=True) if track else (geometric(x, policy, gen), None)
     out = keep_format(photometric(moved, policy, gen, owned=moved is not x), x)
     return (out, matrices) if track else out
+
+
+def augment_planes(x: torch.Tensor, planes: torch.Tensor, fill: list[float], policy: AugmentPolicy,
+                   gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`augment` for per-pixel targets (N x P x H x W): the geometric transforms move the images and
+    ``planes`` together (``geometric_planes``: nearest neighbour, ``fill`` outside), the photometric ones
+    touch the images only."""
+    moved, planes = geometric_planes(x, planes, fill, policy, gen)
+    return keep_format(photometric(moved, policy, gen, owned=moved is not x), x), planes
 
 
 def keep_format(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,9 @@ def mix(x: torch.Tensor, targets: torch.Tensor, policy: AugmentPolicy, gen: torc
     """Mixup or cutmix (one of them per batch, half the time each when both are on).
 
     ``targets`` are one-hot (or smoothed) N x K; the mixed targets are weighted the same way as the pixels.
+    Per-pixel targets (N x P x H x W, segment's) take cutmix only: the pasted box's targets are pasted too.
     """
+    dense = targets.dim() == 4
     use_cutmix = policy.cutmix and (not policy.mixup or torch.rand(1, generator=gen).item() < 0.5)
     alpha = policy.cutmix if use_cutmix else policy.mixup
     lam = _beta(alpha, gen) if alpha else 1.0
@@ -35,7 +37,13 @@ def mix(x: torch.Tensor, targets: torch.Tensor, policy: AugmentPolicy, gen: torc
         x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
         x = x.clone()
         x[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
+        if dense:
+            targets = targets.clone()
+            targets[:, :, y0:y1, x0:x1] = targets[perm, :, y0:y1, x0:x1]
+            return x, targets
         lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
+    elif dense:
+        raise ValueError("mixup cannot blend per-pixel class targets; the task refuses it before training")
     else:
         x = x * lam + x[perm] * (1 - lam)
     return x, targets * lam + targets[perm] * (1 - lam)

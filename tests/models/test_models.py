@@ -45,9 +45,11 @@ def free_models():
     built.cache_clear()  # free the VGGs (1.5 GB) for the tests after these
 
 
-# (arch, in_chans, image size, options). Every cvkit net with 1 and 3 channels; then timm and torchvision.
+# (arch, in_chans, image size, options). Every cvkit classifier with 1 and 3 channels; then timm and torchvision.
+# The segmentation nets (per-pixel logits) have the same test in tests/models/test_unet.py and test_fcn.py.
+DENSE = {"unet", "fcn"}
 CASES = [
-    *((arch, c, 28, {}) for arch in CVKIT_MODELS for c in (1, 3)),
+    *((arch, c, 28, {}) for arch in CVKIT_MODELS if arch not in DENSE for c in (1, 3)),
     ("lenet5", 1, 32, {"head": "gap"}),
     ("smallcnn", 3, 32, {"head": "fc"}),
     ("nin", 1, 28, {"batchnorm": True}),

@@ -17,7 +17,7 @@ TASK_NAMES = {"classify", "multilabel", "localize", "regress", "segment"}
 # The dataset contract names the tasks whose targets its files hold (DEFAULT_TASK for files written before
 # tasks existed, MULTILABEL for the manifest's labels column, LOCALIZE and REGRESS for the box and target
 # columns); prepare's importers and the cache's target reader use those constants.
-ALLOWED = {"cvkit/files/dataset.py": {"classify", "multilabel", "localize", "regress"}}
+ALLOWED = {"cvkit/files/dataset.py": {"classify", "multilabel", "localize", "regress", "segment"}}
 
 
 def _strings(tree: ast.AST) -> set[str]:

@@ -90,6 +90,13 @@ def _check(loaded: LoadedRun, r: VisualizeRequest) -> _Plan:
     from cvkit.explain.visual.splits import check_projection
 
     plan = _Plan()
+    if loaded.task.dense:  # a class per pixel: no one class score per image to maximize, explain or confuse
+        scored = next((flag for flag, on in (("--maximize", r.maximize), ("--saliency", r.saliency is not None),
+                                             ("--confusion", r.confusion), ("--embedding", r.embedding)) if on), None)
+        if scored is not None:
+            raise OptionError(f"{scored} works on one class score per image, and {loaded.run} predicts a class per "
+                              f"pixel; use --filters, --activations, --max-patches or --curves, and 'cvkit evaluate' "
+                              f"for its pixel confusion matrix")
     if r.batch_size < 1:
         raise OptionError(f"--batch-size {r.batch_size} must be at least 1")
     if r.class_name is not None:
