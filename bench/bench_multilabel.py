@@ -26,11 +26,12 @@ from tests.tasks import mosaics  # noqa: E402
 CLASSES = ["tshirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot"]
 
 
-def idx_items(folder: Path, per_class: int = 600) -> dict[str, list[np.ndarray]]:
-    """The first ``per_class`` train images of each class, from the IDX files."""
-    with gzip.open(folder / "train-images-idx3-ubyte.gz") as f:
+def idx_items(folder: Path, per_class: int = 600, part: str = "train") -> dict[str, list[np.ndarray]]:
+    """The first ``per_class`` images of each class, from the IDX files (``part``: train, or t10k for the
+    test images)."""
+    with gzip.open(folder / f"{part}-images-idx3-ubyte.gz") as f:
         images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-    with gzip.open(folder / "train-labels-idx1-ubyte.gz") as f:
+    with gzip.open(folder / f"{part}-labels-idx1-ubyte.gz") as f:
         labels = np.frombuffer(f.read(), np.uint8, offset=8)
     return {name: list(images[labels == k][:per_class]) for k, name in enumerate(CLASSES)}
 

@@ -176,12 +176,29 @@ def segment(data: dict) -> list[str]:
             f"baseline's pixels per second ({speedup['min']:.2f}-{speedup['max']:.2f}x over the seeds)."]
 
 
+def segment_models(data: dict) -> list[str]:
+    runs, names = data["runs"], {"unet": "`train --arch unet` (defaults)",
+                                 "fcn": "`train --arch fcn --encoder smallcnn --weights CLASSIFIER`",
+                                 "convolutionalized": "`convolutionalize CLASSIFIER --segmenter upsample`"}
+    rows = [[label, _pm(data["models"][m]["miou"]), _pm(data["models"][m]["pixel_accuracy"]),
+             _seconds([r[m] for r in runs], "train_seconds")] for m, label in names.items()]
+    return _table([f"{data['test_scenes']:,} held-out test scenes, seeds {','.join(str(r['seed']) for r in runs)}",
+                   "test mIoU (11 classes)", "test pixel accuracy", "training s"], rows)
+
+
+def segment_choose(data: dict) -> list[str]:
+    rows = [[f"`--padding {name}`", str(len(data["runs"])), _pm(data["val_miou"][name]),
+             ", ".join(str(r[name]["epochs"]) for r in data["runs"])] for name in data["candidates"]]
+    return _table([f"unet, `--budget {data['budget']}`", "seeds", "val mIoU", "epochs in the budget"], rows)
+
+
 # The benchmarks whose results are shown as a table; the others get their metadata line only.
 TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, "budget_fmnist": budget_fmnist,
                                                   "large": large, "distributed": distributed, "export": export,
                                                   "multilabel": multilabel, "localize": localize,
                                                   "localize_choose": localize_choose, "regress": regress,
-                                                  "segment": segment}
+                                                  "segment": segment, "segment_models": segment_models,
+                                                  "segment_choose": segment_choose}
 
 
 def results_block(name: str) -> list[str]:

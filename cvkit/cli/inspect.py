@@ -24,6 +24,9 @@ def inspect_command(
         help="N or HxW (default: 224 for --arch, the run's own size for a RUN).")] = None,
     num_classes: Annotated[Optional[int], typer.Option(help="Classes, for --arch (default 1000).")] = None,
     in_chans: Annotated[Optional[int], typer.Option(help="Input channels, for --arch (default 3).")] = None,
+    option: Annotated[Optional[list[str]], typer.Option(
+        "--option", help="KEY=VALUE: an option that shapes --arch, as train takes it (repeat it), for example "
+                         "--option padding=valid --option depth=4 for the U-Net paper's net.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table and totals as JSON on stdout.")] = False,
 ) -> None:
     """Measure a network layer by layer: output shape, parameters, receptive field and its stride,
@@ -33,6 +36,7 @@ def inspect_command(
     The table goes to stderr; stdout gets a one-line summary, or everything as JSON with --json.
 
     Example: cvkit inspect --arch vgg16
+    Example: cvkit inspect --arch unet --input-size 572 --option padding=valid --option depth=4
     """
     from cvkit.inspect import inspect_arch, inspect_run
 
@@ -42,8 +46,8 @@ def inspect_command(
         raise OptionError(f"give a RUN directory or --arch ARCH, not both ({run} and --arch {arch})")
     size = parse_input_size(input_size)
     if run is not None:
-        for flag, value in (("--num-classes", num_classes), ("--in-chans", in_chans)):
-            if value is not None:
+        for flag, value in (("--num-classes", num_classes), ("--in-chans", in_chans), ("--option", option)):
+            if value:
                 raise OptionError(f"{flag} applies to --arch; a RUN has its own (see its model.json), leave it out")
         from cvkit.device import resolve_device
 
@@ -53,7 +57,7 @@ def inspect_command(
             if value is not None and value < 1:
                 raise OptionError(f"{flag} {value} must be at least 1")
         result = inspect_arch(arch, num_classes or DEFAULT_CLASSES, in_chans or DEFAULT_CHANS,
-                              size or (DEFAULT_SIZE, DEFAULT_SIZE))
+                              size or (DEFAULT_SIZE, DEFAULT_SIZE), **parse_options(option or []))
     if not state.quiet:
         show(result)
     emit(json.dumps(result.to_dict()) if as_json else summary(result))
@@ -68,6 +72,34 @@ def parse_input_size(text: str | None) -> tuple[int, int] | None:
         raise OptionError(f"--input-size '{text}' is not a size; use N (square) or HxW, for example "
                           "--input-size 224 or --input-size 224x320")
     return int(match[1]), int(match[2] or match[1])
+
+
+def parse_options(texts: list[str]) -> dict:
+    """``--option padding=valid --option hidden=256,128`` -> the create_model keywords, typed as model.json
+    types them (``hidden``: a list of ints, ``batchnorm``: true or false)."""
+    from cvkit.files.run import ARCH_OPTION_TYPES
+
+    options = {}
+    for text in texts:
+        key, sep, value = (part.strip() for part in text.partition("="))
+        if not sep or key not in ARCH_OPTION_TYPES or not value:
+            raise OptionError(f"--option '{text}' is not KEY=VALUE with KEY one of {', '.join(ARCH_OPTION_TYPES)}")
+        kind = ARCH_OPTION_TYPES[key].split(" |")[0]
+        try:
+            if kind == "bool":
+                if value.lower() not in ("true", "false"):
+                    raise ValueError
+                options[key] = value.lower() == "true"
+            elif kind in ("int", "float"):
+                options[key] = int(value) if kind == "int" else float(value)
+            elif kind == "list[int]":
+                options[key] = [int(v) for v in value.split(",")]
+            else:
+                options[key] = value
+        except ValueError:
+            raise OptionError(f"--option '{text}': {key} takes {ARCH_OPTION_TYPES[key].replace(' | None', '')}"
+                              ) from None
+    return options
 
 
 def summary(result) -> str:

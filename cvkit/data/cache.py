@@ -238,6 +238,32 @@ def load_masks(dataset: Path, part: "pd.DataFrame", split: str, size: tuple[int,
     return masks
 
 
+def mask_planes(masks: np.ndarray, name: str, compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """N x H x W uint8 planes derived from a split's mask cache ``masks`` (U-Net's border term), computed
+    once and stored beside it as ``{split}_{H}x{W}_mask_{name}.npy``, keyed by the masks' own key, so a
+    changed mask recomputes them. Masks that are not a whole split's cache (a fold's or a shard's copy)
+    are computed in memory."""
+    npy_mask = Path(str(getattr(masks, "filename", "") or ""))
+    meta_mask = npy_mask.with_suffix(".json")
+    if not (npy_mask.name.endswith("_mask.npy") and meta_mask.is_file()):
+        return compute(np.asarray(masks))
+    held = CacheMeta.read(meta_mask)
+    if masks.shape != (held.count, *held.size):
+        return compute(np.asarray(masks))
+    npy = npy_mask.with_name(f"{npy_mask.stem}_{name}.npy")
+    meta = npy.with_suffix(".json")
+    key = hashlib.sha1(f"{held.key}\n{name}".encode()).hexdigest()
+    if not _fresh(npy, meta, key):
+        planes = compute(np.asarray(masks))
+        with atomic_path(npy) as tmp, open(tmp, "wb") as f:
+            np.save(f, planes)
+        CacheMeta(held.split, held.size, 1, held.resize, held.count, key, held.rows).write(meta)
+    planes = np.load(npy, mmap_mode="r")
+    if planes.shape != masks.shape:
+        raise ManifestError(f"{npy} has shape {planes.shape}, expected {masks.shape}; delete it to rebuild")
+    return planes
+
+
 def build_cache(dataset: Path, split: str, size: tuple[int, int], channels: int, resize: str,
                 paths: list[str], rows: list[int], key: str, workers: int | None = None) -> None:
     """Decode a split's images from their files into a fresh cache."""

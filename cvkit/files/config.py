@@ -132,8 +132,9 @@ class TrainConfig:
     batchnorm: bool | None = option(None, "Batch normalization (cvkit's own nets).", MODEL,
                                     flags="--batchnorm/--no-batchnorm")
     hidden: list[int] | None = option(None, "mlp: hidden layer widths, e.g. 512,256.", MODEL, cli_type=str)
-    padding: str | None = option(None, "unet: valid (the paper's: the image is mirror-padded so the output covers "
-                                       "it, overlap-tile) or same (default valid).", MODEL)
+    padding: str | None = option(None, "unet: same (the default: chosen on val at one time budget) or valid (the "
+                                       "paper's: the image is mirror-padded so the output covers it, overlap-tile).",
+                                 MODEL)
     base: int | None = option(None, "unet: channels of the first level, doubled at each level below (default "
                                     "16); fcn: channels of the decoder (default 32).", MODEL)
     depth: int | None = option(None, "unet: number of 2x2 max-pool downsamplings; images need at least "

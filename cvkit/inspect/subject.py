@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -57,10 +58,11 @@ def inspect_model(model: nn.Module, in_chans: int, size: tuple[int, int], *, sub
                       notes=notes(size) if callable(notes) else [])
 
 
-def _on_meta(arch: str, num_classes: int, in_chans: int, size: tuple[int, int]) -> nn.Module | None:
+def _on_meta(arch: str, num_classes: int, in_chans: int, size: tuple[int, int],
+             options: dict[str, Any]) -> nn.Module | None:
     try:
         with torch.device("meta"):
-            return create_model(arch, num_classes, in_chans, size, size_option=SIZE_OPTION)
+            return create_model(arch, num_classes, in_chans, size, size_option=SIZE_OPTION, **options)
     except CvkitError:
         raise
     except Exception:  # a constructor that needs values (``.item()``): build it for real
@@ -68,15 +70,16 @@ def _on_meta(arch: str, num_classes: int, in_chans: int, size: tuple[int, int]) 
 
 
 def inspect_arch(arch: str, num_classes: int = 1000, in_chans: int = 3,
-                 input_size: tuple[int, int] = (224, 224)) -> Inspection:
-    """Inspect ``arch`` as ``create_model`` builds it (random weights: counting needs none trained).
+                 input_size: tuple[int, int] = (224, 224), **options: Any) -> Inspection:
+    """Inspect ``arch`` as ``create_model`` builds it with ``options`` (``padding='valid'``, ``depth``...;
+    random weights: counting needs none trained).
 
     An unknown name or an image size the net cannot take raises OptionError with the fix.
     """
     size = (int(input_size[0]), int(input_size[1]))
-    real = functools.cache(lambda: create_model(arch, num_classes, in_chans, size, size_option=SIZE_OPTION))
+    real = functools.cache(lambda: create_model(arch, num_classes, in_chans, size, size_option=SIZE_OPTION, **options))
     measure = measurer(real, in_chans)
-    model, calls = _on_meta(arch, num_classes, in_chans, size), None
+    model, calls = _on_meta(arch, num_classes, in_chans, size, options), None
     if model is not None:
         try:
             calls = trace(model, in_chans, size, measure)

@@ -57,9 +57,15 @@ class MirrorPad(nn.Module):
         _, out_h = self.tile(h)
         _, out_w = self.tile(w)
         m = self.margin
+        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        if not tracing and m == 0 and out_h == h and out_w == w:
+            return x  # a size the net takes as it is: no gather (an exported graph keeps the general path)
         rows = mirror_index(h, m, m + out_h - h, x.device)
         cols = mirror_index(w, m, m + out_w - w, x.device)
-        return x.index_select(2, rows).index_select(3, cols)
+        out = x.index_select(2, rows).index_select(3, cols)
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            out = out.contiguous(memory_format=torch.channels_last)  # the convolutions' layout, not a reorder each
+        return out
 
     def field_offset(self, in_shape: tuple, out_shape: tuple) -> tuple[float, float]:
         """Where output unit (0, 0) lies in the input, in input units (for inspect's receptive fields)."""

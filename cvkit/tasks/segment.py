@@ -1,7 +1,8 @@
 """``segment``: a class for every pixel (semantic segmentation), from masks of class indices.
 
 Targets are uint8 planes per image, N x P x H x W: the mask (255: ignored), and with
-``--border-weight w0,sigma`` U-Net's border term (:mod:`cvkit.tasks.borders`, computed once per mask).
+``--border-weight w0,sigma`` U-Net's border term (:mod:`cvkit.tasks.borders`, computed once per mask and
+stored in the cache beside the masks).
 Geometric augmentation moves them with the image by nearest neighbour (``augment_planes``); cutmix
 pastes the mask with the image; mixup is refused. The model maps N x C x H x W to N x K x H x W
 logits (``--arch unet``, ``--arch fcn``). The loss is the per-pixel cross-entropy, weighted per pixel
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cvkit.data.cache import SplitData, take
+from cvkit.data.cache import SplitData, mask_planes, take
 from cvkit.errors import ManifestError, OptionError
 from cvkit.files.atomic import write_csv
 from cvkit.files.config import parse_border_weight
@@ -62,7 +63,7 @@ class Segment(Task):
         self.class_weights: torch.Tensor | None = None
         if saved.get("class_weights") is not None:
             self.class_weights = torch.tensor(saved["class_weights"], dtype=torch.float32)
-        self._planes: dict[int, np.ndarray] = {}
+        self._planes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     @property
     def num_outputs(self) -> int:
@@ -87,14 +88,17 @@ class Segment(Task):
             raise ManifestError("the dataset holds no masks for its images; prepare it with 'cvkit prepare IMAGES "
                                 "--masks MASKS' (or a CSV 'path,mask' with --task segment)")
         key = id(masks)
-        if key not in self._planes:  # computed once per split (the border term takes a distance transform per object)
+        if key not in self._planes or self._planes[key][0] is not masks:
+            # once per split (the masks are kept with their planes, so another array can never take
+            # their id); the border term, a distance transform per object, is stored in the cache
             planes = [np.asarray(masks)]
             if self.border:
                 from cvkit.tasks.borders import border_planes
 
-                planes.append(border_planes(planes[0], self.border[1]))
-            self._planes[key] = np.stack(planes, 1)
-        return self._planes[key]
+                sigma = self.border[1]
+                planes.append(mask_planes(masks, f"border{sigma:g}", lambda m: border_planes(m, sigma)))
+            self._planes[key] = (masks, np.stack(planes, 1))
+        return self._planes[key][1]
 
     def check_train(self, split: SplitData, where: str) -> None:
         masks = self.targets(split)[:, 0]

@@ -123,3 +123,25 @@ def test_one_process_commands_refuse_torchrun(data, tmp_path, runner, monkeypatc
     result = run(runner, "train", data, "--out", tmp_path / "r", "--lr-find")
     assert result.exit_code == 2 and "without torchrun" in result.stderr
     assert not (tmp_path / "cv").exists() and not (tmp_path / "r").exists()
+
+
+def test_a_segment_run_under_torchrun_sums_the_pixel_confusion(tmp_path):
+    """Two processes validate their shares of val and sum their confusion matrices: the val mIoU of
+    each epoch is the whole split's (segment's score_parts), and the run evaluates like a one-process one."""
+    from typer.testing import CliRunner
+
+    from tests.tasks.scenes import write_segment
+
+    src = write_segment(tmp_path / "src", n=40, size=32, seed=0, lo=12, hi=20)
+    data = tmp_path / "ds"
+    runner = CliRunner()
+    assert run(runner, "-q", "prepare", src / "images", "--masks", src / "masks", "--out", data, "--size", "32",
+               "--val", "0.25", "--test", "0").exit_code == 0
+    out = tmp_path / "run"
+    done = torchrun("-q", "train", data, "--out", out, "--arch", "unet", "--padding", "same", "--base", "4",
+                    "--depth", "2", "--epochs", "2", "--batch-size", "8", *FIXED)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert list(metrics["epoch"]) == [1, 2] and metrics["val_miou"].between(0, 1).all()
+    result = run(runner, "-q", "evaluate", out, "--split", "val", "--json")
+    assert result.exit_code == 0 and 0 <= json.loads(result.stdout)["miou"] <= 1

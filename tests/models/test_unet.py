@@ -28,7 +28,7 @@ from cvkit.models import (
 from cvkit.models.dense_io import mirror_index
 from cvkit.models.hooks import forward_to
 from cvkit.models.receptive import linear_copy
-from tests.conftest import run_stdout
+from tests.conftest import run, run_stdout
 
 TINY = {"base": 4, "depth": 2}  # 16 px and up, a few thousand parameters
 
@@ -51,7 +51,7 @@ def test_the_papers_tile_sizes():
 
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_the_raw_network_makes_what_unet_sizes_says(depth):
-    model = create_model("unet", 2, 1, (32, 32), base=1, depth=depth, batchnorm=False).eval()
+    model = create_model("unet", 2, 1, (32, 32), base=1, depth=depth, batchnorm=False, padding="valid").eval()
     sizes = unet_sizes(depth, "valid")
     tiles = [t for t in range(4 * sizes.margin, 4 * sizes.margin + 3 * sizes.step) if sizes.valid_output(t)]
     assert len(tiles) == 3
@@ -62,7 +62,7 @@ def test_the_raw_network_makes_what_unet_sizes_says(depth):
 
 
 def test_the_papers_net_maps_572_to_388():
-    model = create_model("unet", 2, 1, (64, 64), base=1, depth=4, batchnorm=False).eval()
+    model = create_model("unet", 2, 1, (64, 64), base=1, depth=4, batchnorm=False, padding="valid").eval()
     with torch.no_grad():
         assert model.features.tile(torch.zeros(1, 1, 572, 572)).shape == (1, 1, 388, 388)
 
@@ -137,7 +137,10 @@ def test_options_shape_the_net():
     default = create_model("unet", 3, 1, (64, 64))
     convs = [m for m in default.modules() if isinstance(m, nn.Conv2d)]
     assert convs[0].out_channels == 16 and max(c.out_channels for c in convs) == 128  # base 16, depth 3
-    assert all(c.padding == (0, 0) for c in convs) and nn.BatchNorm2d in kinds(default)
+    assert all(c.padding == (1, 1) for c in convs if c.kernel_size == (3, 3))  # same: chosen on val
+    assert nn.BatchNorm2d in kinds(default)
+    paper_padding = create_model("unet", 3, 1, (64, 64), padding="valid")
+    assert all(c.padding == (0, 0) for c in paper_padding.modules() if isinstance(c, nn.Conv2d))
     assert sum(isinstance(m, nn.ConvTranspose2d) for m in default.modules()) == 3
     paper = create_model("unet", 3, 1, (64, 64), base=8, depth=3, batchnorm=False, dropout=0.5, padding="same",
                          activation="elu")
@@ -153,7 +156,7 @@ def test_options_shape_the_net():
 def test_arch_options_resolve_and_rebuild_the_same_net():
     options = arch_options("unet", depth=2)
     assert options == {"head": "conv", "activation": "relu", "dropout": 0.0, "batchnorm": True, "hidden": None,
-                       "padding": "valid", "base": 16, "depth": 2}
+                       "padding": "same", "base": 16, "depth": 2}
     assert all(type_ok(v, ARCH_OPTION_TYPES[k]) for k, v in options.items())  # model.json accepts them
     saved = json.loads(json.dumps(options))
     first, again = create_model("unet", 3, 1, (64, 64), depth=2), create_model("unet", 3, 1, (64, 64), **saved)
@@ -221,11 +224,11 @@ def test_onnx_export_takes_any_height_and_width(tmp_path, padding):
 
 
 def test_inspect_says_how_the_border_is_handled():
-    paper = create_model("unet", 2, 1, (64, 64), base=1, depth=4)
+    paper = create_model("unet", 2, 1, (64, 64), base=1, depth=4, padding="valid")
     assert paper.inspect_notes((388, 388)) == [
         "valid convolutions: a 572x572 tile gives a 388x388 output; cvkit mirror-pads each side by 92 px "
         "(overlap-tile), so the output is the input's size"]
-    (note,) = inspect_arch("unet", 11, 3, (64, 64)).notes
+    (note,) = inspect_arch("unet", 11, 3, (64, 64), padding="valid").notes
     assert note == ("valid convolutions: a 156x156 tile gives a 68x68 output; cvkit mirror-pads each side by 44 px "
                     "(overlap-tile), and the bottom and right by 4 and 4 px more so every max-pool sees an even "
                     "size, so the output is the input's size")
@@ -235,7 +238,7 @@ def test_inspect_says_how_the_border_is_handled():
 
 
 def test_inspect_command_prints_the_tiling_and_the_decoders_receptive_fields():
-    out = run_stdout("inspect", "--arch", "unet", "--input-size", "64", "--json")
+    out = run_stdout("inspect", "--arch", "unet", "--input-size", "64", "--option", "padding=valid", "--json")
     report = json.loads(out)
     assert report["notes"][0].startswith("valid convolutions: a 156x156 tile gives a 68x68 output")
     rows = {r["name"]: r for r in report["rows"]}
@@ -244,7 +247,8 @@ def test_inspect_command_prints_the_tiling_and_the_decoders_receptive_fields():
     assert rows["features.crop"]["receptive_field"] == [100, 100] and rows["features.crop"]["jump"] == [1, 1]
     assert rows["head.conv"]["receptive_field"] == [100, 100]
     assert rows["features.bottleneck.1.0"]["receptive_field"] == [68, 68]
-    paper = {c.name: c for c in trace(create_model("unet", 2, 1, (64, 64), base=1, depth=4), 1, (64, 64))}
+    paper = {c.name: c for c in trace(create_model("unet", 2, 1, (64, 64), base=1, depth=4, padding="valid"), 1,
+                                      (64, 64))}
     assert paper["features.crop"].field[0] == (204, 204)
 
 
@@ -279,3 +283,15 @@ def test_decoder_receptive_fields_are_exact_for_every_unit(padding):
                                               field[2][0] + u * field[1][0] + (field[0][0] - 1) / 2)
             assert (lo, hi) == (first, last), (layer, u)
         assert field[0][0] == max(last - first + 1 for first, last in measured)
+
+
+@pytest.mark.parametrize("option, message", [
+    ("padding", "is not KEY=VALUE"), ("size=3", "is not KEY=VALUE"), ("depth=two", "depth takes int"),
+    ("batchnorm=maybe", "batchnorm takes bool"), ("padding=full", "--padding 'full' is not one of valid, same"),
+])
+def test_inspect_options_are_checked_with_one_line(option, message):
+    from typer.testing import CliRunner
+
+    from tests.hostile.test_hostile_files import one_line_error
+
+    one_line_error(run(CliRunner(), "inspect", "--arch", "unet", "--input-size", "64", "--option", option), message)

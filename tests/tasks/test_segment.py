@@ -151,6 +151,19 @@ def test_border_weight_and_dice_train(seg_data, tmp_path) -> None:
     assert result.exit_code == 0, result.stderr
     state = json.loads((out / "model.json").read_text())["task_state"]
     assert state["border_weight"] == [10.0, 3.0] and state["dice"] == 0.5 and len(state["class_weights"]) == 11
+    # the border term is computed once per mask and kept in the cache beside the masks, keyed by them
+    from cvkit.data.cache import mask_planes
+    from cvkit.tasks.borders import border_planes
+
+    masks = np.load(seg_data / "cache" / f"train_{SIZE}x{SIZE}_mask.npy", mmap_mode="r")
+    stored = seg_data / "cache" / f"train_{SIZE}x{SIZE}_mask_border3.npy"
+    assert np.array_equal(np.load(stored), border_planes(np.asarray(masks), 3.0))
+    assert np.load(stored).any()
+    calls = []
+    again = mask_planes(masks, "border3", lambda m: calls.append(1) or border_planes(m, 3.0))
+    assert calls == [] and isinstance(again, np.memmap)  # read back, not recomputed
+    mask_planes(masks[:5], "border3", lambda m: calls.append(len(m)) or border_planes(m, 3.0))
+    assert calls == [5]  # part of a split: computed in memory, the stored planes untouched
     one_line_error(run(_runner(), "train", seg_data, "--out", tmp_path / "bad", *TRAIN, "--border-weight", "10"),
                    "--border-weight")
 
@@ -231,3 +244,43 @@ def test_augment_materialize_moves_the_mask_with_the_image_pixel_for_pixel(tmp_p
     # the copies train with the originals
     assert run(r, "-q", "train", ds, "--out", tmp_path / "run", *FAST, *UNET, "--epochs", "1",
                "--augment", "none").exit_code == 0
+
+
+def test_resume_and_budget_work_unchanged(seg_data, tmp_path) -> None:
+    from cvkit.errors import Interrupted
+    from cvkit.train import TrainConfig, fit
+
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    options = dict(arch="unet", padding="same", base=8, depth=2, epochs=3, batch_size=8, lr=0.01,
+                   precision="fp32", memory_format="contiguous")
+    fit(TrainConfig(data=str(seg_data), out=str(whole), **options))
+
+    def interrupt(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted):
+        fit(TrainConfig(data=str(seg_data), out=str(part), **options), callbacks=(interrupt,))
+    result = run(_runner(), "-q", "train", "--resume", part)
+    assert result.exit_code == 0, result.stderr
+    a, b = pd.read_csv(whole / "metrics.csv"), pd.read_csv(part / "metrics.csv")
+    assert list(b["epoch"]) == [1, 2, 3]
+    assert np.allclose(a["train_loss"], b["train_loss"]) and np.allclose(a["val_miou"], b["val_miou"])
+    budget = tmp_path / "budget"
+    result = run(_runner(), "-q", "train", seg_data, "--out", budget, *FAST, *UNET, "--budget", "6s")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((budget / "config.json").read_text())["resolved"]["budget"]["seconds"] == 6
+
+
+def test_visualize_and_inspect_work_on_a_segment_run(seg_run, seg_src, tmp_path) -> None:
+    r = _runner()
+    image = sorted((seg_src / "images").iterdir())[0]
+    result = run(r, "-q", "visualize", seg_run, "--filters", "--activations", image, "--out", tmp_path / "vis")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "vis" / "filters.png").is_file() and list((tmp_path / "vis").glob("activations_*.png"))
+    result = run(r, "inspect", seg_run, "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert any("pads" in note or "multiple" in note or "output" in note for note in report["notes"])
+    one_line_error(run(r, "-q", "cam", seg_run, image), "class per pixel")
+    one_line_error(run(r, "-q", "visualize", seg_run, "--saliency", image), "--saliency")
