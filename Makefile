@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := out/demo
 
-.PHONY: demo test bench docs clean
+.PHONY: demo test test-gpu bench docs clean
 
 # The venv is rebuilt when pyproject.toml changes; pip takes torch from this machine's local wheels.
 $(VENV): pyproject.toml
@@ -26,6 +26,11 @@ demo: $(VENV)
 
 test: $(VENV)
 	$(BIN)/python -m pytest -n 2 -q
+
+# cvkit's CUDA path (tests/gpu/): train, resume, evaluate, predict, cam, export, retrieve, each precision,
+# channels-last, --compile, torchrun, determinism, evaluation memory. Skipped, with the reason, without a GPU.
+test-gpu: $(VENV)
+	$(BIN)/python -m pytest tests/gpu -q -rs
 
 bench: $(VENV)
 	$(BIN)/python bench/run.py

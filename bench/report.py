@@ -192,13 +192,26 @@ def segment_choose(data: dict) -> list[str]:
     return _table([f"unet, `--budget {data['budget']}`", "seeds", "val mIoU", "epochs in the budget"], rows)
 
 
+def gpu(data: dict) -> list[str]:
+    rows = [[f"{name}: `{' '.join(r['args'])}`" if r["args"] else f"{name} (no option)",
+             f"{r['precision']}, {r['memory_format']}", str(r["epochs"]), f"{r['train_wall_seconds']:.0f}", f"{r['images_per_s_after_first_epoch']:,}",
+             f"{r['share_of_peak']:.1%} of {r['peak_used']}" if r.get("share_of_peak") is not None else "",
+             f"{r['test_acc']:.4f}"] for name, r in data["recipes"].items()]
+    peak = ", ".join(f"{k} {v:,.0f}" for k, v in data["peak_tflops"].items())
+    flops = {r["training_flops_per_image"] for r in data["recipes"].values()}
+    return [*_table([f"{data['gpu']['name']}, seed {data['seed']}", "precision", "epochs", "train wall s",
+                     "train images/s", "share of peak", "test acc"], rows), "",
+            f"Matmul peak measured in the same run, TFLOP/s: {peak}. Training FLOPs per image: "
+            f"{', '.join(f'{f / 1e6:,.0f} M' for f in sorted(flops))} (3 x 2 x `cvkit inspect`'s MACs)."]
+
+
 # The benchmarks whose results are shown as a table; the others get their metadata line only.
 TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, "budget_fmnist": budget_fmnist,
                                                   "large": large, "distributed": distributed, "export": export,
                                                   "multilabel": multilabel, "localize": localize,
                                                   "localize_choose": localize_choose, "regress": regress,
                                                   "segment": segment, "segment_models": segment_models,
-                                                  "segment_choose": segment_choose}
+                                                  "segment_choose": segment_choose, "gpu": gpu}
 
 
 def results_block(name: str) -> list[str]:

@@ -12,6 +12,24 @@ from cvkit.errors import DeviceUnavailable
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 
 
+BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")  # x86's matrix unit and vector instructions; Arm's bf16
+
+
+def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str] | None:
+    """The CPU's bf16 instruction flags (``amx_bf16``, ``avx512_bf16``, Arm's ``bf16``), [] where it has
+    none (bf16 is then emulated in fp32 and many times slower), None where the flags cannot be read."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    flags = set(value.split())
+                    return [flag for flag in BF16_FLAGS if flag in flags]
+    except OSError:
+        return None
+    return None
+
+
 def resolve_device(name: str = "auto") -> "torch.device":  # noqa: F821
     """The torch device for ``--device``; a device this machine lacks is an error, not a silent fallback."""
     import torch

@@ -91,6 +91,7 @@ class Resolved:
     budget: dict[str, Any] | None = None  # {"seconds", "first_plan"}
     budget_replans: list[Any] | None = None
     speed_probe_ms_per_step: dict[str, Any] | None = None  # {"precision/memory_format": ms}
+    speed_probe_skipped: str | None = None  # why a candidate was not timed (bf16 on a CPU without it)
     im2col_weight_grad_ms: dict[str, Any] | None = None  # {layer: [oneDNN ms, im2col ms]}
     keep_freed_memory: bool | None = None
 

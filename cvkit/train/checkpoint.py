@@ -2,6 +2,8 @@
 
 Every process builds the state (the augmentation generators are gathered from all of them), rank 0
 writes it. A run resumed on another number of processes draws fresh augmentation, seeded by the epoch.
+On CUDA the device's generator (dropout masks) and fp16's loss scale are kept too, so a resumed run
+goes on as the uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ def checkpoint_state(trainer: Any, epoch: int, history: list[dict], best: dict,
             "rng_order": trainer.order_gen.get_state(), "world_size": world.world_size,
             "history": history, "best": best, "bad_epochs": bad_epochs,
             "precision": trainer.precision, "memory_format": trainer.memory_format,
-            "unfrozen": not trainer.freezer.frozen}
+            "unfrozen": not trainer.freezer.frozen,
+            # every process's CUDA generator is in the same state (one seed, the same draws): rank 0's serves all
+            "rng_cuda": torch.cuda.get_rng_state(trainer.device) if trainer.device.type == "cuda" else None,
+            "scaler": trainer.scaler.state_dict() if trainer.scaler is not None else None}
 
 
 def restore(trainer: Any, ckpt: dict[str, Any]) -> None:
@@ -34,6 +39,10 @@ def restore(trainer: Any, ckpt: dict[str, Any]) -> None:
     trainer.optimizer.load_state_dict(ckpt["optimizer"])
     trainer.scheduler.load_state_dict(ckpt["scheduler"])
     torch.set_rng_state(ckpt["rng_torch"])
+    if ckpt.get("rng_cuda") is not None and trainer.device.type == "cuda":
+        torch.cuda.set_rng_state(ckpt["rng_cuda"], trainer.device)
+    if ckpt.get("scaler") and trainer.scaler is not None:
+        trainer.scaler.load_state_dict(ckpt["scaler"])
     world = trainer.world
     ranks = ckpt.get("rng_gen_ranks") or [ckpt["rng_gen"]]
     if len(ranks) == world.world_size:

@@ -199,7 +199,9 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
         info(f"Training {cfg.arch} on {len(data.train.labels):,} images ({data.train_selection.describe()}, "
              f"{data.input_size[0]}x{data.input_size[1]}x{data.in_chans}, {len(trainer.task.classes)} "
              f"{trainer.task.outputs_are}) on "
-             f"{trainer.device}, {trainer.precision} {trainer.memory_format}; {trainer.epochs_reason}; "
+             f"{trainer.device}, {trainer.precision} {trainer.memory_format}"
+             f"{' (' + cfg.resolved.speed_probe_skipped + ')' if cfg.resolved.speed_probe_skipped else ''}; "
+             f"{trainer.epochs_reason}; "
              f"monitoring {monitor}; augmentation: {trainer.policy.describe()} ({data.policy_source})")
     started = time.perf_counter()
     stopped_early = False

@@ -142,6 +142,7 @@ class Trainer:
                                                                      always_time=self.cfg.budget is not None)
         self.gen.set_state(gen_state)
         self.cfg.resolved.speed_probe_ms_per_step = timings
+        self.cfg.resolved.speed_probe_skipped = speed.skipped(self.device, self.cfg.precision)
 
     # ------------------------------------------------------------------ the loop
 

@@ -47,6 +47,34 @@ def test_default_options_probe_precision_and_memory_format(data, tmp_path):
     assert {"fp32/contiguous", "fp32/channels_last"} <= set(timed) and all(v > 0 for v in timed.values())
     assert f"{resolved['precision']}/{resolved['memory_format']}" == min(timed, key=timed.get)
     assert run_ok("-q", "evaluate", out)  # the chosen precision is reused for inference
+    from cvkit.device import cpu_bf16_flags
+
+    assert (("bf16/channels_last" in timed) == bool(cpu_bf16_flags())) or cpu_bf16_flags() is None
+
+
+def test_a_cpu_without_bf16_instructions_does_not_time_bf16(data, tmp_path, monkeypatch, runner):
+    from cvkit.device import cpu_bf16_flags
+    from cvkit.train import speed
+
+    avx2 = tmp_path / "cpuinfo"
+    avx2.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n\nprocessor\t: 1\nflags\t\t: avx2\n")
+    amx = tmp_path / "cpuinfo_amx"
+    amx.write_text("flags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    assert cpu_bf16_flags(str(avx2)) == [] and cpu_bf16_flags(str(amx)) == ["amx_bf16", "avx512_bf16"]
+    assert cpu_bf16_flags(str(tmp_path / "missing")) is None
+    monkeypatch.setattr(speed, "cpu_bf16_flags", lambda: [])
+    cpu = torch.device("cpu")
+    assert {p for p, _ in speed.candidates(cpu, "auto", "auto")} == {"fp32"}
+    assert {p for p, _ in speed.candidates(cpu, "bf16", "auto")} == {"bf16"}  # asked for: kept
+    out = tmp_path / "run"
+    result = run(runner, "train", data, "--out", out, "--epochs", "1")
+    assert result.exit_code == 0, result.stderr
+    assert "bf16 not timed: this CPU has no bf16 instructions" in " ".join(result.stderr.split())
+    resolved = json.loads((out / "config.json").read_text())["resolved"]
+    assert set(resolved["speed_probe_ms_per_step"]) == {"fp32/contiguous", "fp32/channels_last"}
+    assert resolved["speed_probe_skipped"].startswith("bf16 not timed")
+    monkeypatch.setattr(speed, "cpu_bf16_flags", lambda: ["avx512_bf16"])
+    assert {p for p, _ in speed.candidates(cpu, "auto", "auto")} == {"fp32", "bf16"}
 
 
 def test_same_seed_same_weights_on_cpu(data, tmp_path):
