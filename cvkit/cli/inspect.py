@@ -77,6 +77,7 @@ def parse_input_size(text: str | None) -> tuple[int, int] | None:
 def parse_options(texts: list[str]) -> dict:
     """``--option padding=valid --option hidden=256,128`` -> the create_model keywords, typed as model.json
     types them (``hidden``: a list of ints, ``batchnorm``: true or false)."""
+    from cvkit.cli.options import parse_hidden
     from cvkit.files.run import ARCH_OPTION_TYPES
 
     options = {}
@@ -93,7 +94,7 @@ def parse_options(texts: list[str]) -> dict:
             elif kind in ("int", "float"):
                 options[key] = int(value) if kind == "int" else float(value)
             elif kind == "list[int]":
-                options[key] = [int(v) for v in value.split(",")]
+                options[key] = parse_hidden(value)  # train's --hidden, checked the same way
             else:
                 options[key] = value
         except ValueError:

@@ -287,7 +287,7 @@ def test_decoder_receptive_fields_are_exact_for_every_unit(padding):
 
 @pytest.mark.parametrize("option, message", [
     ("padding", "is not KEY=VALUE"), ("size=3", "is not KEY=VALUE"), ("depth=two", "depth takes int"),
-    ("batchnorm=maybe", "batchnorm takes bool"), ("padding=full", "--padding 'full' is not one of valid, same"),
+    ("batchnorm=maybe", "batchnorm takes bool"), ("hidden=64,0", "--hidden 64,0 must be layer widths"), ("padding=full", "--padding 'full' is not one of valid, same"),
 ])
 def test_inspect_options_are_checked_with_one_line(option, message):
     from typer.testing import CliRunner
