@@ -3,7 +3,10 @@ seeds, scored by the best val accuracy of its run (the epoch choice is made on v
 split is never evaluated here: defaults must not be tuned on it.
 
 Usage: python bench/bench_defaults_val.py [--grid "translate=0,0.0625 dropout=0.25,0.5"] [--seeds 0,1]
-Writes bench/results/defaults_val.json: per setting, the best val accuracy per seed, mean and std.
+                                         [--result defaults_val]
+Writes bench/results/RESULT.json: per setting, the best val accuracy per seed, mean and std, and the
+training wall time. Settings measured before (in the file) stay unless measured again, so several
+grids can be compared in one table; each setting records when and on which CPU it was measured.
 """
 
 from __future__ import annotations
@@ -11,18 +14,28 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from common import CVKIT, WORK, run_measured, write_result
+from common import CVKIT, RESULTS, WORK, cpu, run_measured, write_result
 from bench_train_fmnist import dataset
+
+
+def val_with_tta(run: Path) -> float:
+    """The run's best weights on the val split with flip test-time augmentation (evaluate --tta)."""
+    _, _, out = run_measured(CVKIT + ["-q", "evaluate", str(run), "--split", "val", "--tta", "--json",
+                                      "--out", str(run / "eval_val_tta")])
+    return round(float(json.loads(out)["accuracy"]), 4)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--grid", default="translate=0,0.0625 dropout=0.25,0.5")
     parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--result", default="defaults_val")
     args = parser.parse_args()
     axes = {k: v.split(",") for k, v in (item.split("=") for item in args.grid.split())}
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -38,14 +51,21 @@ def main() -> None:
                                                   "--seed", str(seed), *flags])
             history = pd.read_csv(run / "metrics.csv")
             per_seed.append({"seed": seed, "best_val_acc": round(float(history["val_acc"].max()), 4),
-                             "train_wall_seconds": round(seconds, 1)})
+                             "val_acc_flip_tta": val_with_tta(run), "train_wall_seconds": round(seconds, 1)})
             print(json.dumps({**setting, **per_seed[-1]}), flush=True)
         accs = np.array([r["best_val_acc"] for r in per_seed])
+        tta = np.array([r["val_acc_flip_tta"] for r in per_seed])
+        wall = np.array([r["train_wall_seconds"] for r in per_seed])
         results.append({"setting": setting, "val_acc_mean": round(float(accs.mean()), 4),
-                        "val_acc_std": round(float(accs.std()), 4), "runs": per_seed})
+                        "val_acc_std": round(float(accs.std()), 4), "val_acc_flip_tta_mean": round(float(tta.mean()), 4),
+                        "train_wall_seconds_mean": round(float(wall.mean()), 1),
+                        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu(), "runs": per_seed})
+    path = RESULTS / f"{args.result}.json"
+    earlier = json.loads(path.read_text()).get("results", []) if path.is_file() else []
+    measured = [r["setting"] for r in results]
+    results += [r for r in earlier if r["setting"] not in measured]
     results.sort(key=lambda r: -r["val_acc_mean"])
-    write_result("defaults_val", {"split": "val (best epoch's val accuracy); test never evaluated",
-                                  "seeds": seeds, "results": results})
+    write_result(args.result, {"split": "val (best epoch's val accuracy); test never evaluated", "results": results})
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Small datasets through the CLI with default options, over seeds 0, 1, 2.
 
-Two datasets: scikit-learn's digits (1797 8x8 grayscale images, prepared at --size 8 with the
+Three datasets: scikit-learn's digits (1797 8x8 grayscale images, prepared at --size 8 with the
 default 0.1/0.1 val/test fractions: about 1,440 train images, 11 optimizer steps per epoch at batch
 128) and the demo pipeline on sample_data/fashion (200 images, --size 28 --val 0.2 --test 0.2: 120
-train images, one step per epoch). For each seed: prepare, normalize, train (defaults, plus any
+train images, one step per epoch), and fmnist100: 100 Fashion-MNIST training images per class (1,000;
+20 per class from the IDX train file as val, 100 per class from the IDX test file as test). For each seed: prepare, normalize, train (defaults, plus any
 --demo-train-args for the demo), evaluate on val and on test. Recorded: val and test accuracy (mean
 and population std over the seeds), the mean top probability on test (near 1/K when BatchNorm's
 running statistics are not settled), train wall seconds and epochs run.
@@ -28,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from common import CVKIT, HERE, METADATA_KEYS, RESULTS, WORK, run_measured, write_result
+from common import CVKIT, HERE, METADATA_KEYS, RESULTS, WORK, need_fmnist, run_measured, write_result
 
 SEEDS = (0, 1, 2)
 DEMO_SRC = HERE.parent / "sample_data" / "fashion"
-PARTS = ("digits", "demo")
+PARTS = ("digits", "demo", "fmnist100")
+FMNIST_PER_CLASS = {"train": 100, "val": 20, "test": 100}  # fmnist100: images per class in each split
 # Top-level keys write_result adds: a label may not take one of these names.
 RESERVED = set(METADATA_KEYS)
 
@@ -54,6 +56,33 @@ def digits_source() -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image, mode="L").save(folder / f"{i}.png")
     (tmp / "done").write_text(f"{len(images)}\n")
+    tmp.rename(src)
+    return src
+
+
+def fmnist100_source() -> Path:
+    """Fashion-MNIST with 100 training images per class: WORK/fmnist100_src/{train,val,test}/<class>/<i>.png,
+    train and val from the IDX train file (distinct images), test from the IDX test file (built once)."""
+    from bench_multilabel import idx_items
+
+    src = WORK / "fmnist100_src"
+    if (src / "done").is_file():
+        return src
+    from PIL import Image
+
+    tmp = WORK / "fmnist100_src.tmp"
+    subprocess.run(["rm", "-rf", str(tmp), str(src)], check=True)
+    train = idx_items(need_fmnist(), FMNIST_PER_CLASS["train"] + FMNIST_PER_CLASS["val"], "train")
+    test = idx_items(need_fmnist(), FMNIST_PER_CLASS["test"], "t10k")
+    splits = {"train": {k: v[:FMNIST_PER_CLASS["train"]] for k, v in train.items()},
+              "val": {k: v[FMNIST_PER_CLASS["train"]:] for k, v in train.items()}, "test": test}
+    for split, items in splits.items():
+        for name, images in items.items():
+            folder = tmp / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, image in enumerate(images):
+                Image.fromarray(image, mode="L").save(folder / f"{i}.png")
+    (tmp / "done").write_text("ok\n")
     tmp.rename(src)
     return src
 
@@ -127,7 +156,7 @@ def dataset_result(name: str, source: Path, label: str, prepare_args: list[str],
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--label", default="current", help="key of this run in bench/results/small_data.json")
-    parser.add_argument("--only", default=",".join(PARTS), help="digits,demo")
+    parser.add_argument("--only", default=",".join(PARTS), help=",".join(PARTS))
     parser.add_argument("--demo-train-args", default="", help='extra `cvkit train` options for the demo, e.g. "--epochs 15"')
     args = parser.parse_args()
     parts = [p for p in args.only.split(",") if p]
@@ -142,6 +171,8 @@ def main() -> None:
     if "demo" in parts:
         entry["demo"] = dataset_result("demo", DEMO_SRC, args.label, ["--size", "28", "--val", "0.2", "--test", "0.2"],
                                        shlex.split(args.demo_train_args))
+    if "fmnist100" in parts:
+        entry["fmnist100"] = dataset_result("fmnist100", fmnist100_source(), args.label, ["--size", "28"], [])
     now = time.strftime("%Y-%m-%d %H:%M:%S")
     for part in entry.values():  # each part says when, and on which code, it was measured
         part.update({"measured_at": now, "code": code})

@@ -1,8 +1,8 @@
 """Fashion-MNIST training through the CLI with default options, against the hand-written PyTorch
 baseline (bench/baseline_fmnist.py --epochs 5), both measured in this one run.
 
-Targets (issues 3 and 7): default model test accuracy >= 0.93 (mean over 3 seeds) with `cvkit train`
-wall time <= 1/3 of the baseline's 5 training epochs; resnet18 (timm) at 28 px reported; evaluation images/s; resnet18 at
+Targets (issue 22; issues 3 and 7 asked for 0.93 in 1/3): default model test accuracy >= 0.935 (mean over
+3 seeds) with `cvkit train` wall time <= 1/4 of the baseline's 5 training epochs, on a CPU that trains in fp32; resnet18 (timm) at 28 px reported; evaluation images/s; resnet18 at
 224 px training images/s over its compute floor (10.65 GFLOP per training image / ~600 GFLOP/s bf16
 peak = ~57 img/s; target ratio >= 0.5); peak RSS of `train` under 2 GiB.
 
@@ -28,6 +28,7 @@ from common import (CVKIT, HERE, RESULTS, WORK, fmnist_dataset, need_fmnist, run
                     write_result)
 
 BASELINE = Path(os.environ.get("CVKIT_BASELINE", HERE / "baseline_fmnist.py"))  # the typical user's hand-written loop
+TEST_ACC, TIME_SHARE = 0.935, 4  # issue 22: this mean test accuracy in 1/TIME_SHARE of the baseline's time
 FLOOR_IMG_S = 600e9 / 10.65e9  # training images/s at the measured bf16 matmul peak: about 56
 # The part of --only that measures each result key.
 PART_OF = {"cvkit_default": "default", "baseline": "default", "targets": "default", "eval_throughput": "eval",
@@ -145,11 +146,11 @@ def main() -> None:
         if "images_per_s" in before and not isinstance(before["images_per_s"], dict):
             result["cvkit_default"]["previous_images_per_s"] = before["images_per_s"]
         if "baseline" in result:
-            target = result["baseline"]["train_seconds_5_epochs"] / 3
+            target = result["baseline"]["train_seconds_5_epochs"] / TIME_SHARE
             d = result["cvkit_default"]
-            result["targets"] = {"test_acc_mean_min": 0.93, "train_seconds_max": round(target, 1),
+            result["targets"] = {"test_acc_mean_min": TEST_ACC, "train_seconds_max": round(target, 1),
                                  "baseline_measured_in_this_run": "baseline" in measured,
-                                 "met_accuracy": d["test_acc"]["mean"] >= 0.93,
+                                 "met_accuracy": d["test_acc"]["mean"] >= TEST_ACC,
                                  "met_time_every_seed": d["train_wall_seconds"]["max"] <= target,
                                  "speedup_vs_baseline_mean": round(result["baseline"]["train_seconds_5_epochs"]
                                                                    / d["train_wall_seconds"]["mean"], 2),

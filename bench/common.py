@@ -125,7 +125,9 @@ def train_and_evaluate(data: Path, name: str, extra: list[str]) -> dict:
             "precision": resolved["precision"], "memory_format": resolved["memory_format"],
             "speed_probe_ms_per_step": resolved.get("speed_probe_ms_per_step"),
             "augment": {k: v for k, v in resolved["augment"].items() if v not in (0, 0.0, [1.0, 1.0])},
-            "epochs_reason": resolved.get("epochs_reason"), "budget_replans": resolved.get("budget_replans")}
+            "epochs_reason": resolved.get("epochs_reason"), "budget_replans": resolved.get("budget_replans"),
+            "arch_options": json.loads((run / "model.json").read_text())["arch_options"],
+            "label_smoothing": resolved.get("label_smoothing")}
 
 
 def spread(values: list[float]) -> dict:

@@ -64,8 +64,14 @@ def train_fmnist(data: dict) -> list[str]:
             ["`baseline_fmnist.py --epochs 5` (1 run)", f"{base['test_acc']:.4f}", "",
              f"{base['train_seconds_5_epochs']:.0f} (5 training epochs)"]]
     lines = _table(["", "test acc", "best val acc", "train seconds"], rows)
-    if speedup := data.get("targets", {}).get("speedup_vs_baseline_mean"):
+    targets = data.get("targets", {})
+    if speedup := targets.get("speedup_vs_baseline_mean"):
         lines += ["", f"cvkit's defaults trained {speedup}x faster than the baseline in the same run."]
+    if "met_accuracy" in targets:
+        met = {True: "met", False: "not met"}
+        lines[-1] += (f" Target: mean test accuracy >= {targets['test_acc_mean_min']} "
+                      f"({met[targets['met_accuracy']]}) in at most {targets['train_seconds_max']:.0f} s "
+                      f"({met[targets['met_time_every_seed']]} by every seed).")
     return lines
 
 
@@ -205,13 +211,34 @@ def gpu(data: dict) -> list[str]:
             f"{', '.join(f'{f / 1e6:,.0f} M' for f in sorted(flops))} (3 x 2 x `cvkit inspect`'s MACs)."]
 
 
+def recipe_val(data: dict) -> list[str]:
+    rows = [[" ".join(f"`--{k.replace('_', '-')} {v}`" for k, v in r["setting"].items()), str(len(r["runs"])),
+             f"{r['val_acc_mean']:.4f} ± {r['val_acc_std']:.4f}", f"{r['val_acc_flip_tta_mean']:.4f}"
+             if r.get("val_acc_flip_tta_mean") is not None else "", f"{r['train_wall_seconds_mean']:.0f}",
+             r.get("cpu", NOT_RECORDED)] for r in data["results"]]
+    return _table(["Fashion-MNIST setting", "seeds", "best val acc", "val acc, flip TTA", "train wall s", "CPU"], rows)
+
+
+def step_profile(data: dict) -> list[str]:
+    lines = []
+    for key, net in data["nets"].items():
+        rows = [[f"`{p['layer']}` {p['module']} {'x'.join(map(str, p['input']))}", f"{p['ms']:.1f}", f"{p['share']:.0%}",
+                 f"{p['gflop_s']:.0f}" if p.get("gflop_s") else ""] for p in sorted(net["layers"], key=lambda p: -p["ms"])[:8]]
+        lines += [f"`{key}` ({net['cpu']}): a step of {net['step_ms']:.0f} ms, {net['step_gflop_s']:.0f} GFLOP/s = "
+                  f"{net['share_of_peak']:.0%} of the {net['matmul_peak_gflop_s']:.0f} GFLOP/s fp32 matmul peak "
+                  f"measured in the same run; the slowest layers (forward + backward, alone):", "",
+                  *_table(["layer", "ms", "share", "GFLOP/s"], rows), ""]
+    return lines[:-1]
+
+
 # The benchmarks whose results are shown as a table; the others get their metadata line only.
 TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, "budget_fmnist": budget_fmnist,
                                                   "large": large, "distributed": distributed, "export": export,
                                                   "multilabel": multilabel, "localize": localize,
                                                   "localize_choose": localize_choose, "regress": regress,
                                                   "segment": segment, "segment_models": segment_models,
-                                                  "segment_choose": segment_choose, "gpu": gpu}
+                                                  "segment_choose": segment_choose, "gpu": gpu,
+                                                  "recipe_val": recipe_val, "step_profile": step_profile}
 
 
 def results_block(name: str) -> list[str]:

@@ -91,6 +91,7 @@ class Resolved:
     budget: dict[str, Any] | None = None  # {"seconds", "first_plan"}
     budget_replans: list[Any] | None = None
     speed_probe_ms_per_step: dict[str, Any] | None = None  # {"precision/memory_format": ms}
+    label_smoothing: float | None = None  # --label-smoothing, or the task's default
     speed_probe_skipped: str | None = None  # why a candidate was not timed (bf16 on a CPU without it)
     im2col_weight_grad_ms: dict[str, Any] | None = None  # {layer: [oneDNN ms, im2col ms]}
     keep_freed_memory: bool | None = None
@@ -136,10 +137,12 @@ class TrainConfig:
     padding: str | None = option(None, "unet: same (the default: chosen on val at one time budget) or valid (the "
                                        "paper's: the image is mirror-padded so the output covers it, overlap-tile).",
                                  MODEL)
-    base: int | None = option(None, "unet: channels of the first level, doubled at each level below (default "
-                                    "16); fcn: channels of the decoder (default 32).", MODEL)
-    depth: int | None = option(None, "unet: number of 2x2 max-pool downsamplings; images need at least "
-                                     "2^depth px (default 3).", MODEL)
+    base: int | None = option(None, "smallcnn: channels of the first stage, doubled at each stage after it "
+                                    "(default 32); unet: channels of the first level, doubled at each level below "
+                                    "(default 16); fcn: channels of the decoder (default 32).", MODEL)
+    depth: int | None = option(None, "smallcnn: stages, each ending with a 2x2 max-pool (default 2); unet: number "
+                                     "of 2x2 max-pool downsamplings; images need at least 2^depth px (default 3).",
+                               MODEL)
     encoder: str | None = option(None, "fcn: the classifier whose convolutional stages encode (any --arch with "
                                        "several scales, e.g. smallcnn, vgg11, resnet18; default smallcnn).", MODEL)
     decoder: str | None = option(None, "fcn: fcn8s (the last three scales fused by learned 2x upsamplings) or "
@@ -170,7 +173,8 @@ class TrainConfig:
     warmup: float = option(0.0, "Warm-up epochs (linear).", OPTIM)
     step_size: int = option(30, "'step' schedule: epochs between lr drops.", OPTIM)
     gamma: float = option(0.1, "'step' schedule: lr factor at each drop.", OPTIM)
-    label_smoothing: float = option(0.0, "Label smoothing.", OPTIM)
+    label_smoothing: float | None = option(None, "Label smoothing (default: 0.1 for classify, chosen on the "
+                                                 "Fashion-MNIST val split; 0 for the other tasks).", OPTIM)
     loss: str = option("ce", "ce, bce (two classes: one sigmoid output) or mse; regress: mse, l1 or smooth_l1 "
                              "(ce, the default, means smooth_l1 there).", OPTIM)
     alpha: float | None = option(None, "localize: the class loss's weight a in a*CE + (1-a)*box loss (default "
@@ -240,7 +244,7 @@ class TrainConfig:
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise OptionError(f"{flag(name)} {getattr(self, name)} must be at least 1")
         check_flip_and_shift(self.hflip, self.translate)
-        if not 0 <= self.label_smoothing < 1:
+        if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
             raise OptionError(f"--label-smoothing {self.label_smoothing} must be from 0 to below 1")
         if self.warmup < 0 or self.momentum < 0 or self.backbone_lr_scale < 0 or self.gamma <= 0:
             raise OptionError("--warmup, --momentum and --backbone-lr-scale must be 0 or more, --gamma above 0")

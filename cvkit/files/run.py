@@ -36,6 +36,8 @@ RUN_FILES = ("model.safetensors", "model.json", "last.ckpt", "metrics.csv", "con
 ARCH_OPTION_TYPES = {"head": "str", "activation": "str | None", "dropout": "float | None", "batchnorm": "bool | None",
                      "hidden": "list[int] | None", "padding": "str | None", "base": "int | None",
                      "depth": "int | None", "encoder": "str | None", "decoder": "str | None"}
+# smallcnn before --base and --depth were options (a model.json without them): two stages of 32 and 64 channels.
+SMALLCNN_BEFORE_OPTIONS = {"base": 32, "depth": 2}
 
 
 @dataclass
@@ -114,6 +116,13 @@ class ModelInfo:
 
     def write(self, run: str | os.PathLike) -> None:
         write_json(Path(run) / "model.json", asdict(self))
+
+    def build_options(self) -> dict[str, Any]:
+        """``arch_options`` as ``create_model`` takes them: a smallcnn of a model.json written before
+        smallcnn took ``base`` and ``depth`` gets the values it was built with."""
+        if self.arch == "smallcnn" and "base" not in self.arch_options:
+            return {**self.arch_options, **SMALLCNN_BEFORE_OPTIONS}
+        return dict(self.arch_options)
 
     @staticmethod
     def exists(run: str | os.PathLike) -> bool:

@@ -14,16 +14,19 @@ from cvkit.errors import OptionError
 from cvkit.models.layers import Head, Net, activation_layer, conv_block, dropout_layers, fc_head, gap_head
 from cvkit.models.registry import Options, register_model
 
-# smallcnn: tune here. Changing these changes the architecture, so runs saved before no longer load.
-# Chosen by measurement on Fashion-MNIST (Adam onecycle, hflip only): the max-pool before BatchNorm
-# made a step 15% faster at equal accuracy; dropout 0.25 beat 0.5 on the val split in 5-epoch runs
-# (bench/results/defaults_val.json; the earlier comparisons used test accuracy); narrower widths ran
-# faster but lost accuracy, and a GAP head lost more.
+# smallcnn: tune here. A model.json records base, depth, dropout and hidden, so runs saved with other
+# values still load (one saved before base/depth were options is the 32-64 net: files/run.py).
+# Chosen by measurement on Fashion-MNIST (Adam onecycle, hflip only; bench/results/recipe_val.json and
+# defaults_val.json): the max-pool before BatchNorm made a step faster at equal accuracy. Narrower
+# stages (base 16: a quarter of the 32-64 net's FLOPs) trained for more epochs matched the 32-64 net
+# on the val split in less time; the narrow net lost val accuracy to dropout 0.25, where 0.1 and 0 were
+# level. A GAP head lost accuracy.
 # An fc head keeps the spatial layout, which matters for clothes and digits; --head gap gives the
 # CAM-ready variant.
-SMALLCNN_WIDTHS = (32, 64)  # channels of each stage; each stage ends with a 2x2 max-pool
+SMALLCNN_BASE = 16  # --base: channels of the first stage, doubled at each stage after it
+SMALLCNN_DEPTH = 2  # --depth: stages, each ending with a 2x2 max-pool
 SMALLCNN_CONVS_PER_STAGE = 2  # conv3x3-BN-activation layers in each stage
-SMALLCNN_DROPOUT = 0.25  # after the hidden layer of the fc head (before the linear layer of a gap head)
+SMALLCNN_DROPOUT = 0.1  # after the hidden layer of the fc head (before the linear layer of a gap head)
 SMALLCNN_FC_HIDDEN = [256]  # hidden layer widths of the fc head
 
 MLP_HIDDEN = [512, 256]
@@ -121,12 +124,12 @@ def nin(num_outputs: int, in_chans: int, input_size: tuple[int, int], o: Options
 
 
 @register_model("smallcnn", head="fc", activation="relu", dropout=SMALLCNN_DROPOUT, batchnorm=True,
-                hidden=SMALLCNN_FC_HIDDEN)
+                hidden=SMALLCNN_FC_HIDDEN, base=SMALLCNN_BASE, depth=SMALLCNN_DEPTH)
 def smallcnn(num_outputs: int, in_chans: int, input_size: tuple[int, int], o: Options) -> Net:
     """The default ``--arch``: a small modern CNN for 28-64 px images that trains fast on a CPU.
 
-    Stages of (conv3x3, BatchNorm, activation) x ``SMALLCNN_CONVS_PER_STAGE`` with
-    ``SMALLCNN_WIDTHS`` channels, each stage halving the size with a 2x2 max-pool placed right after
+    ``--depth`` stages of (conv3x3, BatchNorm, activation) x ``SMALLCNN_CONVS_PER_STAGE``, the first
+    with ``--base`` channels and each next one with twice as many, each stage halving the size with a 2x2 max-pool placed right after
     its last conv (before BatchNorm: a quarter of the normalization work), then the fc head (flatten,
     ``SMALLCNN_FC_HIDDEN`` hidden units, dropout, linear) or, with ``--head gap``, global average
     pooling, dropout and one linear layer.
@@ -134,7 +137,7 @@ def smallcnn(num_outputs: int, in_chans: int, input_size: tuple[int, int], o: Op
     stages: list[nn.Module] = []
     cin = in_chans
     last = SMALLCNN_CONVS_PER_STAGE - 1
-    for width in SMALLCNN_WIDTHS:
+    for width in (o.base * 2**i for i in range(o.depth)):
         stages.append(nn.Sequential(*(conv_block(cin if j == 0 else width, width, 3, o.activation, o.batchnorm, 1,
                                                  pool=j == last) for j in range(SMALLCNN_CONVS_PER_STAGE))))
         cin = width

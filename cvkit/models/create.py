@@ -1,8 +1,8 @@
 """``create_model``: one call for every ``--arch``, whatever its source, with timm's interface.
 
 The options that change the architecture (``--head``, ``--activation``, ``--dropout``,
-``--batchnorm``, ``--hidden``, and the segmentation nets' ``--padding``, ``--base``, ``--depth``,
-``--encoder``, ``--decoder``) are checked and resolved by :func:`arch_options`; model.json keeps
+``--batchnorm``, ``--hidden``, smallcnn's and the segmentation nets' ``--base`` and ``--depth``, and the
+segmentation nets' ``--padding``, ``--encoder``, ``--decoder``) are checked and resolved by :func:`arch_options`; model.json keeps
 the result so every later command rebuilds the same net with ``create_model(arch, ..., **options)``.
 """
 
@@ -25,9 +25,9 @@ DENSE_HEAD = "conv"  # the segmentation nets' head, a 1x1 convolution at every p
 INITS = ("default", "xavier", "he", "normal")
 FLAGS = {"activation": "--activation", "dropout": "--dropout", "batchnorm": "--batchnorm", "hidden": "--hidden",
          "padding": "--padding", "base": "--base", "depth": "--depth", "encoder": "--encoder", "decoder": "--decoder"}
-# The segmentation nets' options: in arch_options' dict only where they apply, so a classifier's
-# model.json stays as it was.
-SEGMENTATION_OPTIONS = ("padding", "base", "depth", "encoder", "decoder")
+# The options only some of cvkit's nets take (smallcnn: base, depth; unet and fcn: all): in arch_options'
+# dict only where they apply, so the model.json of any other net stays as it was.
+SOME_NETS_OPTIONS = ("padding", "base", "depth", "encoder", "decoder")
 
 
 def _check_values(head: str, activation: str | None, dropout: float | None, hidden: list[int] | None,
@@ -46,7 +46,7 @@ def _check_values(head: str, activation: str | None, dropout: float | None, hidd
         raise OptionError(f"--init {init} would overwrite the pretrained weights; drop one of --init and --pretrained")
 
 
-def _check_segmentation(padding: str | None, base: int | None, depth: int | None, decoder: str | None) -> None:
+def _check_shape(padding: str | None, base: int | None, depth: int | None, decoder: str | None) -> None:
     if padding is not None and padding not in PADDINGS:
         raise OptionError(f"--padding {padding!r} is not one of {', '.join(PADDINGS)}")
     if base is not None and (isinstance(base, bool) or int(base) != base or base < 1):
@@ -95,19 +95,19 @@ def arch_options(arch: str | None = None, *, head: str = "auto", activation: str
 
     With ``arch``, each option is checked against it and resolved to the net's default (``head``
     'auto' becomes what it means), so the saved dict does not depend on later changes of defaults.
-    The segmentation nets' options (``padding``, ``base``, ``depth``, ``encoder``, ``decoder``) are
+    The options only some nets take (``padding``, ``base``, ``depth``, ``encoder``, ``decoder``) are
     in the dict only where they apply. ``init`` and ``pretrained`` only choose starting weights:
     checked, not returned.
     """
     _check_values(head, activation, dropout, hidden, init, pretrained)
-    _check_segmentation(padding, base, depth, decoder)
+    _check_shape(padding, base, depth, decoder)
     given = {"activation": activation, "dropout": None if dropout is None else float(dropout), "batchnorm": batchnorm,
              "hidden": None if hidden is None else [int(w) for w in hidden], "padding": padding,
              "base": None if base is None else int(base), "depth": None if depth is None else int(depth),
              "encoder": encoder, "decoder": decoder}
 
     def saved(options: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in options.items() if k not in SEGMENTATION_OPTIONS or v is not None}
+        return {k: v for k, v in options.items() if k not in SOME_NETS_OPTIONS or v is not None}
 
     if arch is None:
         return {"head": head, **saved(given)}
@@ -116,7 +116,7 @@ def arch_options(arch: str | None = None, *, head: str = "auto", activation: str
         defaults = CVKIT_MODELS[arch].defaults
         for key, value in given.items():
             if value is not None and defaults.get(key) is None:
-                only = f" (only to {_takers(key)})" if key in SEGMENTATION_OPTIONS else ""
+                only = f" (only to {_takers(key)})" if key in SOME_NETS_OPTIONS else ""
                 raise OptionError(f"{FLAGS[key]} does not apply to --arch {arch}{only}; leave it out")
         _check_head(arch, head, defaults.get("head") == DENSE_HEAD)
         resolved = {k: v if v is not None else defaults.get(k) for k, v in given.items()}
@@ -129,7 +129,7 @@ def arch_options(arch: str | None = None, *, head: str = "auto", activation: str
             resolved["hidden"] = list(resolved["hidden"])  # not the module's default list itself
         return {"head": defaults["head"] if head == "auto" else head, **saved(resolved)}
     _check_head(arch, head, False)
-    for key in SEGMENTATION_OPTIONS:
+    for key in SOME_NETS_OPTIONS:
         if given[key] is not None:
             raise OptionError(f"{FLAGS[key]} does not apply to --arch {arch} (only to {_takers(key)}); leave it out")
     refused = [k for k in ("batchnorm", "hidden") if given[k] is not None]

@@ -129,7 +129,7 @@ def load_run(run: str | os.PathLike, device: torch.device, precision: str = "aut
     info = ModelInfo.read(run)
     try:
         model = create_model(info.arch, info.num_outputs, info.in_chans, (info.input_size[0], info.input_size[1]),
-                             check_size=False, **(info.arch_options or {}))
+                             check_size=False, **info.build_options())
     except OptionError as e:  # the options came from the file, not from the command line
         raise ManifestError(f"{run / 'model.json'} describes a model cvkit cannot build ({e}); restore model.json "
                             f"or retrain the run") from None

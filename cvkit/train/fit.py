@@ -144,6 +144,10 @@ def _resume(run: Path, callbacks: tuple[Callback, ...]) -> TrainResult:
         raise OptionError(f"--resume {run}: the run is complete ({done} of {cfg.epochs} epochs); to train longer, "
                           f"start a new run from its weights with --weights {run / 'model.safetensors'}")
     cfg.out = str(run)
+    if ModelInfo.exists(run):  # the net the run was built as, even where a default has changed since
+        for key, value in ModelInfo.read(run).build_options().items():
+            if key != "head" and getattr(cfg, key, "") is None:
+                setattr(cfg, key, value)
     selections = cfg.resolved.selections or {}
     train = Selection.from_json(selections["train"]) if selections.get("train") else None
     val = Selection.from_json(selections["val"]) if selections.get("val") else None

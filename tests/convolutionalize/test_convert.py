@@ -37,7 +37,7 @@ def test_fc_layer_becomes_a_kernel_over_the_whole_feature_map():
     first = model.head.pre[1]
     dense = to_convolutional(model, 1, (28, 28))
     conv = dense.head[0]
-    assert isinstance(conv, nn.Conv2d) and conv.kernel_size == (7, 7) and conv.in_channels == 64
+    assert isinstance(conv, nn.Conv2d) and conv.kernel_size == (7, 7) and conv.in_channels == 32
     assert torch.equal(conv.weight.flatten(1), first.weight)
     assert all(m.kernel_size == (1, 1) for m in dense.head if isinstance(m, nn.Conv2d) and m is not conv)
 

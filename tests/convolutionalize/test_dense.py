@@ -43,7 +43,7 @@ def test_upsampled_peak_follows_the_object_pixel_for_pixel_up_to_the_stride():
         fc, out = model.head.pre[1], model.head.fc
         g = torch.exp(-((torch.arange(8) - 3.5) ** 2) / 4)
         fc.weight.zero_(); fc.bias.zero_(); out.weight.zero_(); out.bias.zero_()
-        fc.weight[0] = (g[:, None] * g[None, :]).repeat(64, 1, 1).flatten()
+        fc.weight[0] = (g[:, None] * g[None, :]).repeat(model.num_features, 1, 1).flatten()
         out.weight[0, 0], out.weight[1, 0] = 1.0, -1.0
     dense = to_convolutional(model, 1, (32, 32))
     rf = receptive_field(dense, f"head.{len(dense.head) - 1}", 1)

@@ -46,7 +46,7 @@ def test_features_by_layer_name_and_the_hooks_are_removed(trained):
     loaded = load_run(trained, resolve_device("cpu"))
     images = np.zeros((3, *loaded.input_size, loaded.in_chans), np.uint8)
     features = loaded.features(images, ["features.0", "features.1"], batch_size=2)
-    assert features["features.0"].shape[0] == 3 and features["features.1"].shape[:2] == (3, 64)
+    assert features["features.0"].shape[0] == 3 and features["features.1"].shape[:2] == (3, 32)
     assert all(not m._forward_hooks for m in loaded.model.modules())
     with pytest.raises(OptionError, match="no layer 'features.9'"):
         with capture(loaded.model, ["features.9"]):

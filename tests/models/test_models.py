@@ -133,7 +133,7 @@ def test_own_head_of_timm_models_and_its_parameter_names():
 def test_smallcnn_head_fc_flattens_into_hidden_layers():
     model = built("smallcnn", 3, 32, head="fc")
     linears = [m for m in model.head.modules() if isinstance(m, nn.Linear)]
-    assert [(m.in_features, m.out_features) for m in linears] == [(64 * 8 * 8, 256), (256, 3)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(32 * 8 * 8, 256), (256, 3)]
     assert head_parameter_names(model) == {f"head.{n}" for n, _ in model.head.named_parameters()}
     assert len(block_groups(model)) == 2
     with pytest.raises(OptionError, match="built for 32x32 images.*--head gap"):
@@ -143,13 +143,25 @@ def test_smallcnn_head_fc_flattens_into_hidden_layers():
 def test_smallcnn_default_is_small_modern_and_channels_last_friendly():
     model = create_model("smallcnn", 10, 3, (32, 32))
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    assert [c.out_channels for c in convs] == [32, 32, 64, 64]
+    assert [c.out_channels for c in convs] == [16, 16, 32, 32]
     assert all(c.bias is None for c in convs)  # BatchNorm follows each
     assert isinstance(model.get_classifier(), nn.Linear) and model.get_classifier().in_features == 256
     gap = create_model("smallcnn", 10, 3, (32, 32), head="gap")
-    assert gap.get_classifier().in_features == 64
+    assert gap.get_classifier().in_features == 32
     x = torch.randn(2, 3, 32, 32).to(memory_format=torch.channels_last)
     assert model.to(memory_format=torch.channels_last)(x).shape == (2, 10)
+
+
+def test_smallcnn_base_and_depth_shape_its_stages():
+    narrow = create_model("smallcnn", 10, 1, (28, 28), base=16)
+    assert [c.out_channels for c in narrow.modules() if isinstance(c, nn.Conv2d)] == [16, 16, 32, 32]
+    assert narrow.get_classifier().in_features == 256 and narrow.head.pre[1].in_features == 32 * 7 * 7
+    deep = create_model("smallcnn", 10, 1, (32, 32), base=8, depth=3)
+    assert [c.out_channels for c in deep.modules() if isinstance(c, nn.Conv2d)] == [8, 8, 16, 16, 32, 32]
+    assert deep.num_features == 32 and deep.head.pre[1].in_features == 32 * 4 * 4
+    assert arch_options("smallcnn", base=8, depth=3)["base"] == 8
+    with pytest.raises(OptionError, match=r"--arch smallcnn needs images of at least 16x16, the dataset is 8x8"):
+        create_model("smallcnn", 3, 1, (8, 8), depth=4)  # four 2x2 pools
 
 
 def test_options_change_the_modules():

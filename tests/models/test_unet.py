@@ -172,9 +172,9 @@ def test_arch_options_resolve_and_rebuild_the_same_net():
     ("unet", {"hidden": [8]}, "--hidden does not apply to --arch unet; leave it out"),
     ("unet", {"encoder": "smallcnn"}, "--encoder does not apply to --arch unet (only to fcn); leave it out"),
     ("unet", {"pretrained": True}, "--arch unet is one of cvkit's own nets and has no pretrained weights"),
-    ("smallcnn", {"depth": 3}, "--depth does not apply to --arch smallcnn (only to unet); leave it out"),
-    ("resnet18", {"depth": 3}, "--depth does not apply to --arch resnet18 (only to unet); leave it out"),
-    ("resnet18", {"base": 8}, "--base does not apply to --arch resnet18 (only to unet, fcn); leave it out"),
+    ("smallcnn", {"padding": "same"}, "--padding does not apply to --arch smallcnn (only to unet); leave it out"),
+    ("mlp", {"depth": 3}, "--depth does not apply to --arch mlp (only to smallcnn, unet); leave it out"),
+    ("resnet18", {"base": 8}, "--base does not apply to --arch resnet18 (only to smallcnn, unet, fcn); leave it out"),
     ("smallcnn", {"head": "conv"}, "--head conv is the per-pixel head of the segmentation nets (unet, fcn)"),
 ])
 def test_bad_options_are_refused_with_the_fix(arch, options, message):

@@ -237,3 +237,25 @@ def test_budget_errors_and_a_budget_shorter_than_an_epoch(data, tmp_path, runner
     result = run(runner, "train", data, "--out", tmp_path / "short", "--budget", "0.1s", *FAST)
     assert result.exit_code == 0 and "runs over" in " ".join(result.stderr.split())
     assert len(pd.read_csv(tmp_path / "short" / "metrics.csv")) == 1
+
+
+def test_smallcnn_base_and_depth_through_the_cli(data, tmp_path):
+    out = tmp_path / "narrow"
+    assert run_ok("-q", "train", data, "--out", out, "--epochs", "1", *FAST, "--base", "8", "--depth", "3")
+    info = json.loads((out / "model.json").read_text())
+    assert info["arch_options"]["base"] == 8 and info["arch_options"]["depth"] == 3
+    weights = load_file(out / "model.safetensors")
+    convs = sorted((k, v.shape[0]) for k, v in weights.items() if v.ndim == 4)
+    assert [c for _, c in convs] == [8, 8, 16, 16, 32, 32]  # stages of 8, 16, 32 channels, two convs each
+    assert json.loads(run_stdout("-q", "evaluate", out, "--json"))["count"] > 0  # rebuilt from model.json
+
+
+def test_a_smallcnn_run_saved_before_base_and_depth_loads_as_the_32_64_net(data, tmp_path):
+    out = tmp_path / "old"
+    assert run_ok("-q", "train", data, "--out", out, "--epochs", "1", *FAST, "--base", "32", "--depth", "2")
+    now = json.loads(run_stdout("-q", "evaluate", out, "--json", "--out", tmp_path / "now"))
+    info = json.loads((out / "model.json").read_text())
+    info["arch_options"] = {k: v for k, v in info["arch_options"].items() if k not in ("base", "depth")}
+    (out / "model.json").write_text(json.dumps(info))  # as cvkit wrote it before these options
+    before = json.loads(run_stdout("-q", "evaluate", out, "--json", "--out", tmp_path / "before"))
+    assert before["accuracy"] == now["accuracy"] and before["log_loss"] == now["log_loss"]

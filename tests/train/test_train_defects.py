@@ -3,6 +3,7 @@ activations, progress output in a log), each pinned by a test that failed on the
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -115,6 +116,35 @@ def test_resumed_run_continues_at_the_right_epoch_with_its_lr_schedule(data, tmp
     a, b = pd.read_csv(whole / "metrics.csv"), pd.read_csv(part / "metrics.csv")
     assert list(b["epoch"]) == [1, 2, 3]
     assert list(a["lr"]) == list(b["lr"])  # the one-cycle schedule goes on where it stopped
+
+
+def test_a_run_interrupted_before_a_default_changed_resumes_as_the_net_it_was(data, tmp_path):
+    """A smallcnn run started when the default was the 32-64 net with dropout 0.25 (config.json without
+    base, depth and dropout) resumes as that net, read from its model.json."""
+    from cvkit.errors import Interrupted
+    from cvkit.train import TrainConfig, fit
+
+    def interrupt(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    part = tmp_path / "part"
+    cfg = TrainConfig(data=str(data), out=str(part), epochs=2, precision="fp32", memory_format="contiguous",
+                      batch_size=32, base=32, dropout=0.25)
+    with pytest.raises(Interrupted):
+        fit(cfg, callbacks=(interrupt,))
+    config, info = json.loads((part / "config.json").read_text()), json.loads((part / "model.json").read_text())
+    config["base"] = config["dropout"] = None  # as cvkit wrote them before
+    info["arch_options"] = {k: v for k, v in info["arch_options"].items() if k not in ("base", "depth")}
+    (part / "config.json").write_text(json.dumps(config))
+    (part / "model.json").write_text(json.dumps(info))
+    result = run(CliRunner(), "train", "--resume", part)
+    assert result.exit_code == 0, result.stderr
+    assert "epoch 2/2" in result.stderr
+    weights = load_file(part / "model.safetensors")
+    assert weights["features.0.0.0.weight"].shape[0] == 32  # not the 16 of today's default
+    dropout = json.loads((part / "model.json").read_text())["arch_options"]["dropout"]
+    assert dropout == 0.25
 
 
 # ----------------------------------------------------------------------------- 5. mixup draws from the generator
