@@ -80,7 +80,9 @@ def test_a_keypoint_run_finds_the_item_far_better_than_the_mean_point(kp_data, k
 
 
 def test_predict_writes_the_points_in_the_image_files_pixels(kp_data, kp_run, runner, tmp_path):
-    evaluated = pd.read_csv(kp_run / "eval_test" / "predictions.csv").head(4)
+    # its own evaluation: under xdist the test above may run in another process, on another kp_run
+    assert run(runner, "-q", "evaluate", kp_run, "--out", tmp_path / "e").exit_code == 0
+    evaluated = pd.read_csv(tmp_path / "e" / "predictions.csv").head(4)
     result = run(runner, "-q", "predict", kp_run, *evaluated["path"], "--out", tmp_path / "p")
     assert result.exit_code == 0, result.stderr
     table = pd.read_csv(tmp_path / "p" / "predictions.csv")
