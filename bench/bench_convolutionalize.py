@@ -5,25 +5,15 @@ classified one at a time by the original net, and in batches of 10. Same process
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench.common import write_result  # noqa: E402
+from bench.common import best_time, write_result  # noqa: E402
 
 SIZE, TRAIN, STRIDE = 512, 224, 32
-
-
-def timed(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main() -> None:
@@ -38,14 +28,14 @@ def main() -> None:
     crops = [image[:, :, y:y + TRAIN, x:x + TRAIN] for y in starts for x in starts]
     with torch.inference_mode():
         model(crops[0])  # warm-up
-        naive_one = timed(lambda: [model(c) for c in crops], 1)
+        naive_one = best_time(lambda: [model(c) for c in crops], 1)
         batch = torch.cat(crops)
-        naive_batched = timed(lambda: [model(batch[b:b + 10]) for b in range(0, len(batch), 10)], 1)
+        naive_batched = best_time(lambda: [model(batch[b:b + 10]) for b in range(0, len(batch), 10)], 1)
         reference = torch.cat([model(c) for c in crops[:3]])
     dense = to_convolutional(model, 3, (TRAIN, TRAIN))
     with torch.inference_mode():
         dense.score_maps(image)
-        seconds = timed(lambda: dense.score_maps(image), 3)
+        seconds = best_time(lambda: dense.score_maps(image), 3)
         maps = dense.score_maps(image)[0]
     got = maps.flatten(1).T[:3]
     write_result("convolutionalize", {

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import RESULTS, cpu, write_result
+from common import RESULTS, best_time, cpu, write_result
 
 
 def timed(fn, repeat: int = 20) -> float:
@@ -37,14 +37,8 @@ def timed(fn, repeat: int = 20) -> float:
 def matmul_peak(side: int = 2048) -> float:
     """fp32 GFLOP/s of a square matrix product: the best of 10 (the machine's speed drifts)."""
     a, b = torch.randn(side, side), torch.randn(side, side)
-    for _ in range(2):
-        a @ b
-    best = float("inf")
-    for _ in range(10):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * side**3 / best / 1e9
+    a @ b  # warm-up
+    return 2 * side**3 / best_time(lambda: a @ b, 10) / 1e9
 
 
 def flops(fn) -> int:

@@ -18,6 +18,17 @@ WORK = Path(os.environ.get("CVKIT_BENCH_DIR", "/tmp/cvkit-bench"))
 CVKIT = [sys.executable, "-m", "cvkit"]
 
 
+def best_time(fn, repeats: int) -> float:
+    """Seconds of the fastest of ``repeats`` calls of ``fn`` (this machine's speed drifts: the best is the
+    least disturbed)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def need_fmnist() -> Path:
     if not (FMNIST / "train-images-idx3-ubyte.gz").is_file():
         sys.exit(f"Fashion-MNIST is not in {FMNIST}: apt-get install dataset-fashion-mnist (or set CVKIT_FMNIST)")

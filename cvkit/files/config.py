@@ -138,7 +138,7 @@ class TrainConfig:
                                        "paper's: the image is mirror-padded so the output covers it, overlap-tile).",
                                  MODEL)
     base: int | None = option(None, "smallcnn: channels of the first stage, doubled at each stage after it "
-                                    "(default 32); unet: channels of the first level, doubled at each level below "
+                                    "(default 16); unet: channels of the first level, doubled at each level below "
                                     "(default 16); fcn: channels of the decoder (default 32).", MODEL)
     depth: int | None = option(None, "smallcnn: stages, each ending with a 2x2 max-pool (default 2); unet: number "
                                      "of 2x2 max-pool downsamplings; images need at least 2^depth px (default 3).",

@@ -129,8 +129,8 @@ def smallcnn(num_outputs: int, in_chans: int, input_size: tuple[int, int], o: Op
     """The default ``--arch``: a small modern CNN for 28-64 px images that trains fast on a CPU.
 
     ``--depth`` stages of (conv3x3, BatchNorm, activation) x ``SMALLCNN_CONVS_PER_STAGE``, the first
-    with ``--base`` channels and each next one with twice as many, each stage halving the size with a 2x2 max-pool placed right after
-    its last conv (before BatchNorm: a quarter of the normalization work), then the fc head (flatten,
+    with ``--base`` channels and each next one with twice as many, each stage halving the size with a
+    2x2 max-pool placed right after its last conv (before BatchNorm: a quarter of the normalization work), then the fc head (flatten,
     ``SMALLCNN_FC_HIDDEN`` hidden units, dropout, linear) or, with ``--head gap``, global average
     pooling, dropout and one linear layer.
     """

@@ -1,9 +1,9 @@
 """``create_model``: one call for every ``--arch``, whatever its source, with timm's interface.
 
 The options that change the architecture (``--head``, ``--activation``, ``--dropout``,
-``--batchnorm``, ``--hidden``, smallcnn's and the segmentation nets' ``--base`` and ``--depth``, and the
-segmentation nets' ``--padding``, ``--encoder``, ``--decoder``) are checked and resolved by :func:`arch_options`; model.json keeps
-the result so every later command rebuilds the same net with ``create_model(arch, ..., **options)``.
+``--batchnorm``, ``--hidden``, smallcnn's and the segmentation nets' ``--base`` and ``--depth``, and
+the segmentation nets' ``--padding``, ``--encoder``, ``--decoder``) are checked and resolved by
+:func:`arch_options`; model.json keeps the result so every later command rebuilds the same net with ``create_model(arch, ..., **options)``.
 """
 
 from __future__ import annotations
