@@ -119,7 +119,8 @@ def fmnist_dataset(name: str = "fmnist") -> Path:
 
 
 def train_and_evaluate(data: Path, name: str, extra: list[str]) -> dict:
-    """`cvkit train` into WORK/runs/name, then `cvkit evaluate --split test` once: what it chose and scored."""
+    """`cvkit train` into WORK/runs/name, then `cvkit evaluate --split test` once (with its defaults: flip
+    TTA where training chose it on val): what it chose and scored."""
     import pandas as pd
 
     run = WORK / "runs" / name
@@ -127,6 +128,7 @@ def train_and_evaluate(data: Path, name: str, extra: list[str]) -> dict:
     _, _, out = run_measured(CVKIT + ["-q", "evaluate", str(run), "--split", "test", "--json"])
     history = pd.read_csv(run / "metrics.csv")
     config = json.loads((run / "config.json").read_text())
+    model = json.loads((run / "model.json").read_text())
     resolved = config["resolved"]
     return {"arch": config["arch"], "epochs": int(history["epoch"].max()), "train_wall_seconds": round(seconds, 1),
             "train_loop_seconds": round(float(history["seconds"].sum()), 1),
@@ -137,8 +139,9 @@ def train_and_evaluate(data: Path, name: str, extra: list[str]) -> dict:
             "speed_probe_ms_per_step": resolved.get("speed_probe_ms_per_step"),
             "augment": {k: v for k, v in resolved["augment"].items() if v not in (0, 0.0, [1.0, 1.0])},
             "epochs_reason": resolved.get("epochs_reason"), "budget_replans": resolved.get("budget_replans"),
-            "arch_options": json.loads((run / "model.json").read_text())["arch_options"],
-            "label_smoothing": resolved.get("label_smoothing")}
+            "arch_options": model["arch_options"], "label_smoothing": resolved.get("label_smoothing"),
+            "tta": model.get("tta"), "test_tta": json.loads(out).get("tta"),
+            "budget_wider_net": (resolved.get("budget") or {}).get("wider_net")}
 
 
 def spread(values: list[float]) -> dict:

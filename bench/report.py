@@ -76,9 +76,17 @@ def train_fmnist(data: dict) -> list[str]:
 
 
 def budget_fmnist(data: dict) -> list[str]:
-    rows = [[f"{r['budget_minutes']:g}m", str(r["epochs"]), f"{r['train_wall_seconds']:.0f} s", f"{r['best_val_acc']:.3f}",
-             f"{r['test_acc']:.3f}"] for r in data["budget"]["runs"]]
-    return _table(["`--budget`", "epochs", "command wall time", "best val acc", "test acc"], rows)
+    def net(r: dict) -> str:
+        base = (r.get("arch_options") or {}).get("base")
+        return f"{r.get('arch', 'smallcnn')} --base {base}" if base else NOT_RECORDED
+
+    rows = [[f"{r['budget_minutes']:g}m", net(r), str(r["epochs"]), f"{r['train_wall_seconds']:.0f} s",
+             f"{r['best_val_acc']:.4f}", f"{r['test_acc']:.4f}",
+             {True: "flip", False: "none", None: NOT_RECORDED}[r.get("test_tta")]] for r in data["budget"]["runs"]]
+    data_name = {"plain": "train's default augmentation", "standard": "the standard preset"}
+    return [*_table(["`--budget`", "net chosen", "epochs", "command wall time", "best val acc", "test acc",
+                     "test TTA"], rows), "",
+            f"Dataset: {data_name.get(data['budget'].get('data', 'standard'))}; seed {data['budget']['seed']}."]
 
 
 def large(data: dict) -> list[str]:
@@ -238,7 +246,8 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, 
                                                   "localize_choose": localize_choose, "regress": regress,
                                                   "segment": segment, "segment_models": segment_models,
                                                   "segment_choose": segment_choose, "gpu": gpu,
-                                                  "recipe_val": recipe_val, "step_profile": step_profile}
+                                                  "recipe_val": recipe_val, "budget_val": recipe_val,
+                                                  "step_profile": step_profile}
 
 
 def results_block(name: str) -> list[str]:

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from cvkit.cli.common import emit, state
-from cvkit.cli.options import BatchSize, Json, Out, ShardOption, parse_shard, Threshold
+from cvkit.cli.options import BatchSize, Json, Out, ShardOption, parse_shard, Threshold, Tta
 from cvkit.progress import console
 
 
@@ -18,7 +18,7 @@ def evaluate_command(
     data: Annotated[Optional[Path], typer.Option(help="Dataset directory (default: the one the run was trained on).")] = None,
     split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
     out: Out = None,
-    tta: Annotated[bool, typer.Option("--tta", help="Average with horizontally flipped images.")] = False,
+    tta: Tta = None,
     top: Annotated[int, typer.Option(help="How many worst predictions to show in top_losses.")] = 16,
     batch_size: BatchSize = 512,
     shard: ShardOption = None,

@@ -24,6 +24,9 @@ BatchSize = Annotated[int, typer.Option(help="Images per forward pass.")]
 Workers = Annotated[Optional[int], typer.Option(help="Decoding processes (default: one per core).")]
 Seed = Annotated[Optional[int], typer.Option(help="Seed (default: the global --seed).")]
 Inputs = Annotated[list[str], typer.Argument(help="Image files, folders, or CSV files with a 'path' column.")]
+Tta = Annotated[Optional[bool], typer.Option(
+    "--tta/--no-tta", help="Average each image with its horizontal mirror (flip test-time augmentation). Default: as "
+    "chosen on val when the run was trained (model.json's tta).")]
 Threshold = Annotated[Optional[float], typer.Option(
     help="Multi-label: one decision threshold for every class, instead of the per-class ones chosen on val.")]
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from cvkit.cli.common import emit, state
-from cvkit.cli.options import BatchSize, Inputs, Out, Workers, Threshold
+from cvkit.cli.options import BatchSize, Inputs, Out, Workers, Threshold, Tta
 from cvkit.errors import OptionError
 from cvkit.progress import console
 
@@ -18,7 +18,7 @@ def predict_command(
     inputs: Inputs,
     k: Annotated[int, typer.Option("-k", "--top-k", help="Classes to show per image.")] = 5,
     out: Out = None,
-    tta: Annotated[bool, typer.Option("--tta", help="Average with horizontally flipped images.")] = False,
+    tta: Tta = None,
     batch_size: BatchSize = 256,
     workers: Workers = None,
     threshold: Threshold = None,

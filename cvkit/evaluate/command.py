@@ -27,11 +27,12 @@ class EvalResult:
 
 @releasing  # the --out lock check_out takes is given up on return
 def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = None, split: str = "test",
-             out: str | os.PathLike | None = None, tta: bool = False, top_n: int = 16, device: str = "auto",
+             out: str | os.PathLike | None = None, tta: bool | None = None, top_n: int = 16, device: str = "auto",
              batch_size: int = 512, shard: tuple[int, int] | None = None,
              threshold: float | None = None) -> EvalResult:
     """Probabilities of every run on ``split`` (an ensemble averages them), metrics and pictures in ``out``.
 
+    ``tta`` None: flip test-time augmentation where training chose it on val (model.json's ``tta``).
     ``shard=(I, N)``: only share I of the split's images, into ``out/shard-I-of-N`` (probabilities and
     predictions), for :func:`cvkit.evaluate.shards.merge_shards` to put together."""
     from cvkit.data import load_split
@@ -67,7 +68,7 @@ def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = Non
 
         out = shard_folder(Path(out or default), shard)
     out = check_out(out or default, reads=[*(m.run for m in loaded), data], own=own_evaluate, force=True)
-    members, all_probs, split_data = [], [], None
+    members, all_probs, split_data, used = [], [], None, []
     for member in loaded:
         split_data = load_split(data, split, member.data_size)
         total = len(split_data.labels)
@@ -83,13 +84,14 @@ def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = Non
             raise ManifestError(f"{data} has {split_data.images.shape[3]} channel(s), {member.run} takes "
                                 f"{member.in_chans}; prepare the dataset with --channels {member.in_chans}")
         targets = member.task.targets(split_data)
-        probs, _ = member.predict(split_data.images, targets, batch_size, tta)
+        used.append(member.uses_tta(tta))
+        probs, _ = member.predict(split_data.images, targets, batch_size, used[-1])
         all_probs.append(probs)
         scores = task.metrics(probs, targets)
         members.append({"run": str(member.run), **{key: scores[key] for key in task.summary_keys}})
     probs = np.mean(all_probs, axis=0)
     extra: dict[str, Any] = {"task": task.name, "split": split, "data": str(data), "runs": [str(m.run) for m in loaded],
-                             "tta": tta}
+                             "tta": any(used)}
     if len(loaded) > 1:
         extra["members"] = members
     if shard is not None:

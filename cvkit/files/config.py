@@ -88,7 +88,7 @@ class Resolved:
     torch_version: str | None = None
     batchnorm_recalibration: dict[str, Any] | None = None
     selections: dict[str, Any] | None = None  # {"train": Selection JSON, "val": Selection JSON or None}
-    budget: dict[str, Any] | None = None  # {"seconds", "first_plan"}
+    budget: dict[str, Any] | None = None  # {"seconds", "first_plan", "wider_net" (train/budget_nets.py) or None}
     budget_replans: list[Any] | None = None
     speed_probe_ms_per_step: dict[str, Any] | None = None  # {"precision/memory_format": ms}
     label_smoothing: float | None = None  # --label-smoothing, or the task's default
@@ -157,8 +157,10 @@ class TrainConfig:
     backbone_lr_scale: float = option(0.1, "Backbone lr as a fraction of the head's once unfrozen.", MODEL)
     # optimisation
     budget: str | None = option(None, "Wall-clock budget such as 90s, 10m or 1h: as many epochs as fit, measured "
-                                      "(the schedule is planned for them); replaces --epochs.", OPTIM)
-    epochs: int | str = option("auto", "Epochs, or auto: 5, or more on a small dataset so that training takes "
+                                      "(the schedule is planned for them); replaces --epochs. With smallcnn and no "
+                                      "--base or --depth it also picks a wider net when enough epochs of it fit.",
+                                OPTIM)
+    epochs: int | str = option("auto", "Epochs, or auto: 6, or more on a small dataset so that training takes "
                                        "at least a measured number of optimizer steps (printed at the start).",
                                OPTIM, cli_type=str)
     batch_size: int = option(128, "Images per step (at most the train split's size).", OPTIM)

@@ -66,6 +66,14 @@ class ModelInfo:
     score_maps: dict[str, Any] | None = None
     task: str = DEFAULT_TASK  # what the run predicts (cvkit/tasks/)
     task_state: dict[str, Any] = field(default_factory=dict)  # what the task learned on val (e.g. thresholds)
+    # Flip test-time augmentation, chosen on val for the best weights when training ended: {"chosen": "flip"
+    # or "none", "metric": the val column, "plain" and "flip": its two values}; {} for runs made before
+    tta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def flip_tta(self) -> bool:
+        """Whether evaluate and predict average each image with its mirror when --tta is not given."""
+        return self.tta.get("chosen") == "flip"
 
     @classmethod
     def read(cls, run: str | os.PathLike) -> "ModelInfo":

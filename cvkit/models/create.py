@@ -16,7 +16,7 @@ from torch import nn
 
 from cvkit.errors import CvkitError, OptionError, UnknownArchitecture
 from cvkit.files.config import DECODERS, PADDINGS
-from cvkit.models.inspection import smallest_size, takes, too_small
+from cvkit.models.inspection import REAL_CHECK_SIDE, smallest_size, takes, too_small
 from cvkit.models.layers import ACTIVATIONS, Net
 from cvkit.models.registry import CVKIT_MODELS, Options, resolve_arch
 
@@ -208,6 +208,16 @@ def _create_cvkit(arch: str, num_outputs: int, in_chans: int, size: tuple[int, i
             return False
         return takes(net, in_chans)(candidate)
 
+    if check_size and max(size) <= REAL_CHECK_SIDE and not options.pretrained:
+        # A small image: the net itself, checked with real passes (the meta device only to search for
+        # the smallest size that works, when this one does not).
+        try:
+            net = build(num_outputs, in_chans, size, options)
+        except RuntimeError:  # the image shrank to nothing before the fully connected layers
+            net = None
+        if net is not None and takes(net, in_chans, real=True)(size):
+            return net
+        raise too_small(arch, size, smallest_size(builds, size), size_option)
     if check_size and not builds(size):
         raise too_small(arch, size, smallest_size(builds, size), size_option)
     return build(num_outputs, in_chans, size, options)

@@ -21,6 +21,9 @@ from cvkit.models.layers import Net, TimmGap
 
 MAX_SIZE = 512  # the largest image side check_input_size tries
 REFERENCE = 224  # an image side every architecture takes
+# Up to this image side, sizes are checked with real passes on the model's device: a few milliseconds
+# for cvkit's nets, where the meta device's first use costs seconds of imports (train's start-up).
+REAL_CHECK_SIDE = 64
 # What a forward pass raises when the image is too small (timm's ViTs assert their size).
 SIZE_ERRORS = (RuntimeError, ValueError, AssertionError, NotImplementedError, IndexError)
 
@@ -78,22 +81,25 @@ def probe(model: nn.Module, shape: tuple[int, ...], method: str = "forward",
             hook.remove()
 
 
-def feature_stride(model: nn.Module, in_chans: int) -> tuple[int, bool]:
+def feature_stride(model: nn.Module, in_chans: int, real: bool = False) -> tuple[int, bool]:
     """How many input pixels make one pixel of the last feature map (32 for ResNet and VGG), and
-    whether the meta device runs the model: both found by one pass at REFERENCE px.
+    whether the meta device runs the model: both found by one pass at REFERENCE px (a real one with
+    ``real``).
 
     Nets that end in a vector (perceptron, mlp) or tokens (ViT) have stride 1: their own layers
     refuse sizes they cannot take.
     """
     shape = (1, in_chans, REFERENCE, REFERENCE)
+    on_meta = not real
     try:
-        features, _ = probe(model, shape, "forward_features", on_meta=True)
-        on_meta = True
+        features, _ = probe(model, shape, "forward_features", on_meta=on_meta)
     except SIZE_ERRORS:
+        if not on_meta:  # a net built for one size only, whose features flatten it
+            return 1, False
         on_meta = False
         try:
             features, _ = probe(model, shape, "forward_features", on_meta=False)
-        except SIZE_ERRORS:  # a net built for one size only, whose features flatten it
+        except SIZE_ERRORS:
             return 1, False
     if not (isinstance(features, torch.Tensor) and features.ndim == 4):
         return 1, on_meta
@@ -115,17 +121,18 @@ def runs(model: nn.Module, in_chans: int, size: tuple[int, int], on_meta: bool |
     return out.numel() > 0
 
 
-def takes(model: nn.Module, in_chans: int) -> Callable[[tuple[int, int]], bool]:
+def takes(model: nn.Module, in_chans: int, real: bool = False) -> Callable[[tuple[int, int]], bool]:
     """A test of image sizes for ``model``: it must run, and be at least half a feature stride wide,
     since a smaller image reaches the last stages as padding (ResNet-50 runs on 8 px images, but its
     last 1x1 feature maps are then mostly zeros). Half, not one: ResNet-18 at 28 px (stride 32) is
-    the usual Fashion-MNIST baseline and trains well."""
-    stride, on_meta = feature_stride(model, in_chans)
+    the usual Fashion-MNIST baseline and trains well. ``real``: real passes only (no meta device)."""
+    stride, on_meta = feature_stride(model, in_chans, real)
 
     def test(size: tuple[int, int]) -> bool:
         # Where the meta device failed at REFERENCE px, try it again anyway (nets built for one
         # size fail there for their own reasons), falling back to real passes.
-        return 2 * min(size) >= stride and runs(model, in_chans, size, on_meta=True if on_meta else None)
+        return 2 * min(size) >= stride and runs(model, in_chans, size,
+                                                on_meta=False if real else (True if on_meta else None))
 
     return test
 
@@ -182,7 +189,7 @@ def check_input_size(arch: str, model: nn.Module, in_chans: int, input_size: tup
         raise OptionError(f"--arch {arch} was built for {fixed[0]}x{fixed[1]} images (it flattens them into a fully "
                           f"connected layer), these are {h}x{w}; resize them to {fixed[0]}x{fixed[1]}, "
                           "or train with --head gap")
-    works = takes(model, in_chans)
+    works = takes(model, in_chans, real=max(h, w) <= REAL_CHECK_SIDE)
     if not works((h, w)):
         raise too_small(arch, (h, w), smallest_size(works, (h, w)), option)
 

@@ -34,13 +34,14 @@ class PredictResult:
 
 
 @releasing  # the --out lock check_out takes is given up on return
-def predict(run: str | os.PathLike, inputs: list[str], out: str | os.PathLike | None = None, tta: bool = False,
+def predict(run: str | os.PathLike, inputs: list[str], out: str | os.PathLike | None = None, tta: bool | None = None,
             device: str = "auto", batch_size: int = 256, workers: int | None = None,
             threshold: float | None = None, probs: bool = False, fit: bool = False) -> PredictResult:
     """Predict every readable image of ``inputs``; unreadable ones are reported and skipped.
 
     A segment run predicts each image at its own size (``fit``: squashed to the run's input size and
-    back), writing a label map and an overlay per image (``probs``: the probabilities too)."""
+    back), writing a label map and an overlay per image (``probs``: the probabilities too). ``tta`` None:
+    flip test-time augmentation where training chose it on val (model.json's ``tta``)."""
     from cvkit.device import resolve_device
     from cvkit.runtime import collect_inputs, load_run, read_images
 
@@ -54,6 +55,7 @@ def predict(run: str | os.PathLike, inputs: list[str], out: str | os.PathLike | 
                           f"segment); {loaded.run} predicts {loaded.task.name}")
     paths = collect_inputs(inputs)
     out = check_out(out or loaded.run / "predict", reads=[loaded.run, *inputs], own=own_predict, force=True)
+    tta = loaded.uses_tta(tta)
     if loaded.task.dense:
         return _predict_dense(loaded, paths, out, tta, batch_size, probs, fit)
     found = read_images(paths, loaded.input_size, loaded.in_chans, loaded.info.resize, workers)

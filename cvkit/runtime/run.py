@@ -17,7 +17,7 @@ from cvkit.device import autocast, set_memory_format
 from cvkit.errors import ManifestError, OptionError
 from cvkit.files.config import Resolved, TrainConfig
 from cvkit.files.run import ModelInfo, load_model_weights
-from cvkit.progress import progress_bar
+from cvkit.progress import info, progress_bar
 from cvkit.runtime.features import capture
 from cvkit.runtime.infer import predict_batches
 from cvkit.tasks import Task, TaskSpec, create_task
@@ -79,9 +79,23 @@ class LoadedRun:
         for x, y in Batches(images, fake, batch_size, self.device, shuffle=False).epoch():
             yield x, (None if labels is None else y)
 
+    def uses_tta(self, tta: bool | None) -> bool:
+        """``--tta``/``--no-tta`` as given, or (None) what training chose on val for these weights, said once."""
+        if tta is not None:
+            return tta
+        if self.info.flip_tta and not getattr(self, "_tta_said", False):
+            self._tta_said = True
+            chosen = self.info.tta
+            info(f"{self.run}: averaging each image with its mirror (flip TTA), as chosen on val when it was trained "
+                 f"({chosen.get('metric')} {chosen.get('flip', float('nan')):.4f} with it, "
+                 f"{chosen.get('plain', float('nan')):.4f} without); --no-tta turns it off")
+        return self.info.flip_tta
+
     def predict(self, images: np.ndarray, labels: np.ndarray | None = None, batch_size: int = 256,
-                tta: bool = False) -> tuple[np.ndarray, float | None]:
-        """Class probabilities (N x K) of N x H x W x C uint8 images, and the mean loss when labels are given."""
+                tta: bool | None = False) -> tuple[np.ndarray, float | None]:
+        """Class probabilities (N x K) of N x H x W x C uint8 images, and the mean loss when labels are given.
+        ``tta`` None: flip test-time augmentation as chosen on val when the run was trained."""
+        tta = self.uses_tta(tta)
         if len(images) == 0:
             return np.zeros((0, len(self.classes))), None
         with torch.inference_mode():

@@ -31,6 +31,7 @@ from cvkit.files.owned import own_run
 from cvkit.files.run import (
     ModelInfo,
     has_checkpoint,
+    load_model_weights,
     read_checkpoint,
     save_model_weights,
     write_checkpoint,
@@ -39,6 +40,7 @@ from cvkit.files.run import (
 from cvkit.progress import info, set_quiet
 from cvkit.train.batchnorm import RECALIBRATE_BELOW_STEPS
 from cvkit.train.budget import Budget
+from cvkit.train.budget_nets import net_is_open, wider_net
 from cvkit.train.checkpoint import checkpoint_state, restore
 from cvkit.train.distributed import World
 from cvkit.train.divergence import check_finite
@@ -91,10 +93,21 @@ def _fit(cfg: TrainConfig, run: Path, world: World, train: Selection | None, val
     trainer = Trainer.build(cfg, train, val, world=world)
     if budget is not None:
         n_val = len(trainer.data.val.labels) if trainer.data.val is not None else 0
-        epochs, trainer.epochs_reason = world.agree(budget.first_plan(trainer.step_seconds(), len(trainer.batches),
-                                                                      n_val, trainer.batch_size))
+
+        def plan(step_seconds: float) -> tuple[int, str]:
+            return budget.first_plan(step_seconds, len(trainer.batches), n_val, trainer.batch_size)
+
+        wider = world.agree(wider_net(trainer, lambda step: plan(step)[0])) if net_is_open(cfg) else None
+        if wider is not None:  # the budget fits enough epochs of a wider net to beat the default (on val)
+            for key, value in wider["options"].items():
+                setattr(cfg, key, value)
+            trainer = Trainer.build(cfg, train, val, world=world)
+            info(f"--budget: {cfg.arch} " + " ".join(f"--{k} {v}" for k, v in wider["options"].items())
+                 + f": about {wider['epochs']} epochs of it fit, and from {wider['needs_epochs']} it beat the default "
+                 "on val at the same time (--base to choose yourself)")
+        epochs, trainer.epochs_reason = world.agree(plan(trainer.step_seconds()))
         trainer.replan(epochs)
-        cfg.resolved.budget = {"seconds": budget.seconds, "first_plan": trainer.epochs_reason}
+        cfg.resolved.budget = {"seconds": budget.seconds, "first_plan": trainer.epochs_reason, "wider_net": wider}
     cfg.resolved.selections = {"train": trainer.data.train_selection.to_json(),
                                "val": trainer.data.val_selection.to_json() if trainer.data.val_selection else None}
     if not world.main:  # the other processes train and write nothing
@@ -264,6 +277,7 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
         if resumable:
             raise Interrupted(f"interrupted in epoch {epoch}, before any epoch was saved; start the run again") from None
         raise Interrupted(f"interrupted in epoch {epoch}; the old run in {cfg.out} is unchanged") from None
+    _choose_tta(trainer, run, history, best["epoch"])
     if main:
         _plot_curves(run, history, best["epoch"] or None)
     return TrainResult(run, best["epoch"], best["value"], monitor, epoch - start_epoch + 1,
@@ -281,6 +295,28 @@ def _replan(trainer: Trainer, budget: Budget, epoch: int, seconds: float, run: P
     trainer.cfg.resolved.epochs, trainer.cfg.resolved.budget_replans = epochs, budget.replans
     if trainer.world.main:
         trainer.cfg.write(run)
+
+
+def _choose_tta(trainer: Trainer, run: Path, history: list[dict[str, Any]], best_epoch: int) -> None:
+    """Flip test-time augmentation, chosen on val for the best weights: model.json records both val
+    figures, and evaluate and predict average each image with its mirror when that scored higher."""
+    if trainer.data.val is None or not best_epoch:
+        return
+    if history[-1]["epoch"] != best_epoch:  # the best epoch's weights, as model.safetensors holds them
+        trainer.model.load_state_dict(load_model_weights(run))
+    column = f"val_{trainer.task.metric}"
+    plain = next(row[column] for row in history if row["epoch"] == best_epoch)
+    flipped, probs = trainer.validate_flipped()
+    chosen = trainer.task.better(column, flipped, plain)
+    if trainer.world.main:
+        model_info = ModelInfo.read(run)
+        model_info.tta = {"chosen": "flip" if chosen else "none", "metric": column, "plain": plain,
+                          "flip": round(flipped, 6)}
+        if chosen:  # what the task learns on val (thresholds), learned on the probabilities inference will see
+            model_info.task_state = {**trainer.task.state(), **trainer.task.calibrate(probs, trainer.val_targets())}
+        model_info.write(run)
+    info(f"flip TTA: {column} {flipped:.4f} against {plain:.4f} without: "
+         + ("evaluate and predict use it (--no-tta turns it off)" if chosen else "not used"))
 
 
 def _model_info(trainer: Trainer, epoch: int, row: dict[str, Any], state: dict[str, Any]) -> ModelInfo:

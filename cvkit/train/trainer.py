@@ -239,3 +239,9 @@ class Trainer:
         loss_sum, n, *parts = self.world.sum(float(loss) * len(labels), len(labels),
                                              *self.task.score_parts(probs, labels))
         return loss_sum / n, self.task.score_total(parts), probs
+
+    def validate_flipped(self) -> tuple[float, np.ndarray]:
+        """The val metric with flip test-time augmentation (each image averaged with its mirror), and
+        this process's probabilities."""
+        probs, _ = predict_batches(self.forward, self.val_batches.epoch(), self.pre, self.task, self.precision, tta=True)
+        return self.task.score_total(self.world.sum(*self.task.score_parts(probs, self.val_targets()))), probs

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from typer.testing import CliRunner
+
 from tests.conftest import run, run_stdout
 
 
@@ -59,7 +61,7 @@ def test_tta_runs(trained, data, tmp_path):
 
     metrics = json.loads(run_stdout("-q", "evaluate", trained, "--tta", "--json", "--split", "val", "--out", tmp_path / "t"))
     assert metrics["tta"] is True and 0.0 <= metrics["accuracy"] <= 1.0
-    assert run_stdout("-q", "evaluate", trained, "--split", "val", "--out", tmp_path / "p")
+    assert run_stdout("-q", "evaluate", trained, "--split", "val", "--no-tta", "--out", tmp_path / "p")
     classes = json.loads((trained / "model.json").read_text())["classes"]
     columns = [f"prob_{c}" for c in classes]
     tta = pd.read_csv(tmp_path / "t" / "predictions.csv")
@@ -74,3 +76,38 @@ def test_tta_runs(trained, data, tmp_path):
     expected = (loaded.predict(images.images)[0] + loaded.predict(mirrored)[0]) / 2
     assert np.allclose(tta[columns].to_numpy(), expected, atol=2e-5)
     assert np.allclose(plain[columns].to_numpy(), loaded.predict(images.images)[0], atol=2e-5)
+
+
+def test_training_chooses_flip_tta_on_val_and_evaluate_follows(trained, data, tmp_path):
+    import shutil
+
+    model_json = json.loads((trained / "model.json").read_text())
+    chosen = model_json["tta"]
+    assert chosen["metric"] == "val_acc" and chosen["chosen"] in ("flip", "none")
+    assert chosen["plain"] == pytest.approx(model_json["val_acc"])  # the best epoch's val figure
+    val_tta = json.loads(run_stdout("-q", "evaluate", trained, "--tta", "--json", "--split", "val", "--out", tmp_path / "t"))
+    val_plain = json.loads(run_stdout("-q", "evaluate", trained, "--no-tta", "--json", "--split", "val",
+                                      "--out", tmp_path / "p"))
+    assert chosen["flip"] == pytest.approx(val_tta["accuracy"], abs=1e-6)  # the same weights, scored the same way
+    assert chosen["plain"] == pytest.approx(val_plain["accuracy"], abs=1e-6)
+    assert (chosen["chosen"] == "flip") == (chosen["flip"] > chosen["plain"])
+    # Without --tta/--no-tta, evaluate and predict do what model.json says, and say so
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained, run_dir)
+    for choice, expected in (("flip", val_tta), ("none", val_plain)):
+        (run_dir / "model.json").write_text(json.dumps({**model_json, "tta": {**chosen, "chosen": choice}}))
+        result = run(CliRunner(), "evaluate", run_dir, "--json", "--split", "val", "--out", tmp_path / f"d_{choice}")
+        assert result.exit_code == 0, result.stderr
+        metrics = json.loads(result.stdout)
+        assert metrics["tta"] is (choice == "flip") and metrics["accuracy"] == pytest.approx(expected["accuracy"])
+        assert ("flip TTA" in result.stderr) is (choice == "flip")
+        shown = pd.read_csv(tmp_path / f"d_{choice}" / "predictions.csv")
+        want = pd.read_csv(tmp_path / ("t" if choice == "flip" else "p") / "predictions.csv")
+        pd.testing.assert_frame_equal(shown, want)
+        image = want["path"].iloc[0]
+        source = data / image if not str(image).startswith("/") else image
+        predicted = pd.read_csv(run_stdout("-q", "predict", run_dir, source, "--out", tmp_path / f"q_{choice}").strip())
+        forced = "--tta" if choice == "flip" else "--no-tta"
+        predicted_forced = pd.read_csv(run_stdout("-q", "predict", run_dir, source, forced,
+                                                  "--out", tmp_path / f"f_{choice}").strip())
+        pd.testing.assert_frame_equal(predicted, predicted_forced)

@@ -46,3 +46,13 @@ def test_replans_follow_the_measured_epochs():
     budget = Budget(100.0, started=now - 20.0)
     assert budget.after_epoch(4, 10.0, planned=5) is None  # more fit, but the last epoch is under way
     assert budget.replans == []
+
+
+def test_the_budget_chooses_the_net_only_where_it_was_left_open():
+    from cvkit.files.config import TrainConfig
+    from cvkit.train.budget_nets import WIDER_NETS, net_is_open
+
+    assert net_is_open(TrainConfig(data="d", budget="10m"))
+    for given in ({"base": 16}, {"depth": 3}, {"arch": "lenet5"}, {"weights": "w.safetensors"}, {"pretrained": True}):
+        assert not net_is_open(TrainConfig(data="d", budget="10m", **given)), given
+    assert all(options["base"] > 16 and epochs >= 1 for options, epochs in WIDER_NETS)

@@ -226,6 +226,11 @@ def test_a_budget_ends_in_time_with_a_complete_run(data, tmp_path, runner):
     assert config["resolved"]["budget"]["first_plan"].startswith("--budget 15 s:")
     assert "--budget 15 s:" in " ".join(result.stderr.split())  # the plan is printed
     assert metrics["lr"].iloc[-1] < 0.05 * metrics["lr"].max()  # the schedule annealed within the budget
+    # The net was left open and the budget fits many epochs of the tiny set: the wider net, timed and said
+    wider = config["resolved"]["budget"]["wider_net"]
+    assert wider["options"] == {"base": 32} and wider["epochs"] >= wider["needs_epochs"] and wider["step_ratio"] > 0
+    assert json.loads((out / "model.json").read_text())["arch_options"]["base"] == 32
+    assert "--budget: smallcnn --base 32" in " ".join(result.stderr.split())
 
 
 def test_budget_errors_and_a_budget_shorter_than_an_epoch(data, tmp_path, runner):
@@ -237,6 +242,9 @@ def test_budget_errors_and_a_budget_shorter_than_an_epoch(data, tmp_path, runner
     result = run(runner, "train", data, "--out", tmp_path / "short", "--budget", "0.1s", *FAST)
     assert result.exit_code == 0 and "runs over" in " ".join(result.stderr.split())
     assert len(pd.read_csv(tmp_path / "short" / "metrics.csv")) == 1
+    # too short for enough epochs of the wider net: the default stays
+    assert json.loads((tmp_path / "short" / "config.json").read_text())["resolved"]["budget"]["wider_net"] is None
+    assert json.loads((tmp_path / "short" / "model.json").read_text())["arch_options"]["base"] == 16
 
 
 def test_smallcnn_base_and_depth_through_the_cli(data, tmp_path):
