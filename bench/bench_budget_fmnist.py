@@ -47,11 +47,12 @@ def plot(budget: list[dict], path: Path, preset: str) -> None:
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     minutes = [b["budget_minutes"] for b in budget]
-    ax.plot(minutes, [b["test_acc"] for b in budget], "o-", label="test (read once per run)")
-    ax.plot(minutes, [b["best_val_acc"] for b in budget], "s--", label="val (best epoch)")
+    ax.plot(minutes, [b["test_acc"] for b in budget], "o-", label="test (read once per run; evaluate's defaults)")
+    ax.plot(minutes, [b["best_val_acc"] for b in budget], "s--", label="val (best epoch, no TTA)")
     for b in budget:
-        ax.annotate(f"{b['epochs']} ep", (b["budget_minutes"], b["test_acc"]), textcoords="offset points",
-                    xytext=(0, -14), ha="center", fontsize=8)
+        base = (b.get("arch_options") or {}).get("base")
+        ax.annotate(f"{b['epochs']} ep" + (f", base {base}" if base else ""), (b["budget_minutes"], b["test_acc"]),
+                    textcoords="offset points", xytext=(0, -14), ha="center", fontsize=8)
     ax.axhline(0.94, color="gray", lw=0.8, ls=":", label="target 0.94")
     ax.set_xlabel("--budget (minutes)")
     ax.set_ylabel("accuracy")

@@ -59,11 +59,13 @@ def metadata(data: dict) -> str:
 
 def train_fmnist(data: dict) -> list[str]:
     default, base = data["cvkit_default"], data["baseline"]
+    loops = [r["train_loop_seconds"] for r in default.get("runs", []) if r.get("train_loop_seconds")]
     rows = [[f"`cvkit train` defaults ({len(default['seeds'])} seeds)", _pm(default["test_acc"]),
-             _pm(default["best_val_acc"]), f"{default['train_wall_seconds']['mean']:.0f}"],
-            ["`baseline_fmnist.py --epochs 5` (1 run)", f"{base['test_acc']:.4f}", "",
-             f"{base['train_seconds_5_epochs']:.0f} (5 training epochs)"]]
-    lines = _table(["", "test acc", "best val acc", "train seconds"], rows)
+             _pm(default["best_val_acc"]), f"{default['train_wall_seconds']['mean']:.0f} (the whole command)",
+             f"{sum(loops) / len(loops):.0f}" if loops else NOT_RECORDED],
+            ["`baseline_fmnist.py --epochs 5` (1 run)", f"{base['test_acc']:.4f}", "", "",
+             f"{base['train_seconds_5_epochs']:.0f}"]]
+    lines = _table(["", "test acc", "best val acc", "wall seconds", "training epochs' seconds"], rows)
     targets = data.get("targets", {})
     if speedup := targets.get("speedup_vs_baseline_mean"):
         lines += ["", f"cvkit's defaults trained {speedup}x faster than the baseline in the same run."]

@@ -160,7 +160,7 @@ class TrainConfig:
                                       "(the schedule is planned for them); replaces --epochs. With smallcnn and no "
                                       "--base or --depth it also picks a wider net when enough epochs of it fit.",
                                 OPTIM)
-    epochs: int | str = option("auto", "Epochs, or auto: 6, or more on a small dataset so that training takes "
+    epochs: int | str = option("auto", "Epochs, or auto: 5, or more on a small dataset so that training takes "
                                        "at least a measured number of optimizer steps (printed at the start).",
                                OPTIM, cli_type=str)
     batch_size: int = option(128, "Images per step (at most the train split's size).", OPTIM)

@@ -15,10 +15,12 @@ from cvkit.transforms.batch import Preprocess
 
 @torch.no_grad()
 def predict_batches(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]], pre: Preprocess,
-                    task: Task, precision: str = "fp32", tta: bool = False) -> tuple[np.ndarray, float | None]:
+                    task: Task, precision: str = "fp32", tta: bool = False,
+                    mirrored: bool = False) -> tuple[np.ndarray, float | None]:
     """The task's probabilities (N x K, float64) for every batch, and the mean loss when labels are given.
 
-    ``tta`` averages the probabilities of each image and its horizontal mirror (no loss is returned then).
+    ``tta`` averages the probabilities of each image and its horizontal mirror (no loss is returned then);
+    ``mirrored``: the mirror's alone, flipped back (what ``tta`` adds to probabilities already at hand).
     """
     was_training = model.training
     model.eval()
@@ -27,11 +29,15 @@ def predict_batches(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
         for images, labels in batches:
             x = pre(images)
             with autocast(pre.device, precision):
-                out = model(x)
-                p = task.probabilities(out)
+                if mirrored:
+                    out = None
+                    p = task.flip_back(task.probabilities(model(x.flip(3))))
+                else:
+                    out = model(x)
+                    p = task.probabilities(out)
                 if tta:
                     p = (p + task.flip_back(task.probabilities(model(x.flip(3))))) / 2
-            if labels is not None and not tta:
+            if labels is not None and out is not None and not tta:
                 total += float(task.loss(out, task.eval_targets(labels.to(out.device)))) * len(labels)
                 count += len(labels)
             probs.append(task.keep(p).cpu().numpy())

@@ -14,6 +14,7 @@ The choice is only made where the user left the net open: ``--arch smallcnn`` (t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -22,8 +23,12 @@ from cvkit.device import autocast, set_memory_format
 from cvkit.files.config import TrainConfig
 
 # (smallcnn options, the fewest epochs of them that beat the default on val in the same time)
-WIDER_NETS: tuple[tuple[dict[str, int], int], ...] = (({"base": 32}, 12),)
-TIMED_STEPS = 3  # each net: one warm-up step, then the best of these
+WIDER_NETS: tuple[tuple[dict[str, int], int], ...] = (({"base": 32}, 6),)
+WARMUP_STEPS = 3  # each net's first steps (kernel selection, allocations: the first take 10-20x longer) are not timed
+TIMED_ROUNDS = 5  # then the two nets' steps alternate, so a drift in the machine's speed hits both alike
+# A wider net's step takes at least this many times the default's (its MACs are 4x): a budget that does
+# not fit enough epochs even at this ratio keeps the default without timing anything.
+FASTEST_RATIO = 1.5
 
 
 def net_is_open(cfg: TrainConfig) -> bool:
@@ -32,12 +37,12 @@ def net_is_open(cfg: TrainConfig) -> bool:
             and not cfg.pretrained)
 
 
-def step_seconds(model: torch.nn.Module, x: torch.Tensor, precision: str) -> float:
-    """Best-of time of a forward, backward and Adam step of ``model`` on ``x`` (the loss does not change
-    the cost: the sum of the outputs)."""
+def _stepper(model: torch.nn.Module, x: torch.Tensor, precision: str) -> Callable[[], float]:
+    """A timed forward, backward and Adam step of ``model`` on ``x`` (the loss does not change the cost:
+    the sum of the outputs)."""
     optimizer = torch.optim.Adam(model.parameters(), 1e-9)
-    best = float("inf")
-    for i in range(TIMED_STEPS + 1):
+
+    def step() -> float:
         start = time.perf_counter()
         with autocast(x.device, precision):
             loss = model(x).float().sum()
@@ -46,9 +51,22 @@ def step_seconds(model: torch.nn.Module, x: torch.Tensor, precision: str) -> flo
         optimizer.zero_grad(set_to_none=True)
         if x.device.type == "cuda":
             torch.cuda.synchronize()
-        if i:
-            best = min(best, time.perf_counter() - start)
-    return best
+        return time.perf_counter() - start
+
+    return step
+
+
+def step_ratio(own: torch.nn.Module, other: torch.nn.Module, x: torch.Tensor, precision: str) -> float:
+    """How many times longer a training step of ``other`` takes than one of ``own`` (best of each)."""
+    steps = [_stepper(own, x, precision), _stepper(other, x, precision)]
+    for step in steps:
+        for _ in range(WARMUP_STEPS):
+            step()
+    best = [float("inf"), float("inf")]
+    for _ in range(TIMED_ROUNDS):
+        for i, step in enumerate(steps):
+            best[i] = min(best[i], step())
+    return best[1] / best[0]
 
 
 def wider_net(trainer: Any, plan: Any) -> dict[str, Any] | None:
@@ -71,9 +89,11 @@ def wider_net(trainer: Any, plan: Any) -> dict[str, Any] | None:
 
     gen_state = torch.get_rng_state()
     try:
-        own = step_seconds(build({}), x, trainer.precision)
+        own = build({})
         for options, fewest in sorted(WIDER_NETS, key=lambda n: -n[0]["base"]):
-            ratio = step_seconds(build(options), x, trainer.precision) / own
+            if plan(trainer.step_seconds() * FASTEST_RATIO) < fewest:
+                continue
+            ratio = step_ratio(own, build(options), x, trainer.precision)
             epochs = plan(trainer.step_seconds() * ratio)
             if epochs >= fewest:
                 return {"options": options, "epochs": epochs, "step_ratio": round(ratio, 2), "needs_epochs": fewest}

@@ -12,6 +12,7 @@ only rank 0 writes the run directory; choices that are timed (``--budget``'s epo
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -207,6 +208,8 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
                            global_batch_size=trainer.batch_size, batch_size_per_process=trainer.batches.batch_size)
     main = trainer.world.main
     if main:
+        # curves.png's imports (a second or so) while the epochs run, not after them
+        threading.Thread(target=_import_plotting, daemon=True).start()
         cfg.write(run)
         if data.mean_image is not None:  # model.json points at it: the run must stand alone
             write_npy(run / "mean_image.npy", data.mean_image)
@@ -222,7 +225,7 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
              f"monitoring {monitor}; augmentation: {trainer.policy.describe()} ({data.policy_source})")
     started = time.perf_counter()
     stopped_early = False
-    epoch = start_epoch
+    epoch, val_probs = start_epoch, None
     try:
         while epoch <= trainer.epochs:  # --budget may change trainer.epochs after an epoch
             epoch_started = time.perf_counter()
@@ -277,7 +280,7 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
         if resumable:
             raise Interrupted(f"interrupted in epoch {epoch}, before any epoch was saved; start the run again") from None
         raise Interrupted(f"interrupted in epoch {epoch}; the old run in {cfg.out} is unchanged") from None
-    _choose_tta(trainer, run, history, best["epoch"])
+    _choose_tta(trainer, run, history, best["epoch"], val_probs)  # the last epoch's: used if it was the best
     if main:
         _plot_curves(run, history, best["epoch"] or None)
     return TrainResult(run, best["epoch"], best["value"], monitor, epoch - start_epoch + 1,
@@ -297,16 +300,19 @@ def _replan(trainer: Trainer, budget: Budget, epoch: int, seconds: float, run: P
         trainer.cfg.write(run)
 
 
-def _choose_tta(trainer: Trainer, run: Path, history: list[dict[str, Any]], best_epoch: int) -> None:
+def _choose_tta(trainer: Trainer, run: Path, history: list[dict[str, Any]], best_epoch: int,
+                best_probs: Any | None) -> None:
     """Flip test-time augmentation, chosen on val for the best weights: model.json records both val
-    figures, and evaluate and predict average each image with its mirror when that scored higher."""
+    figures, and evaluate and predict average each image with its mirror when that scored higher.
+    ``best_probs``: the best epoch's val probabilities when it was the last (else they are predicted again)."""
     if trainer.data.val is None or not best_epoch:
         return
     if history[-1]["epoch"] != best_epoch:  # the best epoch's weights, as model.safetensors holds them
         trainer.model.load_state_dict(load_model_weights(run))
+        best_probs = None
     column = f"val_{trainer.task.metric}"
     plain = next(row[column] for row in history if row["epoch"] == best_epoch)
-    flipped, probs = trainer.validate_flipped()
+    flipped, probs = trainer.validate_flipped(best_probs)
     chosen = trainer.task.better(column, flipped, plain)
     if trainer.world.main:
         model_info = ModelInfo.read(run)
@@ -328,6 +334,14 @@ def _model_info(trainer: Trainer, epoch: int, row: dict[str, Any], state: dict[s
                      arch_options(cfg.arch, **cfg.model_options()), "mean_image.npy" if data.mean_image is not None else None,
                      data.info.resize, epoch, row.get(f"val_{trainer.task.metric}"), row.get("val_loss"), __version__,
                      task=trainer.task.name, task_state=state)
+
+
+def _import_plotting() -> None:
+    try:
+        import matplotlib.backends.backend_agg  # noqa: F401
+        import matplotlib.figure  # noqa: F401
+    except Exception:  # noqa: BLE001 (the plot imports it again and reports what fails)
+        pass
 
 
 def _plot_curves(run: Path, history: list[dict[str, Any]], best_epoch: int | None) -> None:

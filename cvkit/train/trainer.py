@@ -240,8 +240,14 @@ class Trainer:
                                              *self.task.score_parts(probs, labels))
         return loss_sum / n, self.task.score_total(parts), probs
 
-    def validate_flipped(self) -> tuple[float, np.ndarray]:
+    def validate_flipped(self, probs: np.ndarray | None = None) -> tuple[float, np.ndarray]:
         """The val metric with flip test-time augmentation (each image averaged with its mirror), and
-        this process's probabilities."""
-        probs, _ = predict_batches(self.forward, self.val_batches.epoch(), self.pre, self.task, self.precision, tta=True)
+        this process's probabilities; ``probs``: the model's own val probabilities, when at hand."""
+        if probs is None:
+            probs, _ = predict_batches(self.forward, self.val_batches.epoch(), self.pre, self.task, self.precision,
+                                       tta=True)
+        else:
+            mirrored, _ = predict_batches(self.forward, self.val_batches.epoch(), self.pre, self.task, self.precision,
+                                          mirrored=True)
+            probs = (probs + mirrored) / 2
         return self.task.score_total(self.world.sum(*self.task.score_parts(probs, self.val_targets()))), probs
