@@ -52,10 +52,11 @@ def plot(budget: list[dict], path: Path, preset: str) -> None:
     for b in budget:
         base = (b.get("arch_options") or {}).get("base")
         ax.annotate(f"{b['epochs']} ep" + (f", base {base}" if base else ""), (b["budget_minutes"], b["test_acc"]),
-                    textcoords="offset points", xytext=(0, -14), ha="center", fontsize=8)
+                    textcoords="offset points", xytext=(5, 6), ha="left", fontsize=8)
     ax.axhline(0.94, color="gray", lw=0.8, ls=":", label="target 0.94")
     ax.set_xlabel("--budget (minutes)")
     ax.set_ylabel("accuracy")
+    ax.set_xlim(0, max(minutes) * 1.2)
     ax.set_title(f"Fashion-MNIST: cvkit train --budget ({preset})", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
