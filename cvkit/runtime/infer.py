@@ -13,6 +13,11 @@ from cvkit.tasks import Task
 from cvkit.transforms.batch import Preprocess
 
 
+def mirror(model: nn.Module, x: torch.Tensor, task: Task) -> torch.Tensor:
+    """The task's probabilities of the horizontally mirrored batch, said of the batch itself (flipped back)."""
+    return task.flip_back(task.probabilities(model(x.flip(3))))
+
+
 @torch.no_grad()
 def predict_batches(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]], pre: Preprocess,
                     task: Task, precision: str = "fp32", tta: bool = False,
@@ -29,14 +34,10 @@ def predict_batches(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
         for images, labels in batches:
             x = pre(images)
             with autocast(pre.device, precision):
-                if mirrored:
-                    out = None
-                    p = task.flip_back(task.probabilities(model(x.flip(3))))
-                else:
-                    out = model(x)
-                    p = task.probabilities(out)
+                out = None if mirrored else model(x)
+                p = mirror(model, x, task) if mirrored else task.probabilities(out)
                 if tta:
-                    p = (p + task.flip_back(task.probabilities(model(x.flip(3))))) / 2
+                    p = (p + mirror(model, x, task)) / 2
             if labels is not None and out is not None and not tta:
                 total += float(task.loss(out, task.eval_targets(labels.to(out.device)))) * len(labels)
                 count += len(labels)

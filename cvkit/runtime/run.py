@@ -80,11 +80,11 @@ class LoadedRun:
             yield x, (None if labels is None else y)
 
     def uses_tta(self, tta: bool | None) -> bool:
-        """``--tta``/``--no-tta`` as given, or (None) what training chose on val for these weights, said once."""
+        """``--tta``/``--no-tta`` as given, or (None) what training chose on val for these weights, said
+        when it is flip (each command resolves it once, before it predicts)."""
         if tta is not None:
             return tta
-        if self.info.flip_tta and not getattr(self, "_tta_said", False):
-            self._tta_said = True
+        if self.info.flip_tta:
             chosen = self.info.tta
             info(f"{self.run}: averaging each image with its mirror (flip TTA), as chosen on val when it was trained "
                  f"({chosen.get('metric')} {chosen.get('flip', float('nan')):.4f} with it, "
@@ -92,10 +92,8 @@ class LoadedRun:
         return self.info.flip_tta
 
     def predict(self, images: np.ndarray, labels: np.ndarray | None = None, batch_size: int = 256,
-                tta: bool | None = False) -> tuple[np.ndarray, float | None]:
-        """Class probabilities (N x K) of N x H x W x C uint8 images, and the mean loss when labels are given.
-        ``tta`` None: flip test-time augmentation as chosen on val when the run was trained."""
-        tta = self.uses_tta(tta)
+                tta: bool = False) -> tuple[np.ndarray, float | None]:
+        """Class probabilities (N x K) of N x H x W x C uint8 images, and the mean loss when labels are given."""
         if len(images) == 0:
             return np.zeros((0, len(self.classes))), None
         with torch.inference_mode():

@@ -17,10 +17,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from cvkit.device import autocast, set_memory_format
 from cvkit.files.config import TrainConfig
+
+if TYPE_CHECKING:
+    from cvkit.train.trainer import Trainer
 
 # (smallcnn options, the fewest epochs of them that beat the default on val in the same time)
 WIDER_NETS: tuple[tuple[dict[str, int], int], ...] = (({"base": 32}, 6),)
@@ -69,7 +74,7 @@ def step_ratio(own: torch.nn.Module, other: torch.nn.Module, x: torch.Tensor, pr
     return best[1] / best[0]
 
 
-def wider_net(trainer: Any, plan: Any) -> dict[str, Any] | None:
+def wider_net(trainer: "Trainer", plan: Callable[[float], int]) -> dict[str, Any] | None:
     """The widest net of WIDER_NETS that ``plan(step seconds)`` (the budget's epochs for a step time)
     gives enough epochs, with what was timed; None to keep the trainer's own net.
 

@@ -244,10 +244,8 @@ class Trainer:
         """The val metric with flip test-time augmentation (each image averaged with its mirror), and
         this process's probabilities; ``probs``: the model's own val probabilities, when at hand."""
         if probs is None:
-            probs, _ = predict_batches(self.forward, self.val_batches.epoch(), self.pre, self.task, self.precision,
-                                       tta=True)
-        else:
-            mirrored, _ = predict_batches(self.forward, self.val_batches.epoch(), self.pre, self.task, self.precision,
-                                          mirrored=True)
-            probs = (probs + mirrored) / 2
+            probs, _ = predict_batches(self.forward, self.val_batches.epoch(), self.pre, self.task, self.precision)
+        mirrored, _ = predict_batches(self.forward, self.val_batches.epoch(), self.pre, self.task, self.precision,
+                                      mirrored=True)
+        probs = (probs + mirrored) / 2
         return self.task.score_total(self.world.sum(*self.task.score_parts(probs, self.val_targets()))), probs
