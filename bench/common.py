@@ -67,10 +67,17 @@ PACKAGES = ("cvkit", "torch", "torchvision", "timm", "numpy", "pillow", "onnxrun
 
 
 def commit() -> str | None:
-    """The repository's commit (`git describe --always --dirty`): what code the figures were measured on."""
-    proc = subprocess.run(["git", "-C", str(HERE.parent), "describe", "--always", "--dirty"], capture_output=True,
-                          text=True)
-    return proc.stdout.strip() or None if proc.returncode == 0 else None
+    """The repository's commit, with ``-dirty`` when code differs from it: what the figures were measured on.
+    Changed files under bench/results/ do not count (a bench that writes its results would mark the next
+    one dirty)."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(HERE.parent), *args], capture_output=True, text=True)
+
+    described = git("describe", "--always")
+    if described.returncode != 0 or not described.stdout.strip():
+        return None
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results")
+    return described.stdout.strip() + ("-dirty" if changed.stdout.strip() else "")
 
 
 def package_versions() -> dict[str, str]:

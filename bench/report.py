@@ -229,6 +229,18 @@ def recipe_val(data: dict) -> list[str]:
     return _table(["Fashion-MNIST setting", "seeds", "best val acc", "val acc, flip TTA", "train wall s", "CPU"], rows)
 
 
+def recipe_screen(data: dict) -> list[str]:
+    def ema(r: dict) -> str:
+        e = r.get("ema")
+        return f"{e['val_acc']:.4f} / {e['val_acc_flip_tta']:.4f} (decay {e['decay']})" if e else ""
+
+    rows = [[f"`{r['candidate']}`", str(r["seed"]), f"{r['val_acc']:.4f}", f"{r['val_acc_flip_tta']:.4f}", ema(r),
+             f"{r['ms_per_step']:.0f}" if r.get("ms_per_step") else ""]
+            for r in sorted(data["results"], key=lambda r: -r["val_acc_flip_tta"])]
+    return _table(["net (width:convs per stage) and options", "seed", "val acc", "flip TTA",
+                   "weight EMA: val / TTA", "ms/step"], rows)
+
+
 def step_profile(data: dict) -> list[str]:
     lines = []
     for key, net in data["nets"].items():
@@ -249,6 +261,7 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, 
                                                   "segment": segment, "segment_models": segment_models,
                                                   "segment_choose": segment_choose, "gpu": gpu,
                                                   "recipe_val": recipe_val, "budget_val": recipe_val,
+                                                  "recipe_screen": recipe_screen,
                                                   "step_profile": step_profile}
 
 

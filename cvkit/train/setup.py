@@ -31,8 +31,8 @@ from cvkit.transforms.stats import image_stats
 # MIN_STEPS was chosen on the val split of scikit-learn's digits (11 steps per epoch), where val
 # accuracy rose up to about 400 steps and no further (bench/results/small_data.json). DEFAULT_EPOCHS for
 # the default net (smallcnn --base 16) on Fashion-MNIST's val split, as evaluated with the flip TTA
-# that training chooses on val: 5 epochs scored as high as 6 (the two rows of today's defaults with
-# --epochs 5 and 6, same code and seeds) and 8, in less time (bench/results/recipe_val.json).
+# that training chooses on val: 5 epochs scored as high as 6 over four seeds (the two rows of today's
+# defaults with --epochs 5 and 6, same code and seeds) and as 8, in less time (bench/results/recipe_val.json).
 DEFAULT_EPOCHS = 5
 MIN_STEPS = 400
 MAX_AUTO_EPOCHS = 100
