@@ -192,6 +192,9 @@ class TrainConfig:
                                        OPTIM)
     pos_weight: str | None = option(None, "'auto' (multi-label): weigh each class's positives by its negatives "
                                           "in the train split (rare labels count more).", OPTIM)
+    ema: float | None = option(None, "Keep an exponential moving average of the weights with this decay (e.g. 0.999; "
+                                     "warmed up as in timm): validation, the best epoch and the saved weights use "
+                                     "it, and metrics.csv adds the live weights' val figures.", OPTIM)
     patience: int | None = option(None, "Early stopping: epochs without improvement of --monitor.", OPTIM)
     monitor: str = option("val_acc", "val_acc (the task's val metric: accuracy, mAP for multi-label) or val_loss: "
                                      "picks the best epoch.", OPTIM)
@@ -246,6 +249,8 @@ class TrainConfig:
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise OptionError(f"{flag(name)} {getattr(self, name)} must be at least 1")
         check_flip_and_shift(self.hflip, self.translate)
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise OptionError(f"--ema {self.ema} must be a decay above 0 and below 1, for example --ema 0.999")
         if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
             raise OptionError(f"--label-smoothing {self.label_smoothing} must be from 0 to below 1")
         if self.warmup < 0 or self.momentum < 0 or self.backbone_lr_scale < 0 or self.gamma <= 0:

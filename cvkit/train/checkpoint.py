@@ -28,14 +28,20 @@ def checkpoint_state(trainer: Any, epoch: int, history: list[dict], best: dict,
             "unfrozen": not trainer.freezer.frozen,
             # every process's CUDA generator is in the same state (one seed, the same draws): rank 0's serves all
             "rng_cuda": torch.cuda.get_rng_state(trainer.device) if trainer.device.type == "cuda" else None,
-            "scaler": trainer.scaler.state_dict() if trainer.scaler is not None else None}
+            "scaler": trainer.scaler.state_dict() if trainer.scaler is not None else None,
+            "ema": trainer.ema.state_dict() if trainer.ema is not None else None}
 
 
 def restore(trainer: Any, ckpt: dict[str, Any]) -> None:
-    """Weights, optimizer, schedule, generators and freezing as ``ckpt`` left them."""
+    """Weights (and their ``--ema`` average), optimizer, schedule, generators and freezing as ``ckpt`` left them."""
     if ckpt.get("unfrozen"):
         trainer.freezer.set(False)
     trainer.model.load_state_dict(ckpt["model"])
+    if trainer.ema is not None:  # a checkpoint without one (not written by an --ema run) starts it from the weights
+        if ckpt.get("ema"):
+            trainer.ema.load_state_dict(ckpt["ema"])
+        else:
+            trainer.ema.model.load_state_dict(ckpt["model"])
     trainer.optimizer.load_state_dict(ckpt["optimizer"])
     trainer.scheduler.load_state_dict(ckpt["scheduler"])
     torch.set_rng_state(ckpt["rng_torch"])

@@ -237,12 +237,14 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
             val_probs = None
             if data.val is not None:
                 row["val_loss"], row[metric], val_probs = trainer.validate()
+                if trainer.ema is not None:  # the live weights' figures beside the average's
+                    row["live_val_loss"], row[f"live_{metric}"], _ = trainer.validate(live=True)
             else:
                 row["val_loss"], row[metric] = float("nan"), float("nan")
             check_finite(trainer.model, epoch, row["val_loss"] if data.val is not None else None,
                          trainer.divergence_advice)  # before anything of the epoch is kept
             row["lr"] = trainer.optimizer.param_groups[-1]["lr"]
-            row = {k: row[k] for k in trainer.task.metrics_columns}
+            row = {k: row[k] for k in (*trainer.task.metrics_columns, "live_val_loss", f"live_{metric}") if k in row}
             history.append(row)
             value = row[monitor]
             if trainer.task.better(monitor, value, best["value"]):
@@ -250,7 +252,7 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
                 state = {**trainer.task.state(),
                          **(trainer.task.calibrate(val_probs, trainer.val_targets()) if val_probs is not None else {})}
                 if main:
-                    save_model_weights(run, trainer.model.state_dict(), epoch)
+                    save_model_weights(run, trainer.kept_model.state_dict(), epoch)
                     _model_info(trainer, epoch, row, state).write(run)
             else:
                 bad_epochs += 1
@@ -308,7 +310,7 @@ def _choose_tta(trainer: Trainer, run: Path, history: list[dict[str, Any]], best
     if trainer.data.val is None or not best_epoch:
         return
     if history[-1]["epoch"] != best_epoch:  # the best epoch's weights, as model.safetensors holds them
-        trainer.model.load_state_dict(load_model_weights(run))
+        trainer.kept_model.load_state_dict(load_model_weights(run))
         best_probs = None
     column = f"val_{trainer.task.metric}"
     plain = next(row[column] for row in history if row["epoch"] == best_epoch)

@@ -28,6 +28,7 @@ from cvkit.train.checkpoint import SEED_STRIDE
 from cvkit.train.batchnorm import RECALIBRATE_BELOW_STEPS, recalibrate, sample_indices
 from cvkit.train.distributed import World, check_sync_bn
 from cvkit.train.divergence import DivergenceWatch, advice
+from cvkit.train.ema import WeightAverage
 from cvkit.train.freezing import Freezer
 from cvkit.train.setup import TrainingData
 from cvkit.transforms.batch import Preprocess, augment, augment_planes, mix
@@ -61,6 +62,7 @@ class Trainer:
         self.scaler = None
         self.forward = model  # evaluation passes; training steps go through train_forward (DDP when distributed)
         self.train_forward = model
+        self.ema: WeightAverage | None = None  # --ema: started once the speed probe has run its steps
         self.recalibration = sample_indices(len(data.train.images), cfg.seed)
 
     @classmethod
@@ -89,7 +91,18 @@ class Trainer:
         trainer = cls(cfg, data, task, device, model, batch_size, epochs, world)
         trainer.epochs_reason = why
         trainer.setup_speed(resume)
+        if cfg.ema is not None:
+            trainer.ema = WeightAverage(trainer.model, cfg.ema)
         return trainer
+
+    @property
+    def kept_model(self) -> torch.nn.Module:
+        """The weights that are validated and saved: the moving average with ``--ema``, else the model."""
+        return self.ema.model if self.ema is not None else self.model
+
+    @property
+    def eval_forward(self) -> torch.nn.Module:
+        return self.ema.model if self.ema is not None else self.forward
 
     # ------------------------------------------------------------------ setup steps
 
@@ -180,6 +193,8 @@ class Trainer:
             self.optimizer.step()
         if advance_schedule:
             self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
         return loss.detach(), self.task.hits(out, labels)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -225,16 +240,23 @@ class Trainer:
             return 0
         images = self.data.train.images
         sample = images if len(self.recalibration) == len(images) else take(images, self.recalibration)
-        return recalibrate(self.model, sample, self.pre, self.precision, self.cfg.eval_batch_size,
-                           self.freezer.modules)
+        done = recalibrate(self.model, sample, self.pre, self.precision, self.cfg.eval_batch_size, self.freezer.modules)
+        if self.ema is not None:  # the average's own statistics, for its own weights (frozen layers keep theirs)
+            names = {id(m): name for name, m in self.model.named_modules()}
+            averaged = dict(self.ema.model.named_modules())
+            recalibrate(self.ema.model, sample, self.pre, self.precision, self.cfg.eval_batch_size,
+                        [averaged[names[id(m)]] for m in self.freezer.modules])
+        return done
 
     def val_targets(self) -> np.ndarray:
         """This process's share of the val targets, in the order validate predicts them."""
         return self.task.targets(self.data.val)[self.world.rank::self.world.world_size]
 
-    def validate(self) -> tuple[float, float, np.ndarray]:
-        """(val loss, val accuracy) in eval mode; each process of a distributed run takes its share of val."""
-        probs, loss = predict_batches(self.forward, self.val_batches.epoch(), self.pre, self.task, self.precision)
+    def validate(self, live: bool = False) -> tuple[float, float, np.ndarray]:
+        """(val loss, val metric, probabilities) in eval mode, of the kept weights (``live``: of the trained
+        model itself, with ``--ema``); each process of a distributed run takes its share of val."""
+        model = self.forward if live else self.eval_forward
+        probs, loss = predict_batches(model, self.val_batches.epoch(), self.pre, self.task, self.precision)
         labels = self.val_targets()
         loss_sum, n, *parts = self.world.sum(float(loss) * len(labels), len(labels),
                                              *self.task.score_parts(probs, labels))
@@ -244,8 +266,8 @@ class Trainer:
         """The val metric with flip test-time augmentation (each image averaged with its mirror), and
         this process's probabilities; ``probs``: the model's own val probabilities, when at hand."""
         if probs is None:
-            probs, _ = predict_batches(self.forward, self.val_batches.epoch(), self.pre, self.task, self.precision)
-        mirrored, _ = predict_batches(self.forward, self.val_batches.epoch(), self.pre, self.task, self.precision,
+            probs, _ = predict_batches(self.eval_forward, self.val_batches.epoch(), self.pre, self.task, self.precision)
+        mirrored, _ = predict_batches(self.eval_forward, self.val_batches.epoch(), self.pre, self.task, self.precision,
                                       mirrored=True)
         probs = (probs + mirrored) / 2
         return self.task.score_total(self.world.sum(*self.task.score_parts(probs, self.val_targets()))), probs
