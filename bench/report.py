@@ -241,6 +241,18 @@ def recipe_screen(data: dict) -> list[str]:
                    "weight EMA: val / TTA", "ms/step"], rows)
 
 
+def ema(data: dict) -> list[str]:
+    def cells(part: dict) -> list[str]:
+        return [f"{part[k]['mean']:.4f} ± {part[k]['std']:.4f}" for k in ("best_val_acc", "val_acc_with_chosen_tta",
+                                                                          "test_acc")] + \
+               [f"{part['train_wall_seconds']['mean']:.0f}"]
+
+    rows = [["no EMA", str(len(data["no_ema"]["runs"])), *cells(data["no_ema"])],
+            [f"`--ema {data['decay']}`", str(len(data["ema"]["runs"])), *cells(data["ema"])]]
+    return _table(["Fashion-MNIST defaults", "seeds", "best val acc", "val acc, chosen TTA", "test acc",
+                   "train wall s"], rows)
+
+
 def step_profile(data: dict) -> list[str]:
     lines = []
     for key, net in data["nets"].items():
@@ -261,7 +273,7 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, 
                                                   "segment": segment, "segment_models": segment_models,
                                                   "segment_choose": segment_choose, "gpu": gpu,
                                                   "recipe_val": recipe_val, "budget_val": recipe_val,
-                                                  "recipe_screen": recipe_screen,
+                                                  "recipe_screen": recipe_screen, "ema": ema,
                                                   "step_profile": step_profile}
 
 

@@ -28,24 +28,23 @@ class WeightAverage:
         self.decay = decay
         self.updates = 0
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self._pairs(model)  # the two must have the same tensors, in the same order
-
-    def _pairs(self, model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor], list[tuple]]:
-        mine, theirs = self.model.state_dict(), model.state_dict()
+        # The tensors themselves (keep_vars), paired once: a state_dict() per step cost as much as the update.
+        mine, theirs = self.model.state_dict(keep_vars=True), model.state_dict(keep_vars=True)
         if list(mine) != list(theirs):
             raise ValueError("the averaged model and the trained model have different tensors")
-        floats = [(mine[k], theirs[k]) for k in mine if mine[k].is_floating_point()]
-        others = [(mine[k], theirs[k]) for k in mine if not mine[k].is_floating_point()]
-        return [a for a, _ in floats], [b for _, b in floats], others
+        self._source = model
+        floats = [k for k in mine if mine[k].is_floating_point()]
+        self._averaged, self._live = [mine[k] for k in floats], [theirs[k] for k in floats]
+        self._copied = [(mine[k], theirs[k]) for k in mine if not mine[k].is_floating_point()]
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """One step of the average towards ``model``'s current state."""
+        """One step of the average towards ``model``'s current state (the model it was made from)."""
+        if model is not self._source:
+            raise ValueError("a WeightAverage follows the model it was made from")
         self.updates += 1
-        weight = 1 - warmed_decay(self.decay, self.updates)
-        averaged, live, others = self._pairs(model)
-        torch._foreach_lerp_(averaged, [t.to(a.dtype) for a, t in zip(averaged, live)], weight)
-        for a, b in others:
+        torch._foreach_lerp_(self._averaged, self._live, 1 - warmed_decay(self.decay, self.updates))
+        for a, b in self._copied:
             a.copy_(b)
 
     def state_dict(self) -> dict:
