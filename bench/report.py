@@ -253,6 +253,15 @@ def ema(data: dict) -> list[str]:
                    "train wall s"], rows)
 
 
+def sampler(data: dict) -> list[str]:
+    rows = [[f"`--sampler {name}`", str(len(data[name]["runs"])),
+             *(f"{data[name][k]['mean']:.3f} ± {data[name][k]['std']:.3f}" for k in ("rare_recall", "common_recall",
+                                                                                     "macro_f1"))]
+            for name in ("none", "balanced", "sqrt")]
+    return _table(["digits, 5 classes cut to a tenth", "seeds", "rare classes' recall", "common classes' recall",
+                   "macro F1"], rows)
+
+
 def step_profile(data: dict) -> list[str]:
     lines = []
     for key, net in data["nets"].items():
@@ -274,6 +283,7 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, 
                                                   "segment_choose": segment_choose, "gpu": gpu,
                                                   "recipe_val": recipe_val, "budget_val": recipe_val,
                                                   "recipe_screen": recipe_screen, "ema": ema,
+                                                  "sampler": sampler,
                                                   "step_profile": step_profile}
 
 

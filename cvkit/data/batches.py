@@ -31,8 +31,12 @@ class Batches:
     """Shuffled (or ordered) batches of (uint8 images N x H x W x C, targets: int64 labels or float32 rows)."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device,
-                 shuffle: bool, drop_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
+                 shuffle: bool, drop_last: bool = False, rank: int = 0, world_size: int = 1,
+                 weights: np.ndarray | None = None) -> None:
+        """``weights``: each image's chance to be drawn (``--sampler``): a shuffled epoch then draws as many
+        images as there are, with replacement, instead of each once."""
         self.batch_size = batch_size
+        self.weights = torch.as_tensor(weights, dtype=torch.float64) if weights is not None else None
         self.shuffle, self.drop_last = shuffle, drop_last
         self.device = device
         self.rank, self.world_size = rank, world_size
@@ -58,7 +62,12 @@ class Batches:
         return len(range(self.rank, self.n, self.world_size))
 
     def _order(self, gen: torch.Generator | None) -> torch.Tensor:
-        order = torch.randperm(self.n, generator=gen) if self.shuffle else torch.arange(self.n)
+        if not self.shuffle:
+            order = torch.arange(self.n)
+        elif self.weights is not None:
+            order = torch.multinomial(self.weights, self.n, replacement=True, generator=gen)
+        else:
+            order = torch.randperm(self.n, generator=gen)
         # each process of a distributed run takes its share (the same permutation on every rank)
         return order[self.rank::self.world_size][:self._shard_size()]
 

@@ -19,6 +19,7 @@ from cvkit.files.jsonio import from_json, read_json, write_json
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "none")
+SAMPLERS = ("none", "balanced", "sqrt")
 LOSSES = ("ce", "bce", "mse", "l1", "smooth_l1")
 BOX_LOSSES = ("smooth_l1", "giou")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -92,6 +93,7 @@ class Resolved:
     budget_replans: list[Any] | None = None
     speed_probe_ms_per_step: dict[str, Any] | None = None  # {"precision/memory_format": ms}
     label_smoothing: float | None = None  # --label-smoothing, or the task's default
+    sampler_draws: list[float] | None = None  # --sampler: expected draws per class (label) in an epoch
     speed_probe_skipped: str | None = None  # why a candidate was not timed (bf16 on a CPU without it)
     im2col_weight_grad_ms: dict[str, Any] | None = None  # {layer: [oneDNN ms, im2col ms]}
     keep_freed_memory: bool | None = None
@@ -192,6 +194,9 @@ class TrainConfig:
                                        OPTIM)
     pos_weight: str | None = option(None, "'auto' (multi-label): weigh each class's positives by its negatives "
                                           "in the train split (rare labels count more).", OPTIM)
+    sampler: str = option("none", "How training draws images: none (each once an epoch), balanced (every class "
+                                  "equally often) or sqrt (by the square root of its size); multi-label: by each "
+                                  "image's rarest label. Beside or instead of --class-weights.", OPTIM)
     ema: float | None = option(None, "Keep an exponential moving average of the weights with this decay (e.g. 0.999; "
                                      "warmed up as in timm): validation, the best epoch and the saved weights use "
                                      "it, and metrics.csv adds the live weights' val figures.", OPTIM)
@@ -223,7 +228,7 @@ class TrainConfig:
         """Refuse option values that cannot work, naming the option and the fix."""
         finite_fields(self)  # NaN would pass every range check below
         check_seed(self.seed)
-        choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES, "precision": PRECISIONS,
+        choices = {"optimizer": OPTIMIZERS, "sampler": SAMPLERS, "schedule": SCHEDULES, "loss": LOSSES, "precision": PRECISIONS,
                    "memory_format": MEMORY_FORMATS, "monitor": MONITORS, "head": HEADS, "init": INITS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -221,6 +221,10 @@ class Task(ABC):
         """Whether a dataset prepared for ``dataset_task`` holds this task's targets (``train --task``)."""
         return dataset_task == cls.name
 
+    def sampling_groups(self, targets: np.ndarray) -> np.ndarray:
+        """``--sampler``: N x G booleans, image i in group g (its class, its labels), the groups sampling balances."""
+        raise OptionError(f"--sampler balances classes, and --task {self.name} has none to balance; leave --sampler out")
+
     def weigh_classes(self, labels: np.ndarray) -> None:
         """``--class-weights auto``: weigh the loss by the classes' frequencies in ``labels`` (the train split)."""
         raise OptionError(f"--class-weights auto is not available for --task {self.name}")

@@ -41,6 +41,9 @@ class Classify(Task):
     def trains_on(cls, dataset_task: str) -> bool:
         return dataset_task in (cls.name, "localize")  # a localize dataset's rows have one class each too
 
+    def sampling_groups(self, targets: np.ndarray) -> np.ndarray:
+        return np.asarray(targets)[:, None] == np.arange(len(self.classes))[None, :]
+
     def weigh_classes(self, labels: np.ndarray) -> None:
         """Inverse frequency: each class weighs as much in the loss as the others together."""
         counts = np.bincount(labels, minlength=len(self.classes)).astype(np.float64)

@@ -115,6 +115,10 @@ class Localize(Task):
         weight = (visible_share(before, after, magnified) >= MIN_VISIBLE).double()
         return torch.cat([labels[:, :1].double(), after / scale, weight[:, None]], 1).to(labels.dtype)
 
+    def sampling_groups(self, targets: np.ndarray) -> np.ndarray:
+        """The object's class (column 0 of the targets), as classify."""
+        return targets[:, 0].astype(np.int64)[:, None] == np.arange(len(self.classes))[None, :]
+
     def weigh_classes(self, targets: np.ndarray) -> None:
         """Inverse frequency, as classify: each class weighs as much in the class loss as the others together."""
         counts = np.bincount(targets[:, 0].astype(np.int64), minlength=len(self.classes)).astype(np.float64)

@@ -64,6 +64,11 @@ class Multilabel(Task):
         if not self.targets(split).any():
             raise ManifestError(f"{where} has no label at all: every image is a negative for every class")
 
+    def sampling_groups(self, targets: np.ndarray) -> np.ndarray:
+        """Each label's positives, and one more group for the images with no label at all."""
+        positive = np.asarray(targets) > 0.5
+        return np.concatenate([positive, ~positive.any(1, keepdims=True)], 1)
+
     def weigh_positives(self, targets: np.ndarray) -> None:
         positives = targets.sum(0)
         ratio = np.where(positives > 0, (len(targets) - positives) / np.maximum(positives, 1), 1.0)

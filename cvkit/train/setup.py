@@ -200,6 +200,22 @@ def build_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per
         last_epoch=start_step - 1)
 
 
+def draw_weights(cfg: TrainConfig, task: Task, data: TrainingData) -> np.ndarray | None:
+    """``--sampler``: each training image's chance to be drawn (None: each once an epoch), said once."""
+    if cfg.sampler == "none":
+        return None
+    from cvkit.data.sampling import group_counts, sample_weights
+
+    groups = task.sampling_groups(task.targets(data.train))
+    weights = sample_weights(groups, cfg.sampler)
+    images, draws = group_counts(groups, weights)
+    rare = int(np.argmin(np.where(images > 0, images, np.inf)))
+    cfg.resolved.sampler_draws = [round(float(d), 1) for d in draws]
+    info(f"--sampler {cfg.sampler}: the rarest group ({images[rare]:,} images) is drawn about {draws[rare]:,.0f} "
+         f"times an epoch, the most common ({images.max():,}) about {draws[int(np.argmax(images))]:,.0f}")
+    return weights
+
+
 def build_task(cfg: TrainConfig) -> Task:
     """The dataset's task, or ``--task`` where the dataset holds its targets (a simpler task)."""
     dataset = Path(cfg.data)

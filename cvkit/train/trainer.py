@@ -49,7 +49,8 @@ class Trainer:
         self.classes = data.classes
         rank, size = self.world.rank, self.world.world_size
         self.batches = Batches(data.train.images, task.targets(data.train), self.world.per_process_batch(batch_size), device,
-                               shuffle=True, drop_last=True, rank=rank, world_size=size)
+                               shuffle=True, drop_last=True, rank=rank, world_size=size,
+                               weights=setup.draw_weights(cfg, task, data))
         self.val_batches = (Batches(data.val.images, task.targets(data.val), cfg.eval_batch_size, device, shuffle=False,
                                     rank=rank, world_size=size) if data.val is not None else None)
         self.freezer = Freezer(model, cfg.freeze)
