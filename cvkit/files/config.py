@@ -194,6 +194,10 @@ class TrainConfig:
                                        OPTIM)
     pos_weight: str | None = option(None, "'auto' (multi-label): weigh each class's positives by its negatives "
                                           "in the train split (rare labels count more).", OPTIM)
+    accumulate: int = option(1, "Gradient accumulation: one optimizer step every K batches, on the gradient of K x "
+                                "--batch-size images (the default lr scales with that product).", OPTIM)
+    clip_grad: float | None = option(None, "Clip the gradient's global L2 norm to this before each optimizer step; "
+                                           "metrics.csv adds grad_norm, the mean norm before clipping.", OPTIM)
     sampler: str = option("none", "How training draws images: none (each once an epoch), balanced (every class "
                                   "equally often) or sqrt (by the square root of its size); multi-label: by each "
                                   "image's rarest label. Beside or instead of --class-weights.", OPTIM)
@@ -238,7 +242,7 @@ class TrainConfig:
             parse_budget(self.budget)
             if self.epochs != "auto":
                 raise OptionError("--budget and --epochs both set how long to train; give one of them")
-        for name in ("batch_size", "eval_batch_size", "step_size"):
+        for name in ("batch_size", "eval_batch_size", "step_size", "accumulate"):
             if getattr(self, name) < 1:
                 raise OptionError(f"{flag(name)} {getattr(self, name)} must be at least 1")
         if self.weight_decay is not None and self.weight_decay < 0:
@@ -254,6 +258,8 @@ class TrainConfig:
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise OptionError(f"{flag(name)} {getattr(self, name)} must be at least 1")
         check_flip_and_shift(self.hflip, self.translate)
+        if self.clip_grad is not None and not self.clip_grad > 0:
+            raise OptionError(f"--clip-grad {self.clip_grad} must be a norm above 0, for example --clip-grad 1")
         if self.ema is not None and not 0 < self.ema < 1:
             raise OptionError(f"--ema {self.ema} must be a decay above 0 and below 1, for example --ema 0.999")
         if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:

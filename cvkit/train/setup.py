@@ -163,6 +163,14 @@ def plan_batch(cfg: TrainConfig, n_train: int, processes: int = 1) -> int:
     return cfg.batch_size
 
 
+def optimizer_steps(cfg: TrainConfig, batches: int) -> int:
+    """Optimizer steps an epoch of ``batches`` takes: one per ``--accumulate`` batches."""
+    if batches < cfg.accumulate:
+        raise OptionError(f"--accumulate {cfg.accumulate} is more than the {batches} batch(es) of an epoch: give at most "
+                          f"{batches}, or a smaller --batch-size")
+    return batches // cfg.accumulate
+
+
 def plan_epochs(cfg: TrainConfig, steps_per_epoch: int) -> tuple[int, str]:
     """How many epochs, and why (printed at the start of the run)."""
     if cfg.epochs != "auto":
@@ -179,10 +187,11 @@ def plan_epochs(cfg: TrainConfig, steps_per_epoch: int) -> tuple[int, str]:
 
 
 def base_lr(cfg: TrainConfig, batch_size: int) -> float:
-    """``--lr``, or the optimizer's default lr per 128 images scaled to the batch size."""
+    """``--lr``, or the optimizer's default lr per 128 images scaled to the images of an optimizer step
+    (the batch size times ``--accumulate``)."""
     if cfg.lr is not None:
         return cfg.lr
-    return DEFAULT_LR[cfg.optimizer] * batch_size / 128
+    return DEFAULT_LR[cfg.optimizer] * batch_size * cfg.accumulate / 128
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module, backbone: set[str], lr: float) -> torch.optim.Optimizer:

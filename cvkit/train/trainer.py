@@ -8,6 +8,7 @@ normalize, forward, backward.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,11 @@ class Trainer:
         self.freezer = Freezer(model, cfg.freeze)
         self.base_lr = setup.base_lr(cfg, batch_size)
         self.optimizer = setup.build_optimizer(cfg, model, self.freezer.backbone, self.base_lr)
-        self.scheduler = setup.build_schedule(cfg, self.optimizer, len(self.batches), epochs)
+        # --accumulate K: an epoch takes this many optimizer steps of K batches (up to K-1 batches left out)
+        self.optimizer_steps = setup.optimizer_steps(cfg, len(self.batches))
+        self.scheduler = setup.build_schedule(cfg, self.optimizer, self.optimizer_steps, epochs)
+        self.accumulated = 0  # batches whose gradients wait for the next optimizer step
+        self.grad_norms: list[torch.Tensor] = []  # --clip-grad: each optimizer step's norm before clipping
         self.policy = data.policy
         self.pre = Preprocess(data.stats.mean, data.stats.std, device, data.mean_image)
         self.precision, self.memory_format = "fp32", "contiguous"
@@ -88,7 +93,8 @@ class Trainer:
         if cfg.sync_bn and world.distributed:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         batch_size = setup.plan_batch(cfg, len(data.train.labels), world.world_size)
-        epochs, why = setup.plan_epochs(cfg, steps_per_epoch(len(data.train.labels), batch_size, drop_last=True))
+        epochs, why = setup.plan_epochs(cfg, setup.optimizer_steps(cfg, steps_per_epoch(len(data.train.labels), batch_size,
+                                                                                         drop_last=True)))
         trainer = cls(cfg, data, task, device, model, batch_size, epochs, world)
         trainer.epochs_reason = why
         trainer.setup_speed(resume)
@@ -142,7 +148,7 @@ class Trainer:
     def replan(self, epochs: int, steps_done: int = 0) -> None:
         """Train for ``epochs`` in all: the schedule is rebuilt for them from the step reached."""
         self.epochs = epochs
-        self.scheduler = setup.build_schedule(self.cfg, self.optimizer, len(self.batches), epochs, steps_done)
+        self.scheduler = setup.build_schedule(self.cfg, self.optimizer, self.optimizer_steps, epochs, steps_done)
 
     def _choose_speed(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         options = speed.candidates(self.device, self.cfg.precision, self.cfg.memory_format)
@@ -167,8 +173,13 @@ class Trainer:
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, precision: str | None = None,
              advance_schedule: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """One training step on a uint8 batch; returns (loss, number correct) as device tensors."""
+        """One training step on a uint8 batch; returns (loss, number correct) as device tensors. With
+        ``--accumulate K`` the optimizer steps on every K-th batch, on the mean gradient of the K; a step that
+        does not advance the schedule (the speed probe, the lr range test) is always a whole step."""
         precision = precision or self.precision
+        accumulate = self.cfg.accumulate if advance_schedule else 1
+        first = self.accumulated == 0 or not advance_schedule
+        last = self.accumulated + 1 >= accumulate or not advance_schedule
         self.freezer.train_mode()
         if self.task.dense:  # masks (and weight maps) move with the image, pixel for pixel
             x, labels = augment_planes(self.pre.to_unit(images), labels, self.task.fill, self.policy, self.gen)
@@ -181,22 +192,41 @@ class Trainer:
         if self.policy.mixes and (self.task.mixes or self.task.pastes):
             x, targets = mix(x, targets, self.policy, self.gen)
         x = self.pre.normalize(x)
-        with autocast(self.device, precision):
-            out = self.train_forward(x)
-        loss = self.task.loss(out, targets)
-        self.optimizer.zero_grad(set_to_none=True)
+        if first:
+            self.optimizer.zero_grad(set_to_none=True)
+        with self._gradient_sync(last):
+            with autocast(self.device, precision):
+                out = self.train_forward(x)
+            loss = self.task.loss(out, targets)
+            scaled = loss / accumulate if accumulate > 1 else loss
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        if advance_schedule:
+            self.accumulated = 0 if last else self.accumulated + 1
+        if last:
+            self._optimizer_step()
+            if advance_schedule:
+                self.scheduler.step()
+                if self.ema is not None:
+                    self.ema.update(self.model)
+        return loss.detach(), self.task.hits(out, labels)
+
+    def _gradient_sync(self, last: bool) -> contextlib.AbstractContextManager:
+        """DDP averages gradients over the processes on the last batch of an accumulation only."""
+        if last or not self.world.distributed:
+            return contextlib.nullcontext()
+        return getattr(self.train_forward, "_orig_mod", self.train_forward).no_sync()
+
+    def _optimizer_step(self) -> None:
+        if self.cfg.clip_grad is not None:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)  # the norm of the true gradients, not the scaled ones
+            params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+            self.grad_norms.append(torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad).detach())
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            loss.backward()
             self.optimizer.step()
-        if advance_schedule:
-            self.scheduler.step()
-            if self.ema is not None:
-                self.ema.update(self.model)
-        return loss.detach(), self.task.hits(out, labels)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         total_loss = torch.zeros((), device=self.device)
@@ -206,8 +236,12 @@ class Trainer:
         start = time.perf_counter()
         title = f"epoch {epoch}/{self.epochs}"
         sync_every = 1 if self.device.type == "cpu" else 20
-        with progress_bar(title, total=len(self.batches) * self.batches.batch_size, summary=False) as bar:
+        used = self.optimizer_steps * self.cfg.accumulate  # batches that make whole optimizer steps
+        self.grad_norms = []
+        with progress_bar(title, total=used * self.batches.batch_size, summary=False) as bar:
             for i, (images, labels) in enumerate(self.batches.epoch(self.order_gen)):
+                if i >= used:
+                    continue  # read to the end (a streamed epoch's reader finishes), not trained on
                 loss, correct = self.step(images, labels)
                 total_loss += loss * len(labels)
                 total_correct += correct
@@ -222,8 +256,11 @@ class Trainer:
         watch.stop_if_diverged(epoch, self.divergence_advice)  # before anything of this epoch is saved
         seconds = time.perf_counter() - start
         loss_sum, correct, seen = self.world.sum(float(total_loss), float(total_correct), seen)  # over the processes
-        return {"train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen),
-                "seconds": seconds, "images_per_s": seen / seconds}
+        row = {"train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen),
+               "seconds": seconds, "images_per_s": seen / seconds}
+        if self.grad_norms:
+            row["grad_norm"] = float(torch.stack(self.grad_norms).float().mean())
+        return row
 
     @property
     def divergence_advice(self) -> str:

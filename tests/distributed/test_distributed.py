@@ -145,3 +145,17 @@ def test_a_segment_run_under_torchrun_sums_the_pixel_confusion(tmp_path):
     assert list(metrics["epoch"]) == [1, 2] and metrics["val_miou"].between(0, 1).all()
     result = run(runner, "-q", "evaluate", out, "--split", "val", "--json")
     assert result.exit_code == 0 and 0 <= json.loads(result.stdout)["miou"] <= 1
+
+
+def test_accumulated_batches_on_two_processes_equal_one_large_batch_on_one(data, tmp_path, runner):
+    """Two processes of 16 images, two batches accumulated: the gradients of the same 64 images (DDP averages
+    them on the second batch only) as one process's batch of 64."""
+    from safetensors.torch import load_file
+
+    same = ["--epochs", "2", "--no-batchnorm", "--dropout", "0", "--augment", "none", *FIXED, "--seed", "2"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run(runner, "-q", "train", data, "--out", one, *same, "--batch-size", "64").exit_code == 0
+    done = torchrun("-q", "train", data, "--out", two, *same, "--batch-size", "32", "--accumulate", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=2e-5) for k in a)
