@@ -131,7 +131,8 @@ class TrainConfig:
     arch: str = option("smallcnn", "Architecture: see 'cvkit models'.", MODEL)
     head: str = option("auto", "auto (the architecture's own), fc (classic fully connected) or gap (global "
                                "average pooling + one linear layer).", MODEL)
-    activation: str | None = option(None, "relu, leaky_relu, elu, tanh, sigmoid, gelu.", MODEL)
+    activation: str | None = option(None, "relu, leaky_relu[:SLOPE] (default slope 0.01; the classic choice is 0.1), "
+                                          "elu[:ALPHA], tanh, sigmoid, gelu.", MODEL)
     dropout: float | None = option(None, "Dropout probability.", MODEL)
     batchnorm: bool | None = option(None, "Batch normalization (cvkit's own nets).", MODEL,
                                     flags="--batchnorm/--no-batchnorm")
@@ -149,7 +150,8 @@ class TrainConfig:
                                        "several scales, e.g. smallcnn, vgg11, resnet18; default smallcnn).", MODEL)
     decoder: str | None = option(None, "fcn: fcn8s (the last three scales fused by learned 2x upsamplings) or "
                                        "transposed (transposed convolutions from the deepest; default fcn8s).", MODEL)
-    init: str = option("default", "default, xavier, he or normal.", MODEL)
+    init: str = option("default", "default, xavier, he, normal (N(0, 0.01^2): a standard deviation of 0.01) or "
+                                  "normal:STD (normal:0.1 is N(0, 0.01) written as a variance).", MODEL)
     pretrained: bool = option(False, "Start from timm/torchvision pretrained weights (needs the network).", MODEL,
                               flags="--pretrained")
     weights: str | None = option(None, "Start from a local safetensors file or state dict.", MODEL)
@@ -233,10 +235,12 @@ class TrainConfig:
         finite_fields(self)  # NaN would pass every range check below
         check_seed(self.seed)
         choices = {"optimizer": OPTIMIZERS, "sampler": SAMPLERS, "schedule": SCHEDULES, "loss": LOSSES, "precision": PRECISIONS,
-                   "memory_format": MEMORY_FORMATS, "monitor": MONITORS, "head": HEADS, "init": INITS}
+                   "memory_format": MEMORY_FORMATS, "monitor": MONITORS, "head": HEADS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise OptionError(f"{flag(name)} {getattr(self, name)} must be one of {', '.join(allowed)}")
+        if self.init.partition(":")[0] not in INITS:
+            raise OptionError(f"--init {self.init} must be one of {', '.join(INITS)} or normal:STD")
         self.epochs = parse_epochs(self.epochs)
         if self.budget is not None:
             parse_budget(self.budget)

@@ -17,7 +17,7 @@ from torch import nn
 from cvkit.errors import CvkitError, OptionError, UnknownArchitecture
 from cvkit.files.config import DECODERS, PADDINGS
 from cvkit.models.inspection import REAL_CHECK_SIDE, smallest_size, takes, too_small
-from cvkit.models.layers import ACTIVATIONS, Net
+from cvkit.models.layers import Net, parse_activation
 from cvkit.models.registry import CVKIT_MODELS, Options, resolve_arch
 
 HEADS = ("auto", "gap", "fc")
@@ -34,14 +34,13 @@ def _check_values(head: str, activation: str | None, dropout: float | None, hidd
                   init: str, pretrained: bool) -> None:
     if head not in HEADS and head != DENSE_HEAD:
         raise OptionError(f"--head {head!r} is not one of {', '.join(HEADS)}")
-    if activation is not None and activation not in ACTIVATIONS:
-        raise OptionError(f"--activation {activation!r} is not one of {', '.join(ACTIVATIONS)}")
+    if activation is not None:
+        parse_activation(activation)
     if dropout is not None and not 0 <= dropout < 1:
         raise OptionError(f"--dropout {dropout} is not a probability in [0, 1)")
     if hidden is not None and (not hidden or any(int(w) != w or w < 1 for w in hidden)):
         raise OptionError(f"--hidden {hidden} must list positive layer widths, for example --hidden 512,256")
-    if init not in INITS:
-        raise OptionError(f"--init {init!r} is not one of {', '.join(INITS)}")
+    parse_init(init)
     if pretrained and init != "default":
         raise OptionError(f"--init {init} would overwrite the pretrained weights; drop one of --init and --pretrained")
 
@@ -277,13 +276,34 @@ def _refused_option(arch: str, error: TypeError, options: dict[str, Any]) -> Exc
     return OptionError(f"{flag} applies to cvkit's own nets; {arch} does not take it ({text.splitlines()[0][:160]})")
 
 
+NORMAL_STD = 0.01  # --init normal: N(0, 0.01^2), a standard deviation of 0.01 (normal:STD names another)
+
+
+def parse_init(text: str) -> tuple[str, float | None]:
+    """``normal:0.1`` -> ("normal", 0.1): the standard deviation, never the variance; a scheme alone -> (scheme, None)."""
+    name, _, value = str(text).partition(":")
+    if name not in INITS or (value and name != "normal"):
+        raise OptionError(f"--init {text!r} is not one of {', '.join(INITS)} or normal:STD")
+    if not value:
+        return name, None
+    try:
+        std = float(value)
+    except ValueError:
+        std = float("nan")
+    if not 0 < std < float("inf"):
+        raise OptionError(f"--init {text}: STD is the standard deviation, a positive number (normal:0.1 draws from "
+                          f"N(0, 0.1^2), a variance of 0.01)")
+    return name, std
+
+
 def init_weights(model: nn.Module, scheme: str) -> None:
     """``--init``: re-draw every conv and linear weight with ``scheme`` and zero their biases."""
+    name, std = parse_init(scheme)
     fill = {
         "xavier": nn.init.xavier_uniform_,
         "he": lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
-        "normal": lambda w: nn.init.normal_(w, 0.0, 0.01),
-    }[scheme]
+        "normal": lambda w: nn.init.normal_(w, 0.0, NORMAL_STD if std is None else std),
+    }[name]
     for module in model.modules():
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
             fill(module.weight)

@@ -26,8 +26,34 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
-def activation_layer(name: str) -> nn.Module:
-    return ACTIVATIONS[name]()
+# The activations that take a parameter after a colon: leaky_relu:SLOPE (the subject uses 0.1; PyTorch's
+# default is 0.01) and elu:ALPHA.
+PARAMETERS = {"leaky_relu": "negative_slope", "elu": "alpha"}
+
+
+def parse_activation(text: str) -> tuple[str, float | None]:
+    """``leaky_relu:0.1`` -> ("leaky_relu", 0.1); a name alone -> (name, None). Refuses what is not one."""
+    name, _, value = str(text).partition(":")
+    if name not in ACTIVATIONS:
+        raise OptionError(f"--activation {text!r} is not one of {', '.join(ACTIVATIONS)} (leaky_relu:SLOPE and "
+                          f"elu:ALPHA take a parameter)")
+    if not value:
+        return name, None
+    if name not in PARAMETERS:
+        raise OptionError(f"--activation {text}: {name} takes no parameter; only leaky_relu:SLOPE and elu:ALPHA do")
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not (number == number and abs(number) != float("inf")) or (name == "elu" and number <= 0):
+        raise OptionError(f"--activation {text}: the {PARAMETERS[name].replace('_', ' ')} must be a "
+                          f"{'positive ' if name == 'elu' else ''}number, for example {name}:0.1")
+    return name, number
+
+
+def activation_layer(text: str) -> nn.Module:
+    name, value = parse_activation(text)
+    return ACTIVATIONS[name]() if value is None else ACTIVATIONS[name](**{PARAMETERS[name]: value})
 
 
 def conv_block(in_chans: int, out_chans: int, kernel: int, activation: str, batchnorm: bool,
