@@ -38,6 +38,9 @@ def visualize_command(
         "and .csv."))] = False,
     confusion: Annotated[bool, typer.Option("--confusion", rich_help_panel=WHAT, help=(
         "The confusion matrix of --split (default val): confusion_SPLIT.png."))] = False,
+    templates: Annotated[bool, typer.Option("--templates", rich_help_panel=WHAT, help=(
+        "A linear classifier's weights over the pixels as images, one per class (--arch perceptron), or an MLP's "
+        "first-layer units: templates.png."))] = False,
     layer: Annotated[Optional[str], typer.Option(rich_help_panel=HOW, help=(
         "The layer for --activations, --max-patches and --maximize --unit (default: the last convolutional "
         "stage; a wrong name lists the valid ones)."))] = None,
@@ -74,7 +77,7 @@ def visualize_command(
     request = VisualizeRequest(
         curves=curves, filters=filters, activations=str(activations) if activations else None,
         max_patches=max_patches, maximize=maximize, saliency=str(saliency) if saliency else None,
-        embedding=embedding, confusion=confusion, layer=layer, units=units, top=top, unit=unit,
+        embedding=embedding, confusion=confusion, templates=templates, layer=layer, units=units, top=top, unit=unit,
         class_name=class_name, steps=steps, smooth=smooth, projection=projection, points=points, split=split,
         data=str(data) if data else None, seed=seed_or_global(seed), batch_size=batch_size)
     result = visualize(run, request, out, state.device)

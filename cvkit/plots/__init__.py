@@ -24,8 +24,13 @@ DPI = 100
 
 
 def _figure(width: float, height: float) -> "Figure":
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    # Text is drawn as written: a class name or file name with dollar signs is not TeX (mathtext would
+    # render "$x$" as maths, and fail on "$\\frac$").
+    matplotlib.rcParams["text.parse_math"] = False
 
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)

@@ -274,3 +274,12 @@ def test_convolutionalize_with_no_usable_image_writes_nothing(trained, tmp_path,
     assert not out.exists()
     one_line_error(run(runner, "convolutionalize", trained, tmp_path / "missing.png", "--out", out), "missing.png")
     assert not out.exists()
+
+
+def test_class_names_with_dollar_signs_are_drawn_as_written(tmp_path):
+    """matplotlib would read "$...$" in a class name as TeX (and fail on "$\\frac$"): plots draw text as written."""
+    from cvkit.plots import plot_confusion_matrix
+
+    names = [r"$\frac$", "price $5 - $10"]
+    plot_confusion_matrix(np.array([[3, 1], [0, 2]]), names, tmp_path / "cm.png")
+    assert (tmp_path / "cm.png").stat().st_size > 0

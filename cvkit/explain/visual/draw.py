@@ -55,6 +55,25 @@ def filters(loaded: LoadedRun, stage: Path) -> list[str]:
     return ["filters.png"]
 
 
+def templates(loaded: LoadedRun, stage: Path) -> list[str]:
+    """A linear layer's weights over the pixels as images: a perceptron's one template per class."""
+    from cvkit.explain.visual.maps import templates as linear_templates
+    from cvkit.plots.visualize import mosaic, plot_grid
+
+    found = linear_templates(loaded)
+    n = len(found.tiles)
+    per_class = found.total == len(loaded.classes)
+    cols = math.ceil(math.sqrt(n)) if not per_class else min(n, 10)
+    h, w = found.tiles.shape[1:3]
+    labels = loaded.classes[:n] if per_class and n <= cols else []  # one row: each class over its template
+    order = ("one per class" if labels else ", ".join(loaded.classes[:n]) if per_class
+             else f"{n} of {found.total} hidden units")
+    title = (f"'{found.layer}' weights as images ({found.note}, each min-max scaled; bright: pixels that raise "
+             f"the score): {order}")
+    plot_grid(mosaic(found.tiles, cols), title, stage / "templates.png", col_labels=labels, tile=(h, w))
+    return ["templates.png"]
+
+
 def activations(loaded: LoadedRun, stage: Path, image: np.ndarray, path: str, layer: str) -> list[str]:
     """The feature maps of ``layer`` for one image, beside the image."""
     from cvkit.explain.visual.maps import MAX_CHANNELS

@@ -45,6 +45,30 @@ def filters(loaded: LoadedRun) -> Filters:
     return Filters(name, scale_each(tiles), int(conv.weight.shape[0]), note)
 
 
+def templates(loaded: LoadedRun) -> Filters:
+    """The weights of the first linear layer that reads the pixels (a perceptron's classifier: one
+    template per class; an MLP's first layer: one per hidden unit) as images of the input's shape."""
+    from cvkit.plots.visualize import scale_each
+
+    c, (h, w) = loaded.in_chans, loaded.input_size
+    found = next(((name, m) for name, m in loaded.model.named_modules()
+                  if isinstance(m, torch.nn.Linear) and m.in_features == c * h * w), None)
+    first_conv = any(isinstance(m, torch.nn.Conv2d) for m in loaded.model.modules())
+    if found is None or first_conv:
+        raise OptionError("--templates draws a linear layer over the pixels, and this model has "
+                          + ("a convolution first: use --filters for its kernels" if first_conv else "none")
+                          + "; train --arch perceptron (one template per class) or --arch mlp")
+    name, linear = found
+    weight = linear.weight.detach().float().cpu()[:MAX_FILTERS].view(-1, c, h, w)  # Flatten's (C, H, W) order
+    if c == 3:
+        tiles, note = weight.permute(0, 2, 3, 1).numpy(), "RGB"
+    elif c == 1:
+        tiles, note = weight[:, 0].numpy(), "gray"
+    else:
+        tiles, note = weight.mean(1).numpy(), f"mean of {c} input channels"
+    return Filters(name, scale_each(tiles), int(linear.weight.shape[0]), note)
+
+
 def activations(loaded: LoadedRun, image: np.ndarray, layer: str) -> torch.Tensor:
     """``layer``'s feature maps (C, h, w, float32 on the CPU) for one uint8 image (1 x H x W x C)."""
     from cvkit.models.hooks import forward_to

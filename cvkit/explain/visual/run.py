@@ -31,12 +31,12 @@ if TYPE_CHECKING:
     from cvkit.data import SplitData
 
 WHAT = ("--curves", "--filters", "--activations IMAGE", "--max-patches", "--maximize", "--saliency IMAGE",
-        "--embedding", "--confusion")
+        "--embedding", "--confusion", "--templates")
 
 
 @dataclass
 class VisualizeRequest:
-    """What to draw (at least one of the first eight) and how. ``split`` None: train for
+    """What to draw (at least one of the first eight, or ``templates``) and how. ``split`` None: train for
     ``max_patches``, val for ``embedding`` and ``confusion``."""
 
     curves: bool = False
@@ -47,6 +47,7 @@ class VisualizeRequest:
     saliency: str | None = None  # an image file
     embedding: bool = False
     confusion: bool = False
+    templates: bool = False
     layer: str | None = None  # default: the last convolutional stage
     units: int = 8
     top: int = 8
@@ -63,7 +64,7 @@ class VisualizeRequest:
 
     def chosen(self) -> list[str]:
         flags = (self.curves, self.filters, self.activations is not None, self.max_patches, self.maximize,
-                 self.saliency is not None, self.embedding, self.confusion)
+                 self.saliency is not None, self.embedding, self.confusion, self.templates)
         return [name.split()[0] for name, on in zip(WHAT, flags) if on]
 
 
@@ -90,6 +91,10 @@ def _check(loaded: LoadedRun, r: VisualizeRequest) -> _Plan:
     from cvkit.explain.visual.splits import check_projection
 
     plan = _Plan()
+    if r.templates:  # refused before anything is written
+        from cvkit.explain.visual.maps import templates
+
+        templates(loaded)
     if loaded.task.dense:  # a class per pixel: no one class score per image to maximize, explain or confuse
         scored = next((flag for flag, on in (("--maximize", r.maximize), ("--saliency", r.saliency is not None),
                                              ("--confusion", r.confusion), ("--embedding", r.embedding)) if on), None)
@@ -189,6 +194,8 @@ def visualize(run: str | os.PathLike, request: VisualizeRequest, out: str | os.P
         if r.confusion:
             split = r.split or "val"
             written += draw.confusion(loaded, stage, plan.splits[split], split, r.batch_size)
+        if r.templates:
+            written += draw.templates(loaded, stage)
     result.files = [out / name for name in written]
     return result
 
