@@ -139,7 +139,8 @@ with_parameters(crossval_command, [
         help="--loo refuses datasets with more train+val images than this.", rich_help_panel="Cross-validation")]),
     P("grid", P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[list[str]], typer.Option(
         metavar="KEY=V1,V2", help="Values to try for any train option (e.g. weight_decay=0,1e-4; mlp widths "
-                                  "as 512+256); several --grid make a product.", rich_help_panel="Cross-validation")]),
+                                  "as 512+256), or seed=0,1,2 for random restarts (the folds stay those of --seed); several --grid make "
+                                  "a product.", rich_help_panel="Cross-validation")]),
     P("refit", P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[bool], typer.Option(
         "--refit/--no-refit", show_default=False,
         help="Retrain the best configuration on all of train+val into OUT/final, for the mean best epoch of its "

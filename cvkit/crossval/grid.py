@@ -13,7 +13,7 @@ import re
 import types
 import typing
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from cvkit.errors import OptionError
@@ -37,7 +37,10 @@ class Config:
 
 
 def grid_fields() -> dict[str, Any]:
-    return {f.name: f for f in cli_fields() if f.name not in EXCLUDED_OPTIONS}
+    """The train options ``--grid`` may vary, and ``seed``: a grid over seeds is random restarts, ranked on the
+    folds' val metric like any other option (the folds themselves stay cut by crossval's ``--seed``)."""
+    found = {f.name: f for f in cli_fields() if f.name not in EXCLUDED_OPTIONS}
+    return {**found, "seed": next(f for f in fields(TrainConfig) if f.name == "seed")}
 
 
 def parse_grid(texts: Sequence[str]) -> dict[str, list[Any]]:

@@ -34,8 +34,8 @@ def base_options(cfg: TrainConfig) -> dict[str, Any]:
 def config_for(plan: CrossvalPlan, options: dict[str, Any], out: Path, device: str = "auto",
                **changes: Any) -> TrainConfig:
     """A fresh TrainConfig for one configuration of ``plan`` (nothing shared between runs), checked."""
-    cfg = TrainConfig.from_json({**plan.base, **options, **changes, "data": plan.data, "out": str(out),
-                                 "seed": plan.seed, "device": device, "resolved": {}})
+    cfg = TrainConfig.from_json({**plan.base, "seed": plan.seed, **options, **changes, "data": plan.data,
+                                 "out": str(out), "device": device, "resolved": {}})
     cfg.check()
     return cfg
 

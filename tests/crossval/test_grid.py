@@ -88,3 +88,26 @@ def test_crossval_takes_every_train_option_from_the_one_definition():
         if f.name in params:  # same default, same help text: one definition
             assert params[f.name].default == train[f.name].default
             assert params[f.name].annotation.__metadata__[0].help == train[f.name].annotation.__metadata__[0].help
+
+
+def test_seed_is_a_grid_key_for_random_restarts(data, tmp_path):
+    """--grid seed=0,1: each configuration trains with its own seed (the folds stay those of --seed), and the
+    refit takes the seed that ranked first."""
+    import json
+
+    from tests.conftest import FAST, run_ok
+
+    assert parse_grid(["seed=0,7"]) == {"seed": [0, 7]}
+    out = tmp_path / "cv"
+    assert run_ok("-q", "crossval", data, "--arch", "mlp", "--epochs", "1", *FAST, "--folds", "2", "--grid", "seed=0,7",
+                  "--out", out)
+    seeds = {c: json.loads((out / "folds" / c / "0" / "config.json").read_text())["seed"] for c in ("seed=0", "seed=7")}
+    assert seeds == {"seed=0": 0, "seed=7": 7}
+    a, b = (out / "folds" / c / "0" / "metrics.csv" for c in ("seed=0", "seed=7"))
+    assert a.read_text() != b.read_text()  # other initial weights and draws: other results
+    best = json.loads((out / "best.json").read_text())
+    refit = json.loads((out / "final" / "config.json").read_text())
+    assert refit["seed"] == best["options"]["seed"]
+    result = run(CliRunner(), "crossval", data, "--grid", "seed=-1", "--out", tmp_path / "bad")
+    assert result.exit_code == 2 and "--seed -1 must be a whole number from 0" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
