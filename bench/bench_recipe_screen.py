@@ -17,7 +17,6 @@ Writes bench/results/recipe_screen.json (rows measured before stay unless measur
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 
@@ -32,6 +31,7 @@ from cvkit.models.layers import Net, conv_block, fc_head
 from cvkit.models.registry import register_model
 from cvkit.progress import set_quiet
 from cvkit.runtime.infer import predict_batches
+from cvkit.train.ema import WeightAverage
 from cvkit.train.trainer import Trainer
 
 STAGES: list[tuple[int, int]] = []  # the candidate being built: (width, convs) per stage
@@ -72,16 +72,6 @@ def scores(trainer: Trainer, model: nn.Module) -> dict[str, float]:
             "val_acc_flip_tta": round(float(((p + f).argmax(1) == y).mean()), 4)}
 
 
-def ema_update(average: nn.Module, model: nn.Module, decay: float) -> None:
-    with torch.no_grad():
-        pairs = list(zip(average.state_dict().values(), model.state_dict().values()))
-        floats = [(a, b) for a, b in pairs if a.is_floating_point()]
-        torch._foreach_lerp_([a for a, _ in floats], [b for _, b in floats], 1 - decay)
-        for a, b in pairs:
-            if not a.is_floating_point():
-                a.copy_(b)
-
-
 def screen(candidate: str, seed: int) -> dict:
     net, *options = candidate.split()
     STAGES[:] = [tuple(int(v) for v in stage.split(":")) for stage in net.split(",")]
@@ -92,7 +82,7 @@ def screen(candidate: str, seed: int) -> dict:
                       **{"epochs": 5, **opts})
     started = time.perf_counter()
     trainer = Trainer.build(cfg)
-    average = copy.deepcopy(trainer.model).requires_grad_(False) if decay else None
+    average = WeightAverage(trainer.model, decay) if decay else None
     built = time.perf_counter()
     steps = 0
     for _ in range(trainer.epochs):
@@ -100,7 +90,7 @@ def screen(candidate: str, seed: int) -> dict:
             trainer.step(images, labels)
             steps += 1
             if average is not None:
-                ema_update(average, trainer.model, min(decay, (1 + steps) / (10 + steps)))
+                average.update(trainer.model)
         trainer.recalibrate_batchnorm()
     trained = time.perf_counter() - built
     row = {"candidate": candidate, "seed": seed, "params": sum(p.numel() for p in trainer.model.parameters()),
@@ -109,7 +99,7 @@ def screen(candidate: str, seed: int) -> dict:
            "precision": trainer.precision, "memory_format": trainer.memory_format,
            "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu()}
     if average is not None:
-        row["ema"] = {"decay": decay, **scores(trainer, average)}
+        row["ema"] = {"decay": decay, **scores(trainer, average.model)}
     return row
 
 

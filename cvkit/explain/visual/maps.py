@@ -16,39 +16,41 @@ MAX_CHANNELS = 64  # feature maps shown of a layer: the first 64 channels
 
 @dataclass
 class Filters:
-    """The first convolution's kernels as tiles: (n, kh, kw, 3) for RGB inputs, else (n, kh, kw),
-    each min-max scaled over all its values; ``total`` kernels in the layer."""
+    """A layer's weights as tiles: (n, kh, kw, 3) for RGB inputs, else (n, kh, kw), each min-max scaled
+    over all its values; ``total`` kernels (or units) in the layer."""
 
     layer: str
     tiles: np.ndarray
-    total: int
     note: str
+    total: int
 
 
 def filters(loaded: LoadedRun) -> Filters:
     """The kernels of the model's first Conv2d (the stem), ready to draw."""
     from cvkit.models.inspection import first_conv
-    from cvkit.plots.visualize import scale_each
 
     found = first_conv(loaded.model)
     if found is None:
         raise OptionError("--filters: the model has no convolution (it flattens the image first), so it has no "
                           "filters to show; train a convolutional --arch such as smallcnn")
     name, conv = found
-    weight = conv.weight.detach().float().cpu()[:MAX_FILTERS]  # (n, cin, kh, kw)
+    return Filters(name, *_tiles(conv.weight.detach().float().cpu()[:MAX_FILTERS]), int(conv.weight.shape[0]))
+
+
+def _tiles(weight: torch.Tensor) -> tuple[np.ndarray, str]:
+    """(n, c, h, w) weights as min-max scaled tiles: RGB for 3 channels, gray for 1, else the channels' mean."""
+    from cvkit.plots.visualize import scale_each
+
     if weight.shape[1] == 3:
-        tiles, note = weight.permute(0, 2, 3, 1).numpy(), "RGB"
-    elif weight.shape[1] == 1:
-        tiles, note = weight[:, 0].numpy(), "gray"
-    else:  # a stem over another number of channels: their mean, one tile a kernel
-        tiles, note = weight.mean(1).numpy(), f"mean of {weight.shape[1]} input channels"
-    return Filters(name, scale_each(tiles), int(conv.weight.shape[0]), note)
+        return scale_each(weight.permute(0, 2, 3, 1).numpy()), "RGB"
+    if weight.shape[1] == 1:
+        return scale_each(weight[:, 0].numpy()), "gray"
+    return scale_each(weight.mean(1).numpy()), f"mean of {weight.shape[1]} input channels"
 
 
 def templates(loaded: LoadedRun) -> Filters:
     """The weights of the first linear layer that reads the pixels (a perceptron's classifier: one
     template per class; an MLP's first layer: one per hidden unit) as images of the input's shape."""
-    from cvkit.plots.visualize import scale_each
 
     c, (h, w) = loaded.in_chans, loaded.input_size
     found = next(((name, m) for name, m in loaded.model.named_modules()
@@ -60,13 +62,7 @@ def templates(loaded: LoadedRun) -> Filters:
                           + "; train --arch perceptron (one template per class) or --arch mlp")
     name, linear = found
     weight = linear.weight.detach().float().cpu()[:MAX_FILTERS].view(-1, c, h, w)  # Flatten's (C, H, W) order
-    if c == 3:
-        tiles, note = weight.permute(0, 2, 3, 1).numpy(), "RGB"
-    elif c == 1:
-        tiles, note = weight[:, 0].numpy(), "gray"
-    else:
-        tiles, note = weight.mean(1).numpy(), f"mean of {c} input channels"
-    return Filters(name, scale_each(tiles), int(linear.weight.shape[0]), note)
+    return Filters(name, *_tiles(weight), int(linear.weight.shape[0]))
 
 
 def activations(loaded: LoadedRun, image: np.ndarray, layer: str) -> torch.Tensor:
