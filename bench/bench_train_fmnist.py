@@ -7,6 +7,7 @@ Targets (issue 22; issues 3 and 7 asked for 0.93 in 1/3): default model test acc
 peak = ~57 img/s; target ratio >= 0.5); peak RSS of `train` under 2 GiB.
 
 Usage: python bench/bench_train_fmnist.py [--skip-baseline] [--only default,resnet18,eval,r224] [--seeds 0,1,2]
+       [--result NAME]
 The default pipeline runs once per seed (mean and spread of its test accuracy; the test split is
 read once per run, after training; the epoch was chosen on val). A partial --only run updates what
 it measures in bench/results/train_fmnist.json, stamped measured_at, and keeps the rest with their
@@ -123,13 +124,15 @@ def main() -> None:
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--only", default=ALL_PARTS)
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the default pipeline (mean and spread)")
+    parser.add_argument("--result", default="train_fmnist",
+                        help="results/NAME.json: another name keeps the figures of another CPU apart")
     args = parser.parse_args()
     parts = set(args.only.split(","))
     data = dataset()
     result: dict = {}
     previous: dict = {}
-    if (RESULTS / "train_fmnist.json").is_file():
-        previous = json.loads((RESULTS / "train_fmnist.json").read_text())
+    if (RESULTS / f"{args.result}.json").is_file():
+        previous = json.loads((RESULTS / f"{args.result}.json").read_text())
     if parts != set(ALL_PARTS.split(",")) and previous:
         # A partial run updates what it measures and keeps the rest, each with its own measured_at.
         result = {k: {"measured_at": previous.get("date"), "cpu": previous.get("cpu", "not recorded"), **v}
@@ -168,7 +171,7 @@ def main() -> None:
     now = time.strftime("%Y-%m-%d %H:%M:%S")
     for key in measured:  # only what this run measured is stamped now
         result[key]["measured_at"] = now
-    write_result("train_fmnist", result)
+    write_result(args.result, result)
 
 
 if __name__ == "__main__":
