@@ -206,6 +206,12 @@ class TrainConfig:
     ema: float | None = option(None, "Keep an exponential moving average of the weights with this decay (e.g. 0.999; "
                                      "warmed up as in timm): validation, the best epoch and the saved weights use "
                                      "it, and metrics.csv adds the live weights' val figures.", OPTIM)
+    teacher: str | None = option(None, "Knowledge distillation from this trained run (same task and classes): the "
+                                       "loss adds the KL divergence to its outputs on the same augmented batch.", OPTIM)
+    kd_weight: float | None = option(None, "--teacher: the distillation term's weight W in (1-W)*loss + W*KL "
+                                           "(default 0.5).", OPTIM)
+    kd_temperature: float | None = option(None, "--teacher: the temperature both outputs are softened at (default 4; "
+                                                "the KL term is scaled by its square).", OPTIM)
     patience: int | None = option(None, "Early stopping: epochs without improvement of --monitor.", OPTIM)
     monitor: str = option("val_acc", "val_acc (the task's val metric: accuracy, mAP for multi-label) or val_loss: "
                                      "picks the best epoch.", OPTIM)
@@ -266,6 +272,12 @@ class TrainConfig:
             raise OptionError(f"--clip-grad {self.clip_grad} must be a norm above 0, for example --clip-grad 1")
         if self.ema is not None and not 0 < self.ema < 1:
             raise OptionError(f"--ema {self.ema} must be a decay above 0 and below 1, for example --ema 0.999")
+        if self.teacher is None and (self.kd_weight is not None or self.kd_temperature is not None):
+            raise OptionError("--kd-weight and --kd-temperature tune --teacher; give --teacher RUN (a trained run)")
+        if self.kd_weight is not None and not 0 < self.kd_weight <= 1:
+            raise OptionError(f"--kd-weight {self.kd_weight} must be a weight above 0 and at most 1")
+        if self.kd_temperature is not None and not self.kd_temperature > 0:
+            raise OptionError(f"--kd-temperature {self.kd_temperature} must be above 0, for example 4")
         if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
             raise OptionError(f"--label-smoothing {self.label_smoothing} must be from 0 to below 1")
         if self.warmup < 0 or self.momentum < 0 or self.backbone_lr_scale < 0 or self.gamma <= 0:

@@ -22,8 +22,9 @@ from cvkit.files.jsonio import from_json, read_json, write_json
 CROSSVAL_FILES = ("crossval.json", "folds.csv", "folds", "results.csv", "summary.csv", "crossval.png", "best.json",
                   "final")
 # Train options crossval does not take (nor store in crossval.json's "base"): a time budget would make the
-# folds' epochs depend on the machine.
-EXCLUDED_OPTIONS = ("budget",)
+# folds' epochs depend on the machine; a teacher trained on the train split has seen the images the folds
+# validate on.
+EXCLUDED_OPTIONS = ("budget", "teacher", "kd_weight", "kd_temperature")
 FOLD_KINDS = ("kfold", "manifest", "holdout", "loo")
 # Leave-one-out trains one model per image: above this many train+val images it must be asked for.
 DEFAULT_LOO_LIMIT = 100

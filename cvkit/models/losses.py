@@ -66,3 +66,24 @@ class Criterion:
         if w is not None:
             return (per * w).sum() / w.sum()
         return per.mean()
+
+
+def distillation(student: torch.Tensor, teacher: torch.Tensor, loss: str, temperature: float,
+                 per_output: bool = False) -> torch.Tensor:
+    """KL(teacher || student) of the outputs softened at ``temperature``, times its square (Hinton, Vinyals and
+    Dean 2015: the soft targets' gradients then keep their size whatever the temperature).
+
+    ``ce``/``mse``: the softmax distributions over the classes; ``bce``: each sigmoid output's two-way
+    distribution, summed over the outputs (``per_output``: their mean, as the multi-label loss averages).
+    """
+    t, s = teacher.detach().float() / temperature, student.float() / temperature
+    if loss == "bce":
+        q = torch.sigmoid(t)
+        # KL of Bernoulli(q) to Bernoulli(sigmoid(s)): the cross-entropy less the teacher's own entropy
+        per = (F.binary_cross_entropy_with_logits(s, q, reduction="none")
+               - F.binary_cross_entropy_with_logits(t, q, reduction="none"))
+        per = per.mean(dim=1) if per_output else per.sum(dim=1)
+    else:
+        log_q = F.log_softmax(t, dim=1)
+        per = (log_q.exp() * (log_q - F.log_softmax(s, dim=1))).sum(dim=1)
+    return per.mean() * temperature**2

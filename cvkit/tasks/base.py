@@ -63,6 +63,7 @@ class Task(ABC):
     outputs_are: ClassVar[str] = "classes"  # what ``classes`` names, in messages (regress: "targets")
     default_label_smoothing: ClassVar[float] = 0.0  # what --label-smoothing is when it is not given
     own_options: ClassVar[tuple[str, ...]] = ()  # train options only this task takes (TrainConfig field names)
+    distills: ClassVar[bool] = False  # --teacher: the outputs are class scores a teacher's soft ones can guide
     summary_keys: ClassVar[tuple[str, ...]] = ()  # the metrics an ensemble lists per member
     headline: ClassVar[tuple[tuple[str, str], ...]] = ()  # (metrics.json key, column title) evaluate prints
 
@@ -133,6 +134,11 @@ class Task(ABC):
     @abstractmethod
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """See the module docstring."""
+
+    def distill(self, outputs: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+        """The loss that pulls ``outputs`` toward a teacher's outputs for the same batch (``--teacher``); only
+        tasks that set ``distills`` have one."""
+        raise NotImplementedError(f"task {self.name} has no distillation loss")
 
     @abstractmethod
     def hits(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

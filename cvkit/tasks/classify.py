@@ -16,7 +16,7 @@ import torch
 from cvkit.data.cache import SplitData, take
 from cvkit.errors import ManifestError, OptionError
 from cvkit.files.atomic import write_csv
-from cvkit.models.losses import Criterion, num_outputs, outputs_to_probs, soft_targets
+from cvkit.models.losses import Criterion, distillation, num_outputs, outputs_to_probs, soft_targets
 from cvkit.tasks.base import Task, TaskSpec
 from cvkit.tasks.metrics import classification_metrics, confusion_matrix, top_losses
 
@@ -26,6 +26,7 @@ class Classify(Task):
     metric = "acc"
     higher_is_better = True
     mixes = True
+    distills = True
     # Chosen on the Fashion-MNIST val split: it raised the default net's val accuracy, with the
     # default warm-up and a shorter one (bench/results/recipe_val.json).
     default_label_smoothing = 0.1
@@ -73,6 +74,9 @@ class Classify(Task):
         if self.criterion.weights is not None and self.criterion.weights.device != outputs.device:
             self.criterion.weights = self.criterion.weights.to(outputs.device)
         return self.criterion(outputs, targets)
+
+    def distill(self, outputs: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+        return distillation(outputs, teacher, self.spec.loss, temperature)
 
     def hits(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return (self.probabilities(outputs.detach()).argmax(1) == labels).sum()

@@ -19,6 +19,7 @@ from cvkit.data.cache import SplitData
 from cvkit.errors import ManifestError, OptionError
 from cvkit.files.atomic import write_csv
 from cvkit.files.dataset import LABELS_COLUMN, split_labels
+from cvkit.models.losses import distillation
 from cvkit.tasks.base import Task, TaskSpec
 from cvkit.tasks.multilabel_metrics import best_f1_threshold, multilabel_metrics, precision_recall_curve
 
@@ -31,6 +32,7 @@ class Multilabel(Task):
     metric = "map"
     higher_is_better = True
     mixes = True
+    distills = True
     summary_keys = ("map", "micro_f1", "macro_f1", "exact_match")
     headline = (("map", "mAP"), ("micro_f1", "micro F1"), ("macro_f1", "macro F1"), ("exact_match", "exact match"),
                 ("hamming_loss", "Hamming loss"))
@@ -85,6 +87,9 @@ class Multilabel(Task):
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         weight = None if self.pos_weight is None else self.pos_weight.to(outputs.device)
         return F.binary_cross_entropy_with_logits(outputs.float(), targets, pos_weight=weight)
+
+    def distill(self, outputs: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+        return distillation(outputs, teacher, "bce", temperature, per_output=True)
 
     def hits(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Each image's share of labels decided right at 0.5 (train_acc: the label-wise accuracy)."""

@@ -76,7 +76,7 @@ def fit(cfg: TrainConfig, train: Selection | None = None, val: Selection | None 
     """
     budget = Budget(parse_budget(cfg.budget), started or time.perf_counter()) if cfg.budget else None
     with locked(cfg.out, enabled=World.launched_rank() == 0):  # one writer: a second train into this --out is refused
-        run = check_out(cfg.out, reads=[cfg.data, *([cfg.weights] if cfg.weights else [])], own=own_run, force=force,
+        run = check_out(cfg.out, reads=[cfg.data, *(p for p in (cfg.weights, cfg.teacher) if p)], own=own_run, force=force,
                         lock=False)
         world = World.start(cfg.device)
         if world.main:
@@ -244,7 +244,7 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
             check_finite(trainer.model, epoch, row["val_loss"] if data.val is not None else None,
                          trainer.divergence_advice)  # before anything of the epoch is kept
             row["lr"] = trainer.optimizer.param_groups[-1]["lr"]
-            row = {k: row[k] for k in (*trainer.task.metrics_columns, "grad_norm", "live_val_loss", f"live_{metric}")
+            row = {k: row[k] for k in (*trainer.task.metrics_columns, "grad_norm", "kd_loss", "live_val_loss", f"live_{metric}")
                    if k in row}
             history.append(row)
             value = row[monitor]

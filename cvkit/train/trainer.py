@@ -28,6 +28,7 @@ from cvkit.train import setup, speed
 from cvkit.train.checkpoint import SEED_STRIDE
 from cvkit.train.batchnorm import RECALIBRATE_BELOW_STEPS, recalibrate, sample_indices
 from cvkit.train.distributed import World, check_sync_bn
+from cvkit.train.distill import Teacher
 from cvkit.train.divergence import DivergenceWatch, advice
 from cvkit.train.ema import WeightAverage
 from cvkit.train.freezing import Freezer
@@ -69,6 +70,8 @@ class Trainer:
         self.forward = model  # evaluation passes; training steps go through train_forward (DDP when distributed)
         self.train_forward = model
         self.ema: WeightAverage | None = None  # --ema: started once the speed probe has run its steps
+        self.teacher = Teacher.load(cfg, task, data.classes, data.in_chans, device) if cfg.teacher else None
+        self.kd_losses: list[torch.Tensor] = []  # --teacher: each step's distillation term
         self.recalibration = sample_indices(len(data.train.images), cfg.seed)
 
     @classmethod
@@ -87,6 +90,8 @@ class Trainer:
             train, default_val = setup.default_selections(Path(cfg.data))
             val = default_val if val is None else val
         task = setup.build_task(cfg)
+        if cfg.teacher:
+            Teacher.check(cfg, task)  # before the data take their time
         data = setup.load_data(cfg, train, val, task)
         model = setup.build_model(cfg, data, task.num_outputs, device)
         task.check_model(cfg.arch, model)
@@ -191,14 +196,17 @@ class Trainer:
         targets = self.task.train_targets(labels)
         if self.policy.mixes and (self.task.mixes or self.task.pastes):
             x, targets = mix(x, targets, self.policy, self.gen)
-        x = self.pre.normalize(x)
+        unit, x = x, self.pre.normalize(x)
         if first:
             self.optimizer.zero_grad(set_to_none=True)
         with self._gradient_sync(last):
             with autocast(self.device, precision):
                 out = self.train_forward(x)
-            loss = self.task.loss(out, targets)
-            scaled = loss / accumulate if accumulate > 1 else loss
+            loss = objective = self.task.loss(out, targets)
+            if self.teacher is not None:
+                objective, kd = self.teacher.blend(loss, out, unit, precision)
+                self.kd_losses.append(kd)
+            scaled = objective / accumulate if accumulate > 1 else objective
             (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
         if advance_schedule:
             self.accumulated = 0 if last else self.accumulated + 1
@@ -237,7 +245,7 @@ class Trainer:
         title = f"epoch {epoch}/{self.epochs}"
         sync_every = 1 if self.device.type == "cpu" else 20
         used = self.optimizer_steps * self.cfg.accumulate  # batches that make whole optimizer steps
-        self.grad_norms = []
+        self.grad_norms, self.kd_losses = [], []
         with progress_bar(title, total=used * self.batches.batch_size, summary=False) as bar:
             for i, (images, labels) in enumerate(self.batches.epoch(self.order_gen)):
                 if i >= used:
@@ -260,6 +268,8 @@ class Trainer:
                "seconds": seconds, "images_per_s": seen / seconds}
         if self.grad_norms:
             row["grad_norm"] = float(torch.stack(self.grad_norms).float().mean())
+        if self.kd_losses:
+            row["kd_loss"] = float(torch.stack(self.kd_losses).float().mean())
         return row
 
     @property
