@@ -91,6 +91,7 @@ class Resolved:
     selections: dict[str, Any] | None = None  # {"train": Selection JSON, "val": Selection JSON or None}
     budget: dict[str, Any] | None = None  # {"seconds", "first_plan", "wider_net" (train/budget_nets.py) or None}
     budget_replans: list[Any] | None = None
+    restarts: list[Any] | None = None  # --restarts: each restart's seed and best val figure (as restarts.csv)
     speed_probe_ms_per_step: dict[str, Any] | None = None  # {"precision/memory_format": ms}
     label_smoothing: float | None = None  # --label-smoothing, or the task's default
     sampler_draws: list[float] | None = None  # --sampler: expected draws per class (label) in an epoch
@@ -212,6 +213,8 @@ class TrainConfig:
                                            "(default 0.5).", OPTIM)
     kd_temperature: float | None = option(None, "--teacher: the temperature both outputs are softened at (default 4; "
                                                 "the KL term is scaled by its square).", OPTIM)
+    restarts: int = option(1, "Train this many runs, from --seed, --seed+1, ..., and keep the one with the best val "
+                              "figure (--monitor); restarts.csv lists them all. A --budget is shared among them.", OPTIM)
     patience: int | None = option(None, "Early stopping: epochs without improvement of --monitor.", OPTIM)
     monitor: str = option("val_acc", "val_acc (the task's val metric: accuracy, mAP for multi-label) or val_loss: "
                                      "picks the best epoch.", OPTIM)
@@ -252,7 +255,7 @@ class TrainConfig:
             parse_budget(self.budget)
             if self.epochs != "auto":
                 raise OptionError("--budget and --epochs both set how long to train; give one of them")
-        for name in ("batch_size", "eval_batch_size", "step_size", "accumulate"):
+        for name in ("batch_size", "eval_batch_size", "step_size", "accumulate", "restarts"):
             if getattr(self, name) < 1:
                 raise OptionError(f"{flag(name)} {getattr(self, name)} must be at least 1")
         if self.weight_decay is not None and self.weight_decay < 0:

@@ -25,7 +25,7 @@ METRICS_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "l
 
 
 # Everything `train` writes into a run, and the output folders later commands put there by default.
-RUN_FILES = ("model.safetensors", "model.json", "last.ckpt", "metrics.csv", "config.json", "curves.png",
+RUN_FILES = ("model.safetensors", "model.json", "last.ckpt", "metrics.csv", "config.json", "curves.png", "restarts.csv",
              "mean_image.npy", "lr_find.csv", "lr_find.png", "eval_*", "ensemble_eval_*", "predict", "cam", "convolutional",
              "visualize", "export_*")
 
@@ -138,6 +138,11 @@ class ModelInfo:
         return (Path(run) / "model.json").is_file()
 
     @staticmethod
+    def present(run: str | os.PathLike) -> bool:
+        """Whether ``run`` has a model.json: all that :func:`cvkit.runtime.load_run` needs besides the weights."""
+        return (Path(run) / "model.json").is_file()
+
+    @staticmethod
     def complete(run: str | os.PathLike) -> bool:
         """Whether ``run`` holds every file a finished training run writes (weights, model.json,
         metrics.csv, config.json): what crossval checks before it scores or skips a fold run."""
@@ -173,6 +178,14 @@ def write_metrics(run: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
 
     frame = pd.DataFrame(rows)
     write_csv(Path(run) / "metrics.csv", frame, "%.6g")
+
+
+def write_restarts(run: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    """``restarts.csv`` (``train --restarts N``): one row per restart, its seed, best val figure and epoch,
+    and which one the run kept."""
+    import pandas as pd
+
+    write_csv(Path(run) / "restarts.csv", pd.DataFrame(rows), "%.6g")
 
 
 def read_metrics(run: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821

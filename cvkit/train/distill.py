@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from cvkit.device import autocast
 from cvkit.errors import ManifestError, OptionError
 from cvkit.files.config import TrainConfig
+from cvkit.files.run import ModelInfo
 from cvkit.runtime import LoadedRun, load_run
 from cvkit.tasks import Task
 
@@ -60,7 +61,7 @@ class Teacher:
     def check(cfg: TrainConfig, task: Task) -> Path:
         """What can be refused before any data is read: no run there, or a task without class scores."""
         path = Path(str(cfg.teacher))
-        if not (path / "model.json").is_file():
+        if not ModelInfo.present(path):
             raise OptionError(f"--teacher {path}: not a run directory (no model.json); give a run written by "
                               f"'cvkit train'")
         if not type(task).distills:

@@ -45,6 +45,7 @@ from cvkit.train.budget_nets import net_is_open, wider_net
 from cvkit.train.checkpoint import checkpoint_state, restore
 from cvkit.train.distributed import World
 from cvkit.train.divergence import check_finite
+from cvkit.train.restarts import fit_restarts
 from cvkit.train.trainer import Trainer
 
 
@@ -74,6 +75,8 @@ def fit(cfg: TrainConfig, train: Selection | None = None, val: Selection | None 
     always the last). ``started`` (a ``time.perf_counter()`` value) is when
     a ``--budget`` starts counting; default: now.
     """
+    if cfg.restarts > 1:
+        return fit_restarts(fit, cfg, train, val, force=force, callbacks=callbacks, started=started)
     budget = Budget(parse_budget(cfg.budget), started or time.perf_counter()) if cfg.budget else None
     with locked(cfg.out, enabled=World.launched_rank() == 0):  # one writer: a second train into this --out is refused
         run = check_out(cfg.out, reads=[cfg.data, *(p for p in (cfg.weights, cfg.teacher) if p)], own=own_run, force=force,
