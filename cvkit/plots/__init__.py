@@ -42,9 +42,25 @@ def _save(fig: "Figure", path: str | os.PathLike) -> None:
         fig.savefig(tmp, format="png")
 
 
+def _pixels(fig: "Figure") -> np.ndarray:
+    """The figure drawn as an H x W x 3 uint8 picture (for a tracker such as TensorBoard, not a file)."""
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[:, :, :3].copy()
+
+
 def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | os.PathLike,
                           title: str | None = None) -> None:
-    """Counts and row-normalized rates (each row = recall of that true class) side by side.
+    """Counts and row-normalized rates (each row = recall of that true class) side by side."""
+    _save(_confusion_figure(matrix, classes, title), path)
+
+
+def confusion_picture(matrix: np.ndarray, classes: list[str], title: str | None = None) -> np.ndarray:
+    """:func:`plot_confusion_matrix`'s picture as an H x W x 3 uint8 array."""
+    return _pixels(_confusion_figure(matrix, classes, title))
+
+
+def _confusion_figure(matrix: np.ndarray, classes: list[str], title: str | None) -> "Figure":
+    """Counts and row-normalized rates side by side.
 
     Cells are annotated up to 20 classes; beyond that the figure and font scale with K so every
     class name stays legible up to about 100 classes.
@@ -61,12 +77,12 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | os
     font = min(10.0, max(4.0, 0.7 * 72 * (panel - 1.5) / k))  # points: about one name per cell
     fig = _figure(2 * panel + 1.5, panel)
     ticks = np.arange(k)
-    for ax, values, title, fmt in ((fig.add_subplot(1, 2, 1), matrix, "counts", "d"),
-                                   (fig.add_subplot(1, 2, 2), rates, "normalized by true class", ".2f")):
+    for ax, values, name, fmt in ((fig.add_subplot(1, 2, 1), matrix, "counts", "d"),
+                                  (fig.add_subplot(1, 2, 2), rates, "normalized by true class", ".2f")):
         image = ax.imshow(values, cmap="Blues", interpolation="nearest", vmin=0,
                           vmax=1.0 if values is rates else max(1, int(values.max())))
         fig.colorbar(image, ax=ax, shrink=0.8)
-        ax.set_title(title)
+        ax.set_title(name)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_xticks(ticks, classes, rotation=90, fontsize=font)
@@ -80,7 +96,7 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | os
                         color="white" if v > threshold else "black")
     if title:
         fig.suptitle(title)
-    _save(fig, path)
+    return fig
 
 
 def _image_grid(images: np.ndarray, cols: int, extra_height: float = 0.0) -> tuple[Any, list[Any]]:

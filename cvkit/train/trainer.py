@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,7 @@ class Trainer:
         self.train_forward = model
         self.ema: WeightAverage | None = None  # --ema: started once the speed probe has run its steps
         self.recalibration = sample_indices(len(data.train.images), cfg.seed)
+        self.peek: Callable[[torch.Tensor], None] | None = None  # train --log: shown the next augmented batch
 
     @classmethod
     def build(cls, cfg: TrainConfig, train: Selection | None = None, val: Selection | None = None,
@@ -191,6 +193,8 @@ class Trainer:
         targets = self.task.train_targets(labels)
         if self.policy.mixes and (self.task.mixes or self.task.pastes):
             x, targets = mix(x, targets, self.policy, self.gen)
+        if self.peek is not None:
+            self.peek(x)
         x = self.pre.normalize(x)
         if first:
             self.optimizer.zero_grad(set_to_none=True)
