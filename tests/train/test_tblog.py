@@ -148,3 +148,44 @@ def test_force_replaces_a_run_with_its_event_files_but_not_a_users_file_beside_t
     assert own_run(tmp_path / "run") is None
     (logs / "notes.txt").write_text("mine")
     assert own_run(tmp_path / "run") == logs / "notes.txt"
+
+
+COUNT_THE_CONFUSION = """
+import json, sys
+import cvkit.plots
+from cvkit.files.config import TrainConfig
+from cvkit.train import fit
+
+drawn = []
+original = cvkit.plots.confusion_picture
+
+def count(matrix, classes, title=None):
+    drawn.append(int(matrix.sum()))
+    return original(matrix, classes, title)
+
+cvkit.plots.confusion_picture = count
+cfg = TrainConfig(data=sys.argv[1], out=sys.argv[2], epochs=1, batch_size=32, precision="fp32",
+                  memory_format="contiguous", log="tensorboard")
+fit(cfg)
+with open(sys.argv[3] + f".{cfg.resolved.world_size}", "a") as f:
+    f.write(json.dumps(drawn) + "\\n")
+"""
+
+
+def test_under_torchrun_rank_0_writes_the_confusion_of_every_process_share(data, tmp_path):
+    import os
+    import textwrap
+
+    from tests.distributed.test_distributed import torchrun
+
+    script = tmp_path / "count.py"
+    script.write_text(textwrap.dedent(COUNT_THE_CONFUSION))
+    out, drawn = tmp_path / "run", tmp_path / "drawn"
+    done = torchrun(data, out, drawn, script=script)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(list((out / "tensorboard").iterdir())) == 1  # one writer
+    n_val = len(pd.read_csv(data / "manifest.csv").query("split == 'val'"))
+    lines = (tmp_path / "drawn.2").read_text().split()
+    assert sorted(lines) == sorted(["[]", f"[{n_val}]"])  # rank 0 drew the matrix of the whole val split, rank 1 none
+    assert_scalars_equal_metrics_csv(out)
+    assert os.path.getsize(next((out / "tensorboard").iterdir())) > 0
