@@ -42,25 +42,9 @@ def _save(fig: "Figure", path: str | os.PathLike) -> None:
         fig.savefig(tmp, format="png")
 
 
-def _pixels(fig: "Figure") -> np.ndarray:
-    """The figure drawn as an H x W x 3 uint8 picture (for a tracker such as TensorBoard, not a file)."""
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba())[:, :, :3].copy()
-
-
 def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | os.PathLike,
                           title: str | None = None) -> None:
-    """Counts and row-normalized rates (each row = recall of that true class) side by side."""
-    _save(_confusion_figure(matrix, classes, title), path)
-
-
-def confusion_picture(matrix: np.ndarray, classes: list[str], title: str | None = None) -> np.ndarray:
-    """:func:`plot_confusion_matrix`'s picture as an H x W x 3 uint8 array."""
-    return _pixels(_confusion_figure(matrix, classes, title))
-
-
-def _confusion_figure(matrix: np.ndarray, classes: list[str], title: str | None) -> "Figure":
-    """Counts and row-normalized rates side by side.
+    """Counts and row-normalized rates (each row = recall of that true class) side by side.
 
     Cells are annotated up to 20 classes; beyond that the figure and font scale with K so every
     class name stays legible up to about 100 classes.
@@ -96,7 +80,7 @@ def _confusion_figure(matrix: np.ndarray, classes: list[str], title: str | None)
                         color="white" if v > threshold else "black")
     if title:
         fig.suptitle(title)
-    return fig
+    _save(fig, path)
 
 
 def _image_grid(images: np.ndarray, cols: int, extra_height: float = 0.0) -> tuple[Any, list[Any]]:

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from cvkit.files.logs import LOGS, RunLog, open_log
+from cvkit.plots.tracker import batch_grid, confusion_pixels
 from cvkit.progress import info
 from cvkit.train.trainer import Trainer
 
 GRID_IMAGES, GRID_COLUMNS = 64, 8  # of the epoch's first batch: up to 8 rows of 8
-GRID_GAP = (40, 90, 160)  # a colour of its own between the tiles: the images may be black or white
 BATCH_TAG, CONFUSION_TAG = "train/augmented_batch", "val/confusion_matrix"
 
 
@@ -55,13 +55,11 @@ class EpochLog:
             return
         self.tracker.scalars(epoch, {k: float(v) for k, v in row.items() if k != "epoch"})
         if self.batch is not None:
-            self.tracker.picture(BATCH_TAG, epoch, batch_grid(self.batch))
+            self.tracker.picture(BATCH_TAG, epoch, batch_grid(self.batch.numpy(), GRID_COLUMNS))
             self.batch = None
         if matrix is not None:
-            from cvkit.plots import confusion_picture
-
-            self.tracker.picture(CONFUSION_TAG, epoch, confusion_picture(matrix, self.trainer.task.classes,
-                                                                         title=f"val, epoch {epoch}"))
+            self.tracker.picture(CONFUSION_TAG, epoch, confusion_pixels(matrix, self.trainer.task.classes,
+                                                                        title=f"val, epoch {epoch}"))
 
     def _confusion(self, probs: np.ndarray | None) -> np.ndarray | None:
         if probs is None:
@@ -74,11 +72,3 @@ class EpochLog:
     def close(self) -> None:
         self.tracker.close()
 
-
-def batch_grid(x: torch.Tensor) -> np.ndarray:
-    """N x C x H x W values in [0, 1] as one RGB uint8 mosaic: three channels as colour, else the first as grey."""
-    from cvkit.plots.visualize import mosaic
-
-    tiles = x.permute(0, 2, 3, 1).numpy()
-    tiles = tiles if tiles.shape[3] == 3 else tiles[..., 0]
-    return mosaic(tiles, min(GRID_COLUMNS, len(tiles)), cmap="gray", gap=GRID_GAP)

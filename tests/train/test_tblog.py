@@ -19,7 +19,8 @@ pytest.importorskip("tensorboard")
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
-from cvkit.train.logbook import BATCH_TAG, CONFUSION_TAG, GRID_COLUMNS, GRID_GAP  # noqa: E402
+from cvkit.plots.tracker import GRID_GAP  # noqa: E402
+from cvkit.train.logbook import BATCH_TAG, CONFUSION_TAG, GRID_COLUMNS  # noqa: E402
 
 TB_RUN = ["--epochs", "2", *FAST, "--seed", "3", "--log", "tensorboard"]
 
@@ -152,18 +153,18 @@ def test_force_replaces_a_run_with_its_event_files_but_not_a_users_file_beside_t
 
 COUNT_THE_CONFUSION = """
 import json, sys
-import cvkit.plots
+import cvkit.train.logbook
 from cvkit.files.config import TrainConfig
 from cvkit.train import fit
 
 drawn = []
-original = cvkit.plots.confusion_picture
+original = cvkit.train.logbook.confusion_pixels
 
 def count(matrix, classes, title=None):
     drawn.append(int(matrix.sum()))
     return original(matrix, classes, title)
 
-cvkit.plots.confusion_picture = count
+cvkit.train.logbook.confusion_pixels = count
 cfg = TrainConfig(data=sys.argv[1], out=sys.argv[2], epochs=1, batch_size=32, precision="fp32",
                   memory_format="contiguous", log="tensorboard")
 fit(cfg)
@@ -189,3 +190,16 @@ def test_under_torchrun_rank_0_writes_the_confusion_of_every_process_share(data,
     assert sorted(lines) == sorted(["[]", f"[{n_val}]"])  # rank 0 drew the matrix of the whole val split, rank 1 none
     assert_scalars_equal_metrics_csv(out)
     assert os.path.getsize(next((out / "tensorboard").iterdir())) > 0
+
+
+def test_the_confusion_picture_colours_each_cell_by_its_share_of_the_true_class():
+    from cvkit.plots.tracker import confusion_pixels
+
+    def dark_blue(matrix):  # pixels of Blues' darkest shades (rates near 1), not the black or white text
+        rgb = confusion_pixels(np.asarray(matrix), ["cat", "dog <b>"], "val").astype(int)
+        return int(((rgb[..., 0] < 60) & (rgb[..., 2] > 100)).sum())
+
+    assert dark_blue([[5, 5], [7, 7]]) < 100  # every rate 0.5 (a few edges of anti-aliased text)
+    assert dark_blue([[5, 0], [0, 7]]) > 1000  # two cells of rate 1
+    with pytest.raises(ValueError, match="matrix must be"):
+        confusion_pixels(np.eye(3, dtype=int), ["a", "b"])
