@@ -3,7 +3,7 @@
 On the prepared Fashion-MNIST (28 px, the default smallcnn, batch 128, fp32 contiguous, one thread):
 - the default training step (``Trainer.step`` on one real batch; median of alternating rounds), in
   this tree and, with ``--baseline DIR`` (a checkout of the commit before ``--log``), in that one, each
-  in its own process, rounds alternating so that the machine's drift falls on both alike;
+  in its own process, in rounds where each goes first in turn, so that the machine's drift falls on both alike;
 - the step that keeps the epoch's first batch (once an epoch with ``--log tensorboard``);
 - opening the TensorBoard writer (the import included) and an epoch's logging: the scalars of a
   metrics.csv row, the augmented batch's grid and the val confusion matrix picture (on the val split's
@@ -111,8 +111,8 @@ def main() -> None:
     trees = {"this": HERE.parent, **({"baseline": args.baseline.resolve()} if args.baseline else {})}
     rounds: dict[str, list[float]] = {name: [] for name in trees}
     steps_per_epoch = 0
-    for _ in range(args.rounds):
-        for name, tree in trees.items():
+    for i in range(args.rounds):
+        for name, tree in (list(trees.items()) if i % 2 == 0 else list(trees.items())[::-1]):  # each goes first in turn
             one = step_ms(tree, args.data, args.steps)
             rounds[name].append(round(one["step_ms"], 2))
             steps_per_epoch = one["steps_per_epoch"]

@@ -228,7 +228,8 @@ class TrainConfig:
     eval_batch_size: int = internal(512)
     # run
     log: str = option("none", f"Where the epochs' figures also go: {', '.join(LOGS)} (tensorboard: RUN/tensorboard/, "
-                              "with the augmented first batch and the val confusion matrix; metrics.csv is always written).")
+                              "with the augmented first batch and the val confusion matrix; metrics.csv is always "
+                              "written).")
     seed: int = internal(0)
     device: str = internal("auto")
     resolved: Resolved = internal(factory=Resolved)  # what "auto" became, filled in by fit

@@ -9,7 +9,6 @@ The trackers' own packages are optional and imported only when a run logs to the
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import shutil
 from pathlib import Path
@@ -91,6 +90,8 @@ def _missing(name: str) -> str:
 def check_log(name: str) -> None:
     """Refuse an unknown ``--log`` (with the close matches and the valid names) or one whose package is missing."""
     if name not in LOGS:
+        import difflib
+
         close = difflib.get_close_matches(name, list(LOGS), n=1)
         hint = f"Did you mean {close[0]}? " if close else ""
         raise OptionError(f"--log {name} is not a tracker. {hint}Valid: {', '.join(LOGS)} "

@@ -19,7 +19,8 @@ NAME_CHARS = 14  # a class name is cut to this many characters beside its row
 
 
 def batch_grid(x: np.ndarray, cols: int = 8) -> np.ndarray:
-    """N x C x H x W values in [0, 1] as one mosaic, ``cols`` a row: three channels as colour, else the first as grey."""
+    """N x C x H x W values in [0, 1] as one mosaic, ``cols`` a row: three channels as colour, else the first
+    as grey."""
     tiles = np.asarray(x).transpose(0, 2, 3, 1)
     tiles = tiles if tiles.shape[3] == 3 else tiles[..., 0]
     return mosaic(tiles, max(1, min(cols, len(tiles))), cmap="gray", gap=GRID_GAP)

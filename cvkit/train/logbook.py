@@ -34,8 +34,9 @@ class EpochLog:
         self.writes = self.on and trainer.world.main
         self.tracker = open_log(trainer.cfg.log, run, first_epoch) if self.writes else RunLog(run, first_epoch)
         self.batch: torch.Tensor | None = None
-        if self.writes and LOGS[trainer.cfg.log].folder:
-            info(f"--log {trainer.cfg.log}: the epochs' figures go to {run / LOGS[trainer.cfg.log].folder}")
+        folder = LOGS[trainer.cfg.log].folder
+        if self.writes and folder:  # named as the run will be, not as its --force staging folder
+            info(f"--log {trainer.cfg.log}: the epochs' figures go to {Path(trainer.cfg.out) / folder}")
 
     def start_epoch(self) -> None:
         """Keep the first batch that the coming epoch trains on."""
@@ -67,7 +68,8 @@ class EpochLog:
         mine = self.trainer.task.confusion(probs, self.trainer.val_targets())
         if mine is None or not self.trainer.world.distributed:
             return mine
-        return np.asarray(self.trainer.world.sum(*mine.reshape(-1).tolist())).round().astype(np.int64).reshape(mine.shape)
+        summed = self.trainer.world.sum(*mine.reshape(-1).tolist())
+        return np.asarray(summed).round().astype(np.int64).reshape(mine.shape)
 
     def close(self) -> None:
         self.tracker.close()
