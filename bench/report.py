@@ -262,6 +262,18 @@ def sampler(data: dict) -> list[str]:
                    "macro F1"], rows)
 
 
+def tblog(data: dict) -> list[str]:
+    steps = data["default_step_ms"]
+    rows = [[f"default step, {name} tree", f"{steps[name]['median']:.0f}",
+             ", ".join(f"{v:.0f}" for v in steps[name]["rounds"])] for name in steps]
+    rows += [["step keeping the epoch's first batch (`--log tensorboard`)",
+              f"{data['step_keeping_the_batch_ms']:.0f}", ""],
+             ["an epoch's logging: scalars, batch grid, confusion picture", f"{data['end_epoch_ms_median_of_5']:.0f}",
+              f"{data['end_epoch_share_of_epoch_steps']:.2%} of the epoch's {data['steps_per_epoch']} steps"],
+             ["opening the TensorBoard writer (import included)", f"{data['writer_open_seconds'] * 1000:.0f}", "once a run"]]
+    return _table([data["setting"], "ms (median)", "rounds"], rows)
+
+
 def step_profile(data: dict) -> list[str]:
     lines = []
     for key, net in data["nets"].items():
@@ -283,7 +295,7 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, 
                                                   "segment_choose": segment_choose, "gpu": gpu,
                                                   "recipe_val": recipe_val, "budget_val": recipe_val,
                                                   "recipe_screen": recipe_screen, "ema": ema,
-                                                  "sampler": sampler,
+                                                  "sampler": sampler, "tblog": tblog,
                                                   "step_profile": step_profile}
 
 

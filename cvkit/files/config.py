@@ -17,6 +17,7 @@ from cvkit.checks import check_seed, finite_fields
 from cvkit.errors import ManifestError, OptionError
 from cvkit.files.jsonio import from_json, read_json, write_json
 from cvkit.files.resolved import Resolved
+from cvkit.files.logs import LOGS, check_log
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "none")
@@ -187,6 +188,9 @@ class TrainConfig:
                                   "(SyncBatchNorm) instead of each process's share.", SPEED, flags="--sync-bn")
     eval_batch_size: int = internal(512)
     # run
+    log: str = option("none", f"Where the epochs' figures also go: {', '.join(LOGS)} (tensorboard: RUN/tensorboard/, "
+                              "with the augmented first batch and the val confusion matrix; metrics.csv is always "
+                              "written).")
     seed: int = internal(0)
     device: str = internal("auto")
     resolved: Resolved = internal(factory=Resolved)  # what "auto" became, filled in by fit
@@ -256,6 +260,7 @@ class TrainConfig:
             raise OptionError("--unfreeze-after needs --freeze and a number of epochs of 0 or more")
         if self.patience is not None and self.patience < 1:
             raise OptionError("--patience must be at least 1")
+        check_log(self.log)
         if self.pretrained and self.weights:
             raise OptionError("--pretrained and --weights both give starting weights; pick one")
 

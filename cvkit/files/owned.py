@@ -14,6 +14,7 @@ from cvkit.files.cams import CAM_FILES
 from cvkit.files.crossval import CROSSVAL_FILES
 from cvkit.files.dataset import DATASET_FILES
 from cvkit.files.export import EXPORT_FILES
+from cvkit.files.logs import LOG_FOLDERS
 from cvkit.files.outputs import Own, holds_only
 from cvkit.files.retrieve import INDEX_FILES, QUERY_FILES
 from cvkit.files.run import RUN_FILES
@@ -39,7 +40,8 @@ own_visualize: Own = holds_only(VISUALIZE_FILES)
 own_export: Own = holds_only(EXPORT_FILES)
 _CAM: Own = holds_only(CAM_FILES, {SHARDS: holds_only(CAM_FILES)})
 _OUTPUTS: dict[str, Own] = {"eval_*": own_evaluate, "ensemble_eval_*": own_evaluate, "predict": own_predict,
-                            "cam": _CAM, "visualize": own_visualize, "export_*": own_export}
+                            "cam": _CAM, "visualize": own_visualize, "export_*": own_export,
+                            **{folder: holds_only(files) for folder, files in LOG_FOLDERS.items()}}  # train --log's
 _RUN_ONLY = tuple(name for name in RUN_FILES if name not in ("convolutional", *_OUTPUTS))
 # A converted run (``cvkit convolutionalize``) is a run with a few files more, and is never converted again.
 own_converted: Own = holds_only((*_RUN_ONLY, *CONVOLUTIONAL_FILES), _OUTPUTS)

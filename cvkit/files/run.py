@@ -19,6 +19,7 @@ from cvkit.errors import ManifestError, UnsafeCheckpoint
 from cvkit.files.atomic import NO_ROOM, atomic_path, disk_full, read_csv_checked, write_csv
 from cvkit.files.dataset import DEFAULT_TASK
 from cvkit.files.jsonio import from_json, read_json, type_ok, write_json
+from cvkit.files.logs import LOG_FOLDERS
 
 RETRAIN = "retrain with 'cvkit train'"
 METRICS_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
@@ -27,7 +28,7 @@ METRICS_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "l
 # Everything `train` writes into a run, and the output folders later commands put there by default.
 RUN_FILES = ("model.safetensors", "model.json", "last.ckpt", "metrics.csv", "config.json", "curves.png", "restarts.csv",
              "mean_image.npy", "lr_find.csv", "lr_find.png", "eval_*", "ensemble_eval_*", "predict", "cam", "convolutional",
-             "visualize", "export_*")
+             "visualize", "export_*", *LOG_FOLDERS)
 
 
 # ----------------------------------------------------------------------------- model.json

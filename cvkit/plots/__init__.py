@@ -61,12 +61,12 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | os
     font = min(10.0, max(4.0, 0.7 * 72 * (panel - 1.5) / k))  # points: about one name per cell
     fig = _figure(2 * panel + 1.5, panel)
     ticks = np.arange(k)
-    for ax, values, title, fmt in ((fig.add_subplot(1, 2, 1), matrix, "counts", "d"),
-                                   (fig.add_subplot(1, 2, 2), rates, "normalized by true class", ".2f")):
+    for ax, values, name, fmt in ((fig.add_subplot(1, 2, 1), matrix, "counts", "d"),
+                                  (fig.add_subplot(1, 2, 2), rates, "normalized by true class", ".2f")):
         image = ax.imshow(values, cmap="Blues", interpolation="nearest", vmin=0,
                           vmax=1.0 if values is rates else max(1, int(values.max())))
         fig.colorbar(image, ax=ax, shrink=0.8)
-        ax.set_title(title)
+        ax.set_title(name)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_xticks(ticks, classes, rotation=90, fontsize=font)

@@ -186,6 +186,11 @@ class Task(ABC):
         the network's input) into pixels: ``x * sx + ox``, ``y * sy + oy`` (evaluate: the cache's pixels;
         predict: each image file's); None: the task has no positions, or the network input's pixels."""
 
+    def confusion(self, probs: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
+        """K x K counts of (true, predicted) class over these images, rows the true class (``train --log``
+        pictures it each epoch); None: the task has no one predicted class to count."""
+        return None
+
     def mismatch(self, split: Any) -> str | None:
         """Why a dataset's ``split`` cannot score this run (evaluate, visualize), or None when its targets
         are the run's: by default the same classes in the same order."""

@@ -118,6 +118,9 @@ class Classify(Task):
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         return [[(self.classes[j], float(probs[i, j])) for j in row] for i, row in enumerate(order)]
 
+    def confusion(self, probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        return confusion_matrix(labels, probs.argmax(1), len(self.classes))
+
     def write_evaluation(self, stage: Path, probs: np.ndarray, split: SplitData, top_n: int) -> None:
         """predictions.csv, the confusion matrix (CSV and PNG) and the worst predictions (CSV and PNG)."""
         import pandas as pd
@@ -127,7 +130,7 @@ class Classify(Task):
         classes, labels = self.classes, split.labels
         predicted = probs.argmax(1)
         write_csv(stage / "predictions.csv", self.prediction_table(split.paths, probs, labels), "%.6g")
-        matrix = confusion_matrix(labels, predicted, len(classes))
+        matrix = self.confusion(probs, labels)
         counts = pd.DataFrame(matrix, columns=classes)
         counts.insert(0, "true", classes)  # rows: true class, columns: predicted class
         write_csv(stage / "confusion_matrix.csv", counts)

@@ -193,6 +193,10 @@ class Segment(Task):
     def _confusion(self, probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return confusion(labels[:, 0], label_maps(probs), len(self.classes))
 
+    def confusion(self, probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Of pixels (the ignored ones left out)."""
+        return self._confusion(probs, labels)
+
     def score(self, probs: np.ndarray, labels: np.ndarray) -> float:
         return mean_iou(self._confusion(probs, labels)) if len(labels) else 0.0
 

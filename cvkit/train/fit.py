@@ -27,6 +27,7 @@ from cvkit.errors import Interrupted, OptionError
 from cvkit.files.atomic import remove_leftovers, write_npy
 from cvkit.files.config import TrainConfig, parse_budget
 from cvkit.files.lock import locked
+from cvkit.files.logs import remove_logs
 from cvkit.files.outputs import check_out, replacing
 from cvkit.files.owned import own_run
 from cvkit.files.run import (
@@ -44,6 +45,7 @@ from cvkit.train.budget import Budget
 from cvkit.train.budget_nets import net_is_open, wider_net
 from cvkit.train.checkpoint import checkpoint_state, restore
 from cvkit.train.distributed import World
+from cvkit.train.logbook import EpochLog
 from cvkit.train.divergence import check_finite
 from cvkit.train.restarts import fit_restarts
 from cvkit.train.trainer import Trainer
@@ -137,6 +139,7 @@ def _discard_unstarted(run: Path, created: bool) -> None:
         return
     for path in (TrainConfig.path(run), run / "mean_image.npy"):
         path.unlink(missing_ok=True)
+    remove_logs(run)
     remove_leftovers(run)
     if created and not any(run.iterdir()):
         run.rmdir()
@@ -229,12 +232,14 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
     started = time.perf_counter()
     stopped_early = False
     epoch, val_probs = start_epoch, None
+    log = EpochLog(trainer, run, start_epoch)
     try:
         while epoch <= trainer.epochs:  # --budget may change trainer.epochs after an epoch
             epoch_started = time.perf_counter()
             if cfg.unfreeze_after is not None and cfg.freeze and epoch == cfg.unfreeze_after + 1:
                 trainer.freezer.set(False)
                 info(f"epoch {epoch}: backbone unfrozen (its lr is {cfg.backbone_lr_scale:g} x the head's)")
+            log.start_epoch()
             row: dict[str, Any] = {"epoch": epoch, **trainer.train_epoch(epoch)}
             trainer.recalibrate_batchnorm()
             val_probs = None
@@ -250,6 +255,7 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
             row = {k: row[k] for k in (*trainer.task.metrics_columns, "grad_norm", "kd_loss", "live_val_loss", f"live_{metric}")
                    if k in row}
             history.append(row)
+            log.end_epoch(epoch, row, val_probs)  # before the checkpoint: a resumed run's log drops what follows it
             value = row[monitor]
             if trainer.task.better(monitor, value, best["value"]):
                 best, bad_epochs = {"epoch": epoch, "value": value}, 0
@@ -286,6 +292,8 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
         if resumable:
             raise Interrupted(f"interrupted in epoch {epoch}, before any epoch was saved; start the run again") from None
         raise Interrupted(f"interrupted in epoch {epoch}; the old run in {cfg.out} is unchanged") from None
+    finally:
+        log.close()
     _choose_tta(trainer, run, history, best["epoch"], val_probs)  # the last epoch's: used if it was the best
     if main:
         _plot_curves(run, history, best["epoch"] or None)

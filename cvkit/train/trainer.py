@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,7 @@ class Trainer:
         self.teacher = Teacher.load(cfg, task, data.classes, data.in_chans, device) if cfg.teacher else None
         self.kd_losses: list[torch.Tensor] = []  # --teacher: each step's distillation term
         self.recalibration = sample_indices(len(data.train.images), cfg.seed)
+        self.peek: Callable[[torch.Tensor], None] | None = None  # train --log: shown the next augmented batch
 
     @classmethod
     def build(cls, cfg: TrainConfig, train: Selection | None = None, val: Selection | None = None,
@@ -196,6 +198,8 @@ class Trainer:
         targets = self.task.train_targets(labels)
         if self.policy.mixes and (self.task.mixes or self.task.pastes):
             x, targets = mix(x, targets, self.policy, self.gen)
+        if self.peek is not None:
+            self.peek(x)
         unit, x = x, self.pre.normalize(x)
         if first:
             self.optimizer.zero_grad(set_to_none=True)
