@@ -58,15 +58,17 @@ def check_options(cfg: Any, given: Callable[[str], bool] | None = None) -> None:
                           f"--schedule out")
     if cfg.precision not in PRECISIONS:
         raise OptionError(f"--precision {cfg.precision}: the perceptron rule runs in fp32; leave --precision out")
-    if cfg.task not in (None, "classify"):
-        raise OptionError(f"--task {cfg.task}: the perceptron rule learns classes (--task classify)")
 
 
-def check_run(task_name: str, mixes: bool, distributed: bool) -> None:
-    """What only the built run tells: its task, its augmentation policy, its processes."""
-    if task_name != "classify":
-        raise OptionError(f"--optimizer perceptron learns one class per image; this dataset's task is {task_name} "
+def check_task(task: Any) -> None:
+    """The rule learns one class per image (before the data is read)."""
+    if not task.one_class:
+        raise OptionError(f"--optimizer perceptron learns one class per image; this run's task is {task.name} "
                           f"(train it with sgd, adam or adamw)")
+
+
+def check_run(mixes: bool, distributed: bool) -> None:
+    """What only the built run tells: its augmentation policy, its processes."""
     if mixes:
         raise OptionError("--optimizer perceptron learns from each image and its own label; the augmentation policy "
                           "mixes images (mixup/cutmix): give --augment none, or a policy without them")

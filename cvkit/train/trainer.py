@@ -61,7 +61,7 @@ class Trainer:
         # How a batch is learned from, chosen once: a gradient step, or the perceptron rule's
         self.rule = isinstance(self.optimizer, PerceptronRule)
         if self.rule:
-            perceptron.check_run(task.name, data.policy.mixes, self.world.distributed)
+            perceptron.check_run(data.policy.mixes, self.world.distributed)
         self.learn = self._rule_step if self.rule else self._gradient_step
         self.errors = torch.zeros((), dtype=torch.int64, device=device)  # the rule's mistakes this epoch
         # --accumulate K: an epoch takes this many optimizer steps of K batches (up to K-1 batches left out)
@@ -95,6 +95,8 @@ class Trainer:
             train, default_val = setup.default_selections(Path(cfg.data))
             val = default_val if val is None else val
         task = setup.build_task(cfg)
+        if cfg.optimizer == perceptron.NAME:
+            perceptron.check_task(task)
         data = setup.load_data(cfg, train, val, task)
         model = setup.build_model(cfg, data, task.num_outputs, device)
         task.check_model(cfg.arch, model)
