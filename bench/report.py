@@ -274,6 +274,19 @@ def tblog(data: dict) -> list[str]:
     return _table([data["setting"], "ms (median)", "rounds"], rows)
 
 
+def subject(data: dict) -> list[str]:
+    names = {"perceptron_rule": "perceptron, `--optimizer perceptron`", "perceptron_sgd": "perceptron, `--optimizer sgd`",
+             "mlp_relu": "mlp, `--activation relu`", "mlp_maxout2": "mlp, `--activation maxout:2`"}
+    rows = [[label, str(len(data[key]["runs"])), str(data[key]["runs"][0]["epochs"]), _pm(data[key]["best_val_acc"]),
+             _pm(data[key]["last_val_acc"]), f"{data[key]['last_epoch_train_errors']['mean']:.0f}",
+             _seconds(data[key]["runs"])] for key, label in names.items() if key in data]
+    first = data["perceptron_rule"]["runs"][0]
+    return [*_table(["digits, 8 px", "seeds", "epochs", "best val acc", "last val acc", "train errors, last epoch",
+                     "train wall s"], rows), "",
+            f"The rule's training mistakes per epoch (seed {first['seed']}, of {first['train_images']} images): "
+            + ", ".join(map(str, first["train_errors_per_epoch"])) + "."]
+
+
 def step_profile(data: dict) -> list[str]:
     lines = []
     for key, net in data["nets"].items():
@@ -295,7 +308,7 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, 
                                                   "segment_choose": segment_choose, "gpu": gpu,
                                                   "recipe_val": recipe_val, "budget_val": recipe_val,
                                                   "recipe_screen": recipe_screen, "ema": ema,
-                                                  "sampler": sampler, "tblog": tblog,
+                                                  "sampler": sampler, "tblog": tblog, "subject": subject,
                                                   "step_profile": step_profile}
 
 

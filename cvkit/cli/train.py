@@ -30,6 +30,7 @@ def train_command(ctx: typer.Context, data: Optional[Path] = None, out: Optional
     from cvkit.train import fit
     from cvkit.train import lr_find as run_lr_find
     from cvkit.train import resume as resume_run
+    from cvkit.train.perceptron import check_options as check_rule
 
     if resume is not None:
         extra = [name for name in ("data", "out", "lr_find", "seed", "force", *(f.name for f in cli_fields()))
@@ -46,6 +47,7 @@ def train_command(ctx: typer.Context, data: Optional[Path] = None, out: Optional
         options["hidden"] = parse_hidden(options.get("hidden"))
         cfg = TrainConfig(data=str(data), out=str(out or Path("runs") / options["arch"]), seed=seed_or_global(seed),
                           device=state.device, **options)
+        check_rule(cfg, lambda name: given(ctx, name))  # the options it ignores, when typed at their default values
         if lr_find:
             from cvkit.train.distributed import single_process_only
 

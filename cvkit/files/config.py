@@ -19,7 +19,7 @@ from cvkit.files.jsonio import from_json, read_json, write_json
 from cvkit.files.resolved import Resolved
 from cvkit.files.logs import LOGS, check_log
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "perceptron")
 SCHEDULES = ("onecycle", "cosine", "step", "none")
 SAMPLERS = ("none", "balanced", "sqrt")
 LOSSES = ("ce", "bce", "mse", "l1", "smooth_l1")
@@ -86,7 +86,9 @@ class TrainConfig:
     head: str = option("auto", "auto (the architecture's own), fc (classic fully connected) or gap (global "
                                "average pooling + one linear layer).", MODEL)
     activation: str | None = option(None, "relu, leaky_relu[:SLOPE] (default slope 0.01; the classic choice is 0.1), "
-                                          "elu[:ALPHA], tanh, sigmoid, gelu.", MODEL)
+                                          "elu[:ALPHA], tanh, sigmoid, gelu, or maxout:K (cvkit's own nets: each "
+                                          "unit the max of K linear pieces, the layer before made K times wider).",
+                                    MODEL)
     dropout: float | None = option(None, "Dropout probability.", MODEL)
     batchnorm: bool | None = option(None, "Batch normalization (cvkit's own nets).", MODEL,
                                     flags="--batchnorm/--no-batchnorm")
@@ -122,9 +124,11 @@ class TrainConfig:
                                        "at least a measured number of optimizer steps (printed at the start).",
                                OPTIM, cli_type=str)
     batch_size: int = option(128, "Images per step (at most the train split's size).", OPTIM)
-    optimizer: str = option("adam", "sgd, adam or adamw.", OPTIM)
-    lr: float | None = option(None, "Peak learning rate (default: sgd 0.1, adam/adamw 3e-3, times batch size / 128).",
-                              OPTIM)
+    optimizer: str = option("adam", "sgd, adam, adamw, or perceptron (--arch perceptron only: the perceptron "
+                                    "learning rule, image by image, from zero weights with a constant eta = --lr; "
+                                    "metrics.csv adds each epoch's errors).", OPTIM)
+    lr: float | None = option(None, "Peak learning rate (default: sgd 0.1, adam/adamw 3e-3, times batch size / 128; "
+                                    "perceptron: eta, default 1).", OPTIM)
     momentum: float = option(0.9, "SGD momentum.", OPTIM)
     nesterov: bool = option(True, "Nesterov momentum for SGD.", OPTIM, flags="--nesterov/--no-nesterov")
     weight_decay: float | None = option(None, "Weight decay, not on biases and norm layers (default: sgd 5e-4, "

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cvkit.errors import OptionError
-from cvkit.models.layers import Head, Net, activation_layer, conv_block, dropout_layers, fc_head, gap_head
+from cvkit.models.layers import Head, Net, activation_layer, conv_block, dropout_layers, fc_head, gap_head, pieces
 from cvkit.models.registry import Options, register_model
 
 # smallcnn: tune here. A model.json records base, depth, dropout and hidden, so runs saved with other
@@ -66,8 +66,9 @@ def mlp(num_outputs: int, in_chans: int, input_size: tuple[int, int], o: Options
     width = in_chans * input_size[0] * input_size[1]
     layers: list[nn.Module] = [nn.Flatten(1)]
     for out in o.hidden:
-        norm = [nn.BatchNorm1d(out)] if o.batchnorm else []
-        layers.append(nn.Sequential(nn.Linear(width, out, bias=not o.batchnorm), *norm,
+        made = out * pieces(o.activation)  # maxout:K: K pieces per unit
+        norm = [nn.BatchNorm1d(made)] if o.batchnorm else []
+        layers.append(nn.Sequential(nn.Linear(width, made, bias=not o.batchnorm), *norm,
                                     activation_layer(o.activation), *dropout_layers(o.dropout)))
         width = out
     return Net(nn.Sequential(*layers), Head(nn.Identity(), nn.Linear(width, num_outputs)), width, num_outputs,

@@ -20,7 +20,7 @@ from torch import nn
 
 from cvkit.errors import OptionError
 from cvkit.models.inspection import probe
-from cvkit.models.layers import Net, replace_last_layer
+from cvkit.models.layers import Maxout, Net, replace_last_layer
 
 ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Hardswish,
                nn.Hardsigmoid, nn.Mish, nn.Softplus, nn.PReLU)
@@ -141,6 +141,12 @@ def _convert(calls: list[_Call], shape: tuple[int, int, int]) -> tuple[list[nn.M
         elif isinstance(m, IDENTITY_IN_EVAL):
             if not isinstance(m, nn.Flatten):
                 layers.append(copy.deepcopy(m))
+        elif isinstance(m, Maxout):  # the max over each unit's pieces, position by position
+            if pooled:
+                raise _refuse(call, "is not linear and follows the global average pooling, so it does not "
+                                    "commute with it")
+            layers.append(copy.deepcopy(m))
+            c = call.out[1]
         elif isinstance(m, ELEMENTWISE):
             if pooled:
                 raise _refuse(call, "is not linear and follows the global average pooling, so it does not "

@@ -131,6 +131,10 @@ def arch_options(arch: str | None = None, *, head: str = "auto", activation: str
     for key in SOME_NETS_OPTIONS:
         if given[key] is not None:
             raise OptionError(f"{FLAGS[key]} does not apply to --arch {arch} (only to {_takers(key)}); leave it out")
+    if activation is not None and parse_activation(activation)[0] == "maxout":
+        raise OptionError(f"--activation {activation}: maxout widens the layer before it K times, which cvkit can do "
+                          f"in its own nets ({', '.join(n for n, s in CVKIT_MODELS.items() if s.defaults.get('activation'))}"
+                          f"), not in {source}'s {arch}; pick one of those, or another --activation")
     refused = [k for k in ("batchnorm", "hidden") if given[k] is not None]
     if source == "torchvision" and activation is not None:
         refused.insert(0, "activation")

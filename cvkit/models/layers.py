@@ -13,6 +13,25 @@ from torch import nn
 
 from cvkit.errors import OptionError
 
+class Maxout(nn.Module):
+    """Maxout units (Goodfellow et al., 2013): each unit is the max over ``pieces`` linear pieces.
+
+    The layer before makes ``pieces`` channels per unit, unit c's being channels c*K .. c*K+K-1 of its
+    K*C; this keeps the C maxima, at every position of a feature map. So it is not a drop-in elementwise
+    activation: the nets that take it widen the layer before (:func:`pieces`).
+    """
+
+    def __init__(self, pieces: int) -> None:
+        super().__init__()
+        self.pieces = int(pieces)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(1, (x.shape[1] // self.pieces, self.pieces)).amax(2)
+
+    def extra_repr(self) -> str:
+        return f"pieces={self.pieces}"
+
+
 # Never in-place: the runtime's feature hooks (CAM, activation plots, retrieval) keep a layer's
 # output, and an in-place activation after it would overwrite that output (and break Grad-CAM's
 # backward pass through it).
@@ -23,24 +42,28 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "sigmoid": nn.Sigmoid,
     "gelu": nn.GELU,
+    "maxout": Maxout,
 }
 
 
 # The activations that take a parameter after a colon: leaky_relu:SLOPE (the subject uses 0.1; PyTorch's
-# default is 0.01) and elu:ALPHA.
-PARAMETERS = {"leaky_relu": "negative_slope", "elu": "alpha"}
+# default is 0.01), elu:ALPHA and maxout:K (K pieces per unit, which it needs: no default).
+PARAMETERS = {"leaky_relu": "negative_slope", "elu": "alpha", "maxout": "pieces"}
 
 
 def parse_activation(text: str) -> tuple[str, float | None]:
     """``leaky_relu:0.1`` -> ("leaky_relu", 0.1); a name alone -> (name, None). Refuses what is not one."""
     name, _, value = str(text).partition(":")
     if name not in ACTIVATIONS:
-        raise OptionError(f"--activation {text!r} is not one of {', '.join(ACTIVATIONS)} (leaky_relu:SLOPE and "
-                          f"elu:ALPHA take a parameter)")
+        raise OptionError(f"--activation {text!r} is not one of {', '.join(ACTIVATIONS)} (leaky_relu:SLOPE, "
+                          f"elu:ALPHA and maxout:K take a parameter)")
+    if name == "maxout":
+        return name, _maxout_pieces(text, value)
     if not value:
         return name, None
     if name not in PARAMETERS:
-        raise OptionError(f"--activation {text}: {name} takes no parameter; only leaky_relu:SLOPE and elu:ALPHA do")
+        raise OptionError(f"--activation {text}: {name} takes no parameter; only leaky_relu:SLOPE, elu:ALPHA and "
+                          f"maxout:K do")
     try:
         number = float(value)
     except ValueError:
@@ -49,6 +72,25 @@ def parse_activation(text: str) -> tuple[str, float | None]:
         raise OptionError(f"--activation {text}: the {PARAMETERS[name].replace('_', ' ')} must be a "
                           f"{'positive ' if name == 'elu' else ''}number, for example {name}:0.1")
     return name, number
+
+
+def _maxout_pieces(text: str, value: str) -> int:
+    try:
+        k = int(value)
+    except ValueError:
+        k = 0
+    if k < 2:
+        raise OptionError(f"--activation {text}: maxout takes K, its number of linear pieces per unit, a whole "
+                          f"number of 2 or more (one piece is a linear unit), for example maxout:2")
+    return k
+
+
+def pieces(activation: str | None) -> int:
+    """How many outputs the layer before ``activation`` makes per unit: K for maxout:K, else 1."""
+    if activation is None:
+        return 1
+    name, value = parse_activation(activation)
+    return int(value) if name == "maxout" else 1
 
 
 def activation_layer(text: str) -> nn.Module:
@@ -63,11 +105,12 @@ def conv_block(in_chans: int, out_chans: int, kernel: int, activation: str, batc
     ``pool`` puts a 2x2 max-pool straight after the conv, so BatchNorm and the activation work on a
     quarter of the values (for ReLU without BN the result is the same as pooling last).
     """
-    layers: list[nn.Module] = [nn.Conv2d(in_chans, out_chans, kernel, padding=padding, bias=not batchnorm)]
+    width = out_chans * pieces(activation)  # maxout:K: K pieces per output channel, normalized each
+    layers: list[nn.Module] = [nn.Conv2d(in_chans, width, kernel, padding=padding, bias=not batchnorm)]
     if pool:
         layers.append(nn.MaxPool2d(2))
     if batchnorm:
-        layers.append(nn.BatchNorm2d(out_chans))
+        layers.append(nn.BatchNorm2d(width))
     layers.append(activation_layer(activation))
     return nn.Sequential(*layers)
 
@@ -103,7 +146,8 @@ def fc_head(in_features: int, hidden: list[int], num_outputs: int, activation: s
     """Flatten, then fully connected hidden layers (linear, activation, dropout), then the output layer."""
     layers: list[nn.Module] = [nn.Flatten(1)]
     for width in hidden:
-        layers += [nn.Linear(in_features, width), activation_layer(activation), *dropout_layers(dropout)]
+        layers += [nn.Linear(in_features, width * pieces(activation)), activation_layer(activation),
+                   *dropout_layers(dropout)]
         in_features = width
     return Head(nn.Sequential(*layers), nn.Linear(in_features, num_outputs))
 

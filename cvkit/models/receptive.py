@@ -26,6 +26,7 @@ from torch.overrides import TorchFunctionMode
 
 from cvkit.errors import OptionError
 from cvkit.models.hooks import forward_to
+from cvkit.models.layers import Maxout
 
 START_SIZE = 64  # the first input side tried; doubled until the unit's window lies inside the input
 MAX_SIZE = 2048  # beyond this a window is taken as the whole image (attention, SE gates, global pools)
@@ -98,6 +99,20 @@ class _AveragingLinear(nn.Module):
         return y if self.width is None else y.expand(*y.shape[:-1], self.width).contiguous()
 
 
+class _PieceAverage(nn.Module):
+    """A maxout layer made linear and positive: the mean of each unit's pieces (a collapsed copy's single
+    channel passes as it is)."""
+
+    def __init__(self, pieces: int) -> None:
+        super().__init__()
+        self.pieces = pieces
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] % self.pieces:
+            return x
+        return x.unflatten(1, (x.shape[1] // self.pieces, self.pieces)).mean(2)
+
+
 def linear_copy(model: nn.Module, collapse: bool = True) -> nn.Module:
     """A copy of ``model`` (float64, eval, on the CPU) whose every path from input to output has a
     positive weight: convolutions and linear layers average their inputs, biases are zero, norms
@@ -123,6 +138,8 @@ def linear_copy(model: nn.Module, collapse: bool = True) -> nn.Module:
             memo[id(module)] = nn.AvgPool2d(module.kernel_size, module.stride, module.padding, ceil_mode=module.ceil_mode)
         elif isinstance(module, (*NORMS, *ACTIVATIONS)):
             memo[id(module)] = nn.Identity()
+        elif isinstance(module, Maxout):
+            memo[id(module)] = _PieceAverage(module.pieces)
     net = copy.deepcopy(model, memo).to("cpu", torch.float64).eval()
     for module in net.modules():
         if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):  # the subclasses (timm's Conv2dSame)

@@ -128,16 +128,27 @@ def plot_curves(metrics: "pd.DataFrame", path: str | os.PathLike, best_epoch: in
                 title: str | None = None) -> None:
     """Loss and accuracy per epoch from a ``metrics.csv`` frame, train (solid) against val (dashed);
     validation lines only where they exist. ``best_epoch`` (the weights the run kept) is marked by a
-    vertical line and a ring on each validation curve."""
+    vertical line and a ring on each validation curve. With an ``errors`` column (``--optimizer perceptron``)
+    a third panel shows the mistakes the rule made in each epoch."""
     if "epoch" not in metrics.columns:
         raise ValueError("metrics must have an 'epoch' column (metrics.csv written by 'cvkit train')")
     from matplotlib.ticker import MaxNLocator
 
-    fig = _figure(11, 4.5 if title else 4)
+    panels = 3 if "errors" in metrics.columns else 2
+    fig = _figure(5.5 * panels, 4.5 if title else 4)
     # the task's val metric: val_acc, val_map, ... (train_acc is the training figure of every task)
     score = next((c for c in metrics.columns if c.startswith("val_") and c != "val_loss"), "val_acc")
+    if panels == 3:
+        ax = fig.add_subplot(1, 3, 3)
+        values = metrics[["epoch", "errors"]].astype(np.float64).dropna()
+        ax.plot(values["epoch"], values["errors"], "-", marker="o", markersize=3, color="tab:purple")
+        ax.set_title("perceptron rule: mistakes per epoch (train)")
+        ax.set_xlabel("epoch")
+        ax.set_ylim(bottom=0)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
     for i, quantity in enumerate(("loss", score[4:])):
-        ax = fig.add_subplot(1, 2, i + 1)
+        ax = fig.add_subplot(1, panels, i + 1)
         for split, style in (("train", "-"), ("val", "--")):
             column = f"{split}_{quantity}" if split == "val" or quantity == "loss" else "train_acc"
             if column not in metrics.columns:

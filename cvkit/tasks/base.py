@@ -61,6 +61,7 @@ class Task(ABC):
     dense: ClassVar[bool] = False  # per-pixel targets (N x P x H x W planes) that augmentation moves with the image
     pastes: ClassVar[bool] = False  # cutmix may paste this task's (per-pixel) targets though mixup cannot blend them
     outputs_are: ClassVar[str] = "classes"  # what ``classes`` names, in messages (regress: "targets")
+    one_class: ClassVar[bool] = False  # the target is one class index per image, nothing else (the perceptron rule's)
     default_label_smoothing: ClassVar[float] = 0.0  # what --label-smoothing is when it is not given
     own_options: ClassVar[tuple[str, ...]] = ()  # train options only this task takes (TrainConfig field names)
     distills: ClassVar[bool] = False  # --teacher: the outputs are class scores a teacher's soft ones can guide

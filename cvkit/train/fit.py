@@ -252,7 +252,8 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
             check_finite(trainer.model, epoch, row["val_loss"] if data.val is not None else None,
                          trainer.divergence_advice)  # before anything of the epoch is kept
             row["lr"] = trainer.optimizer.param_groups[-1]["lr"]
-            row = {k: row[k] for k in (*trainer.task.metrics_columns, "grad_norm", "kd_loss", "live_val_loss", f"live_{metric}")
+            row = {k: row[k] for k in (*trainer.task.metrics_columns, "errors", "grad_norm", "kd_loss", "live_val_loss",
+                                       f"live_{metric}")
                    if k in row}
             history.append(row)
             log.end_epoch(epoch, row, val_probs)  # before the checkpoint: a resumed run's log drops what follows it

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cvkit.errors import OptionError
 from cvkit.files.atomic import write_csv
 from cvkit.files.config import TrainConfig
 from cvkit.files.lock import releasing
@@ -50,6 +51,9 @@ def lr_find(cfg: TrainConfig, start_lr: float = 1e-6, end_lr: float = 10.0, step
     """Run the range test on ``cfg``'s model and data; writes lr_find.csv and lr_find.png into ``cfg.out``."""
     import pandas as pd
 
+    if cfg.optimizer == "perceptron":
+        raise OptionError("--lr-find has nothing to find for --optimizer perceptron: from zero weights its "
+                          "decisions do not depend on eta (--lr)")
     out = check_out(cfg.out, reads=[cfg.data], own=own_run, force=True)
     trainer = Trainer.build(cfg)
     steps = max(10, min(steps, len(trainer.batches) * 5))

@@ -22,6 +22,7 @@ from cvkit.files.dataset import AugmentFile, DatasetInfo, Stats, read_classes, r
 from cvkit.progress import info
 from cvkit.tasks import Task, TaskSpec, create_task, task_names
 from cvkit.tasks.registry import TASKS
+from cvkit.train import perceptron
 from cvkit.train.optim import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, lr_multiplier, make_optimizer, param_groups
 from cvkit.transforms.policy import AugmentPolicy, read_augment, with_values
 from cvkit.transforms.stats import image_stats
@@ -191,10 +192,14 @@ def base_lr(cfg: TrainConfig, batch_size: int) -> float:
     (the batch size times ``--accumulate``)."""
     if cfg.lr is not None:
         return cfg.lr
+    if cfg.optimizer == perceptron.NAME:  # one image at a time: eta does not scale with the batch
+        return perceptron.DEFAULT_LR
     return DEFAULT_LR[cfg.optimizer] * batch_size * cfg.accumulate / 128
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module, backbone: set[str], lr: float) -> torch.optim.Optimizer:
+    if cfg.optimizer == perceptron.NAME:  # the learning rule, from zero weights unless --weights gave some
+        return perceptron.PerceptronRule(model, lr, zero=not cfg.weights)
     decay = cfg.weight_decay if cfg.weight_decay is not None else DEFAULT_WEIGHT_DECAY[cfg.optimizer]
     groups = param_groups(model, decay, lr, backbone if cfg.freeze else None, cfg.backbone_lr_scale)
     return make_optimizer(cfg.optimizer, groups, lr, cfg.momentum, cfg.nesterov)
@@ -203,8 +208,9 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, backbone: set[str], lr: 
 def build_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
                    epochs: int, start_step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
     """The lr schedule over ``epochs``; ``start_step`` > 0 rebuilds it mid-run (``--budget`` replans)."""
+    schedule = "none" if cfg.optimizer == perceptron.NAME else cfg.schedule  # the rule's eta is constant
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_multiplier(cfg.schedule, steps_per_epoch * epochs, steps_per_epoch,
+        optimizer, lr_multiplier(schedule, steps_per_epoch * epochs, steps_per_epoch,
                                  round(cfg.warmup * steps_per_epoch), cfg.step_size, cfg.gamma),
         last_epoch=start_step - 1)
 

@@ -25,7 +25,7 @@ from cvkit.files.config import TrainConfig
 from cvkit.progress import progress_bar
 from cvkit.runtime.infer import predict_batches
 from cvkit.tasks import Task
-from cvkit.train import setup, speed
+from cvkit.train import perceptron, setup, speed
 from cvkit.train.checkpoint import SEED_STRIDE
 from cvkit.train.batchnorm import RECALIBRATE_BELOW_STEPS, recalibrate, sample_indices
 from cvkit.train.distributed import World, check_sync_bn
@@ -33,6 +33,7 @@ from cvkit.train.distill import Teacher
 from cvkit.train.divergence import DivergenceWatch, advice
 from cvkit.train.ema import WeightAverage
 from cvkit.train.freezing import Freezer
+from cvkit.train.perceptron import PerceptronRule
 from cvkit.train.setup import TrainingData
 from cvkit.transforms.batch import Preprocess, augment, augment_planes, mix
 
@@ -59,6 +60,12 @@ class Trainer:
         self.freezer = Freezer(model, cfg.freeze)
         self.base_lr = setup.base_lr(cfg, batch_size)
         self.optimizer = setup.build_optimizer(cfg, model, self.freezer.backbone, self.base_lr)
+        # How a batch is learned from, chosen once: a gradient step, or the perceptron rule's
+        self.rule = isinstance(self.optimizer, PerceptronRule)
+        if self.rule:
+            perceptron.check_run(data.policy.mixes, self.world.distributed)
+        self.learn = self._rule_step if self.rule else self._gradient_step
+        self.errors = torch.zeros((), dtype=torch.int64, device=device)  # the rule's mistakes this epoch
         # --accumulate K: an epoch takes this many optimizer steps of K batches (up to K-1 batches left out)
         self.optimizer_steps = setup.optimizer_steps(cfg, len(self.batches))
         self.scheduler = setup.build_schedule(cfg, self.optimizer, self.optimizer_steps, epochs)
@@ -82,6 +89,7 @@ class Trainer:
         """Check the config, load the selections (default: the train and val splits), build every part.
         ``world``: the processes of a torchrun job (default: this process alone)."""
         cfg.check()
+        perceptron.check_options(cfg)
         world = world or World()
         device = resolve_device(world.device_name(cfg.device))
         check_sync_bn(cfg.sync_bn and world.distributed, device)
@@ -94,6 +102,8 @@ class Trainer:
         task = setup.build_task(cfg)
         if cfg.teacher:
             Teacher.check(cfg, task)  # before the data take their time
+        if cfg.optimizer == perceptron.NAME:
+            perceptron.check_task(task)
         data = setup.load_data(cfg, train, val, task)
         model = setup.build_model(cfg, data, task.num_outputs, device)
         task.check_model(cfg.arch, model)
@@ -158,7 +168,8 @@ class Trainer:
         self.scheduler = setup.build_schedule(self.cfg, self.optimizer, self.optimizer_steps, epochs, steps_done)
 
     def _choose_speed(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        options = speed.candidates(self.device, self.cfg.precision, self.cfg.memory_format)
+        precision = "fp32" if self.rule else self.cfg.precision  # the rule adds images to weights: no autocast
+        options = speed.candidates(self.device, precision, self.cfg.memory_format)
 
         def step(precision: str, memory_format: str) -> None:
             self.pre.channels_last = memory_format == "channels_last"
@@ -184,9 +195,6 @@ class Trainer:
         ``--accumulate K`` the optimizer steps on every K-th batch, on the mean gradient of the K; a step that
         does not advance the schedule (the speed probe, the lr range test) is always a whole step."""
         precision = precision or self.precision
-        accumulate = self.cfg.accumulate if advance_schedule else 1
-        first = self.accumulated == 0 or not advance_schedule
-        last = self.accumulated + 1 >= accumulate or not advance_schedule
         self.freezer.train_mode()
         if self.task.dense:  # masks (and weight maps) move with the image, pixel for pixel
             x, labels = augment_planes(self.pre.to_unit(images), labels, self.task.fill, self.policy, self.gen)
@@ -200,7 +208,26 @@ class Trainer:
             x, targets = mix(x, targets, self.policy, self.gen)
         if self.peek is not None:
             self.peek(x)
-        unit, x = x, self.pre.normalize(x)
+        return self.learn(self.pre.normalize(x), labels, targets, precision, advance_schedule, x)
+
+    def _rule_step(self, x: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor, precision: str,
+                   advance_schedule: bool, unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The perceptron rule on the batch: (the task's loss of the batch before it was learned from, the
+        images it classified right when their turn came)."""
+        with torch.no_grad():
+            loss = self.task.loss(self.model(x), targets)
+        mistakes = self.optimizer.step(images=x, labels=labels)
+        if advance_schedule:
+            self.errors += mistakes
+            self.scheduler.step()
+        return loss, len(labels) - mistakes
+
+    def _gradient_step(self, x: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor, precision: str,
+                       advance_schedule: bool, unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One gradient step on the normalized batch ``x`` (``unit``: the same images in [0, 1], for a teacher)."""
+        accumulate = self.cfg.accumulate if advance_schedule else 1
+        first = self.accumulated == 0 or not advance_schedule
+        last = self.accumulated + 1 >= accumulate or not advance_schedule
         if first:
             self.optimizer.zero_grad(set_to_none=True)
         with self._gradient_sync(last):
@@ -250,6 +277,7 @@ class Trainer:
         sync_every = 1 if self.device.type == "cpu" else 20
         used = self.optimizer_steps * self.cfg.accumulate  # batches that make whole optimizer steps
         self.grad_norms, self.kd_losses = [], []
+        self.errors.zero_()
         with progress_bar(title, total=used * self.batches.batch_size, summary=False) as bar:
             for i, (images, labels) in enumerate(self.batches.epoch(self.order_gen)):
                 if i >= used:
@@ -270,6 +298,8 @@ class Trainer:
         loss_sum, correct, seen = self.world.sum(float(total_loss), float(total_correct), seen)  # over the processes
         row = {"train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen),
                "seconds": seconds, "images_per_s": seen / seconds}
+        if self.rule:
+            row["errors"] = int(self.errors)
         if self.grad_norms:
             row["grad_norm"] = float(torch.stack(self.grad_norms).float().mean())
         if self.kd_losses:
