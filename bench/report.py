@@ -263,9 +263,10 @@ def sampler(data: dict) -> list[str]:
 
 
 def tta(data: dict) -> list[str]:
-    rows = [[f"`--tta {r['tta']}`" if r["tta"] != "none" else "`--no-tta`", str(r["forward_passes_per_image"]),
-             f"{r['val_accuracy']:.4f}", f"{r['val_log_loss']:.4f}", f"{r['val_seconds']:.1f}",
-             f"{r['cost_vs_none']:.1f}x", f"{r['test_accuracy']:.4f}"] for r in data["views"]]
+    rows = [[f"{name}: `--tta {r['tta']}`" if r["tta"] != "none" else f"{name}: `--no-tta`",
+             str(r["forward_passes_per_image"]), f"{r['val_accuracy']:.4f}", f"{r['val_log_loss']:.4f}",
+             f"{r['val_seconds']:.1f}", f"{r['cost_vs_none']:.1f}x", f"{r['test_accuracy']:.4f}"]
+            for name, run in data["runs"].items() for r in run["views"]]
     return _table([f"Fashion-MNIST, {data['epochs']} epochs", "passes per image", "val accuracy", "val log loss",
                    "val seconds", "cost", "test accuracy"], rows)
 
