@@ -36,8 +36,9 @@ class PredictResult:
 
 @releasing  # the --out lock check_out takes is given up on return
 def predict(run: str | os.PathLike, inputs: list[str], out: str | os.PathLike | None = None,
-            tta: bool | str | Sequence[str] | None = None, device: str = "auto", batch_size: int = 256, workers: int | None = None,
-            threshold: float | None = None, probs: bool = False, fit: bool = False) -> PredictResult:
+            tta: bool | str | Sequence[str] | None = None, device: str = "auto", batch_size: int = 256,
+            workers: int | None = None, threshold: float | None = None, probs: bool = False,
+            fit: bool = False) -> PredictResult:
     """Predict every readable image of ``inputs``; unreadable ones are reported and skipped.
 
     A segment run predicts each image at its own size (``fit``: squashed to the run's input size and

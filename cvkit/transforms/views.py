@@ -86,7 +86,8 @@ def parse_views(tta: bool | str | Sequence[str] | None) -> tuple[str, ...]:
             close = difflib.get_close_matches(name, VIEW_NAMES, n=1)
             what = f"unknown view '{name}'" if name else "an empty view name"
             hint = f" Did you mean {close[0]}?" if close else ""
-            raise OptionError(f"--tta {text if text.strip() else repr(text)}: {what}.{hint} Give views from {valid}, separated by commas (for "
+            shown = text if text.strip() else repr(text)
+            raise OptionError(f"--tta {shown}: {what}.{hint} Give views from {valid}, separated by commas (for "
                               f"example --tta flip,shift), or --no-tta")
     return tuple(name for name in VIEW_NAMES if name in names)
 
