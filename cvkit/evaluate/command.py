@@ -30,8 +30,7 @@ class EvalResult:
 @releasing  # the --out lock check_out takes is given up on return
 def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = None, split: str = "test",
              out: str | os.PathLike | None = None, tta: bool | str | Sequence[str] | None = None, top_n: int = 16,
-             device: str = "auto",
-             batch_size: int = 512, shard: tuple[int, int] | None = None,
+             device: str = "auto", batch_size: int = 512, shard: tuple[int, int] | None = None,
              threshold: float | None = None) -> EvalResult:
     """Probabilities of every run on ``split`` (an ensemble averages them), metrics and pictures in ``out``.
 
