@@ -287,6 +287,15 @@ def subject(data: dict) -> list[str]:
             + ", ".join(map(str, first["train_errors_per_epoch"])) + "."]
 
 
+def tta(data: dict) -> list[str]:
+    rows = [[f"{name}: `--tta {r['tta']}`" if r["tta"] != "none" else f"{name}: `--no-tta`",
+             str(r["forward_passes_per_image"]), f"{r['val_accuracy']:.4f}", f"{r['val_log_loss']:.4f}",
+             f"{r['val_seconds']:.1f}", f"{r['cost_vs_none']:.1f}x", f"{r['test_accuracy']:.4f}"]
+            for name, run in data["runs"].items() for r in run["views"]]
+    return _table([f"Fashion-MNIST, {data['epochs']} epochs", "passes per image", "val accuracy", "val log loss",
+                   "val seconds", "cost", "test accuracy"], rows)
+
+
 def step_profile(data: dict) -> list[str]:
     lines = []
     for key, net in data["nets"].items():
@@ -308,7 +317,7 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, 
                                                   "segment_choose": segment_choose, "gpu": gpu,
                                                   "recipe_val": recipe_val, "budget_val": recipe_val,
                                                   "recipe_screen": recipe_screen, "ema": ema,
-                                                  "sampler": sampler, "tblog": tblog, "subject": subject,
+                                                  "sampler": sampler, "tblog": tblog, "subject": subject, "tta": tta,
                                                   "step_profile": step_profile}
 
 

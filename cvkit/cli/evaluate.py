@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from cvkit.cli.common import emit, state
-from cvkit.cli.options import BatchSize, Json, Out, ShardOption, parse_shard, Threshold, Tta
+from cvkit.cli.options import (BatchSize, Json, NoTta, Out, ShardOption, Threshold, Tta, TtaCommand, parse_shard,
+                               tta_choice)
 from cvkit.progress import console
 
 
@@ -19,6 +20,7 @@ def evaluate_command(
     split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
     out: Out = None,
     tta: Tta = None,
+    no_tta: NoTta = False,
     top: Annotated[int, typer.Option(help="How many worst predictions to show in top_losses.")] = 16,
     batch_size: BatchSize = 512,
     shard: ShardOption = None,
@@ -54,7 +56,8 @@ def evaluate_command(
             _summary(result)
         emit(json.dumps(result.metrics) if as_json else str(result.out))
         return
-    result = evaluate([str(r) for r in runs], data, split, out, tta, top, state.device, batch_size, parsed, threshold)
+    result = evaluate([str(r) for r in runs], data, split, out, tta_choice(tta, no_tta), top, state.device, batch_size,
+                      parsed, threshold)
     if parsed is not None:
         if not state.quiet:
             console.print(f"share {parsed[0]} of {parsed[1]}: {result.metrics.get('count', 0):,} images in {result.out}; "
@@ -73,7 +76,8 @@ def _summary(result) -> None:
 
     m = result.metrics
     headline = TASKS[m.get("task", "classify")].headline  # the task's own figures, under its keys
-    table = Table(title=f"{', '.join(m['runs'])} on {m['split']} ({m['count']:,} images{', tta' if m['tta'] else ''})")
+    tta = f", tta {','.join(m.get('tta_views') or ['flip'])}" if m["tta"] else ""  # shards merged before: flip
+    table = Table(title=f"{', '.join(m['runs'])} on {m['split']} ({m['count']:,} images{tta})")
     table.add_column("run")
     for _, title in headline:
         table.add_column(title, justify="right")
@@ -91,4 +95,4 @@ def _summary(result) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("evaluate")(evaluate_command)
+    app.command("evaluate", cls=TtaCommand)(evaluate_command)

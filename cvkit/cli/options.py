@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from cvkit.files.config import TrainConfig, cli_fields
+from cvkit.transforms.views import VIEW_HELP, VIEW_NAMES
 
 Out = Annotated[Optional[Path], typer.Option("--out", "-o", help="The output directory.")]
 Force = Annotated[bool, typer.Option("--force", help="Replace --out if it already holds this command's output "
@@ -24,9 +26,12 @@ BatchSize = Annotated[int, typer.Option(help="Images per forward pass.")]
 Workers = Annotated[Optional[int], typer.Option(help="Decoding processes (default: one per core).")]
 Seed = Annotated[Optional[int], typer.Option(help="Seed (default: the global --seed).")]
 Inputs = Annotated[list[str], typer.Argument(help="Image files, folders, or CSV files with a 'path' column.")]
-Tta = Annotated[Optional[bool], typer.Option(
-    "--tta/--no-tta", help="Average each image with its horizontal mirror (flip test-time augmentation). Default: as "
-    "chosen on val when the run was trained (model.json's tta).")]
+Tta = Annotated[Optional[str], typer.Option(
+    "--tta", metavar="VIEWS", help="Test-time augmentation: average each image's probabilities with those of its "
+    "views, comma-separated: " + "; ".join(f"{name}: {VIEW_HELP[name]}" for name in VIEW_NAMES)
+    + " (e.g. --tta flip,shift). A bare --tta is flip. Default: as chosen on val when the run was trained "
+    "(model.json's tta: flip or none).")]
+NoTta = Annotated[bool, typer.Option("--no-tta", help="No test-time augmentation, whatever the run chose on val.")]
 Threshold = Annotated[Optional[float], typer.Option(
     help="Multi-label: one decision threshold for every class, instead of the per-class ones chosen on val.")]
 
@@ -94,3 +99,32 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     if count < 1 or not 0 <= index < count:
         raise OptionError(f"--shard {text}: I must be from 0 to N-1 (from 0 to {max(count, 1) - 1} here), N at least 1")
     return index, count
+
+
+def tta_choice(tta: str | None, no_tta: bool) -> str | bool | None:
+    """``--tta VIEWS`` / ``--no-tta`` as the library takes them: the views, False, or None (the run's choice)."""
+    if no_tta and tta is not None:
+        from cvkit.errors import OptionError
+
+        raise OptionError(f"--tta {tta} and --no-tta contradict each other; give one of them")
+    return False if no_tta else tta
+
+
+class TtaCommand(TyperCommand):
+    """A command with ``--tta VIEWS``: a bare ``--tta`` (the flag before it took views), last or before
+    another option, reads as ``--tta flip`` so that older scripts keep working."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, bare_tta(args))
+
+
+def bare_tta(args: list[str]) -> list[str]:
+    """``args`` with each ``--tta`` that has no value after it (the end, ``--``, or another option) made
+    ``--tta flip``."""
+    out = list(args)
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--tta" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            out[i] = "--tta=flip"
+    return out

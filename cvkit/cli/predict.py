@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from cvkit.cli.common import emit, state
-from cvkit.cli.options import BatchSize, Inputs, Out, Workers, Threshold, Tta
+from cvkit.cli.options import BatchSize, Inputs, NoTta, Out, Threshold, Tta, TtaCommand, Workers, tta_choice
 from cvkit.errors import OptionError
 from cvkit.progress import console
 
@@ -19,6 +19,7 @@ def predict_command(
     k: Annotated[int, typer.Option("-k", "--top-k", help="Classes to show per image.")] = 5,
     out: Out = None,
     tta: Tta = None,
+    no_tta: NoTta = False,
     batch_size: BatchSize = 256,
     workers: Workers = None,
     threshold: Threshold = None,
@@ -42,7 +43,8 @@ def predict_command(
 
     if k < 1:
         raise OptionError(f"-k {k} must be at least 1 (the number of classes to show per image)")
-    result = predict(run, inputs, out, tta, state.device, batch_size, workers, threshold, probs, fit)
+    result = predict(run, inputs, out, tta_choice(tta, no_tta), state.device, batch_size, workers, threshold, probs,
+                     fit)
     if not state.quiet:
         from rich.table import Table
 
@@ -59,4 +61,4 @@ def predict_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("predict")(predict_command)
+    app.command("predict", cls=TtaCommand)(predict_command)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from cvkit.files.dataset import SPLITS, DatasetInfo, is_dataset
 from cvkit.files.lock import releasing
 from cvkit.files.outputs import check_out
 from cvkit.files.owned import own_evaluate
+from cvkit.transforms.views import VIEW_NAMES
 
 
 @dataclass
@@ -27,12 +29,13 @@ class EvalResult:
 
 @releasing  # the --out lock check_out takes is given up on return
 def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = None, split: str = "test",
-             out: str | os.PathLike | None = None, tta: bool | None = None, top_n: int = 16, device: str = "auto",
-             batch_size: int = 512, shard: tuple[int, int] | None = None,
+             out: str | os.PathLike | None = None, tta: bool | str | Sequence[str] | None = None, top_n: int = 16,
+             device: str = "auto", batch_size: int = 512, shard: tuple[int, int] | None = None,
              threshold: float | None = None) -> EvalResult:
     """Probabilities of every run on ``split`` (an ensemble averages them), metrics and pictures in ``out``.
 
-    ``tta`` None: flip test-time augmentation where training chose it on val (model.json's ``tta``).
+    ``tta``: test-time views averaged with each image (``"flip,shift"``, :mod:`cvkit.transforms.views`; True:
+    flip, False: none); None: flip where training chose it on val (model.json's ``tta``).
     ``shard=(I, N)``: only share I of the split's images, into ``out/shard-I-of-N`` (probabilities and
     predictions), for :func:`cvkit.evaluate.shards.merge_shards` to put together."""
     from cvkit.data import load_split
@@ -48,6 +51,9 @@ def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = Non
     check_batch_size(batch_size)
     dev = resolve_device(device)
     loaded = [load_run(r, dev) for r in runs]
+    if tta is not None:  # a bad --tta fails here, before any work
+        for member in loaded:
+            member.tta_views(tta)
     classes, task = loaded[0].classes, loaded[0].task
     if threshold is not None:  # --threshold: one for every class, over the ones chosen on val
         task.set_threshold(threshold)
@@ -84,14 +90,15 @@ def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = Non
             raise ManifestError(f"{data} has {split_data.images.shape[3]} channel(s), {member.run} takes "
                                 f"{member.in_chans}; prepare the dataset with --channels {member.in_chans}")
         targets = member.task.targets(split_data)
-        used.append(member.uses_tta(tta))
+        used.append(member.tta_views(tta))
         probs, _ = member.predict(split_data.images, targets, batch_size, used[-1])
         all_probs.append(probs)
         scores = task.metrics(probs, targets)
-        members.append({"run": str(member.run), **{key: scores[key] for key in task.summary_keys}})
+        members.append({"run": str(member.run), **{key: scores[key] for key in task.summary_keys},
+                        "tta_views": list(used[-1])})
     probs = np.mean(all_probs, axis=0)
     extra: dict[str, Any] = {"task": task.name, "split": split, "data": str(data), "runs": [str(m.run) for m in loaded],
-                             "tta": any(used)}
+                             "tta": any(used), "tta_views": [v for v in VIEW_NAMES if any(v in u for u in used)]}
     if len(loaded) > 1:
         extra["members"] = members
     if shard is not None:

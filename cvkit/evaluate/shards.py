@@ -71,8 +71,8 @@ def merge_shards(out: Path, split: str, top_n: int = 16) -> dict[str, Any]:
     infos = [ShardInfo.read(p) for _, _, p in found]
     first = infos[0]
     for info, (_, _, path) in zip(infos, found):
-        same = (info.split, info.data, info.runs, info.tta, info.total, info.classes) == (
-            first.split, first.data, first.runs, first.tta, first.total, first.classes)
+        same = (info.split, info.data, info.runs, info.tta, info.extra.get("tta_views"), info.total, info.classes) == (
+            first.split, first.data, first.runs, first.tta, first.extra.get("tta_views"), first.total, first.classes)
         if not same or info.split != split:
             raise ManifestError(f"--merge: {path} is a shard of another evaluation (split, data, runs, tta or size "
                                 f"differ from {found[0][2].name}, or --split {split}); rerun it")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,14 +35,16 @@ class PredictResult:
 
 
 @releasing  # the --out lock check_out takes is given up on return
-def predict(run: str | os.PathLike, inputs: list[str], out: str | os.PathLike | None = None, tta: bool | None = None,
-            device: str = "auto", batch_size: int = 256, workers: int | None = None,
-            threshold: float | None = None, probs: bool = False, fit: bool = False) -> PredictResult:
+def predict(run: str | os.PathLike, inputs: list[str], out: str | os.PathLike | None = None,
+            tta: bool | str | Sequence[str] | None = None, device: str = "auto", batch_size: int = 256,
+            workers: int | None = None, threshold: float | None = None, probs: bool = False,
+            fit: bool = False) -> PredictResult:
     """Predict every readable image of ``inputs``; unreadable ones are reported and skipped.
 
     A segment run predicts each image at its own size (``fit``: squashed to the run's input size and
-    back), writing a label map and an overlay per image (``probs``: the probabilities too). ``tta`` None:
-    flip test-time augmentation where training chose it on val (model.json's ``tta``)."""
+    back), writing a label map and an overlay per image (``probs``: the probabilities too). ``tta``:
+    test-time views averaged with each image (``"flip,shift"``, :mod:`cvkit.transforms.views`; True: flip);
+    None: flip where training chose it on val (model.json's ``tta``)."""
     from cvkit.device import resolve_device
     from cvkit.runtime import collect_inputs, load_run, read_images
 
@@ -53,17 +56,17 @@ def predict(run: str | os.PathLike, inputs: list[str], out: str | os.PathLike | 
     if (probs or fit) and not loaded.task.dense:
         raise OptionError(f"--{'probs' if probs else 'fit'} is for runs that predict a class per pixel (--task "
                           f"segment); {loaded.run} predicts {loaded.task.name}")
+    views = loaded.tta_views(tta)
     paths = collect_inputs(inputs)
     out = check_out(out or loaded.run / "predict", reads=[loaded.run, *inputs], own=own_predict, force=True)
-    tta = loaded.uses_tta(tta)
-    if loaded.task.dense:
-        return _predict_dense(loaded, paths, out, tta, batch_size, probs, fit)
+    if loaded.task.dense:  # a dense task undoes flips only (Task.undoes)
+        return _predict_dense(loaded, paths, out, bool(views), batch_size, probs, fit)
     found = read_images(paths, loaded.input_size, loaded.in_chans, loaded.info.resize, workers)
     if not found.paths:
         first = found.rejected[0]
         raise SourceError(f"none of the {len(paths)} input image(s) could be read (first: {first[0]}: {first[1]}); "
                           f"give readable images")
-    probs, _ = loaded.predict(found.images, batch_size=batch_size, tta=tta)
+    probs, _ = loaded.predict(found.images, batch_size=batch_size, tta=views)
     frames = image_frames(loaded.input_size, loaded.info.resize, found.sizes)  # positions in each file's pixels
     with replacing(out) as stage:
         write_csv(stage / "predictions.csv", loaded.task.prediction_table(found.paths, probs, frames=frames), "%.6g")

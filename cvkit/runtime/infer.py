@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -11,6 +11,7 @@ from torch import nn
 from cvkit.device import autocast
 from cvkit.tasks import Task
 from cvkit.transforms.batch import Preprocess
+from cvkit.transforms.views import make_views, parse_views
 
 
 def mirror(model: nn.Module, x: torch.Tensor, task: Task) -> torch.Tensor:
@@ -20,25 +21,28 @@ def mirror(model: nn.Module, x: torch.Tensor, task: Task) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_batches(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]], pre: Preprocess,
-                    task: Task, precision: str = "fp32", tta: bool = False,
+                    task: Task, precision: str = "fp32", tta: bool | Sequence[str] = False,
                     mirrored: bool = False) -> tuple[np.ndarray, float | None]:
     """The task's probabilities (N x K, float64) for every batch, and the mean loss when labels are given.
 
-    ``tta`` averages the probabilities of each image and its horizontal mirror (no loss is returned then);
-    ``mirrored``: the mirror's alone, flipped back (what ``tta`` adds to probabilities already at hand).
+    ``tta``: test-time views (names of :mod:`cvkit.transforms.views`; True: flip) whose probabilities,
+    moved back by the task, are averaged with the image's own (no loss is returned then);
+    ``mirrored``: the mirror's alone, flipped back (what flip TTA adds to probabilities already at hand).
     """
+    names = parse_views(tta)
     was_training = model.training
     model.eval()
     probs, total, count = [], 0.0, 0
     try:
         for images, labels in batches:
+            if names:
+                probs.append(task.keep(_averaged(model, images, pre, task, precision, names)).cpu().numpy())
+                continue
             x = pre(images)
             with autocast(pre.device, precision):
                 out = None if mirrored else model(x)
                 p = mirror(model, x, task) if mirrored else task.probabilities(out)
-                if tta:
-                    p = (p + mirror(model, x, task)) / 2
-            if labels is not None and out is not None and not tta:
+            if labels is not None and out is not None:
                 total += float(task.loss(out, task.eval_targets(labels.to(out.device)))) * len(labels)
                 count += len(labels)
             probs.append(task.keep(p).cpu().numpy())
@@ -46,3 +50,19 @@ def predict_batches(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
         model.train(was_training)
     result = np.concatenate(probs) if probs else np.zeros((0, len(task.classes)))
     return result, (total / count if count else None)
+
+
+def _averaged(model: nn.Module, images: torch.Tensor, pre: Preprocess, task: Task, precision: str,
+              names: Sequence[str]) -> torch.Tensor:
+    """The mean probabilities of a uint8 batch and its views (``names``), each view's moved back by the
+    task: every view of the batch in one forward pass (the caller sizes the batch for it)."""
+    unit = pre.to_unit(images)
+    x = pre.normalize(unit)
+    views = make_views(names, tuple(x.shape[2:]))
+    batch = torch.cat([x, *(view(x) if not view.on_unit else pre.normalize(view(unit)) for view in views)])
+    if pre.channels_last:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    with autocast(pre.device, precision):
+        parts = task.probabilities(model(batch)).split(len(x))
+    moved = [parts[0], *(task.view_back(p, view) for p, view in zip(parts[1:], views))]
+    return torch.stack(moved).mean(0)

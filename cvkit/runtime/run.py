@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -22,6 +22,7 @@ from cvkit.runtime.features import capture
 from cvkit.runtime.infer import predict_batches
 from cvkit.tasks import Task, TaskSpec, create_task
 from cvkit.transforms.batch import Preprocess
+from cvkit.transforms.views import VIEW_NAMES, make_views, parse_views
 
 
 @dataclass
@@ -79,26 +80,43 @@ class LoadedRun:
         for x, y in Batches(images, fake, batch_size, self.device, shuffle=False).epoch():
             yield x, (None if labels is None else y)
 
-    def uses_tta(self, tta: bool | None) -> bool:
-        """``--tta``/``--no-tta`` as given, or (None) what training chose on val for these weights, said
-        when it is flip (each command resolves it once, before it predicts)."""
+    def tta_views(self, tta: bool | str | Sequence[str] | None) -> tuple[str, ...]:
+        """``--tta VIEWS``/``--no-tta`` as given (True: flip, the old flag), or (None) what training chose on
+        val for these weights, said when it is flip (each command resolves it once, before it predicts).
+        A view the run's task cannot move its predictions back from is refused."""
         if tta is not None:
-            return tta
+            views = parse_views(tta)
+            for name in views:
+                if not self.task.undoes(name):
+                    raise OptionError(f"--tta {name}: a {self.task.name} run cannot move its predictions back from "
+                                      f"a {name} view (only {', '.join(v for v in VIEW_NAMES if self.task.undoes(v))}"
+                                      f"); leave {name} out of --tta")
+            return views
         if self.info.flip_tta:
             chosen = self.info.tta
             info(f"{self.run}: averaging each image with its mirror (flip TTA), as chosen on val when it was trained "
                  f"({chosen.get('metric')} {chosen.get('flip', float('nan')):.4f} with it, "
                  f"{chosen.get('plain', float('nan')):.4f} without); --no-tta turns it off")
-        return self.info.flip_tta
+            return ("flip",)
+        return ()
+
+    def uses_tta(self, tta: bool | str | Sequence[str] | None) -> bool:
+        """Whether :meth:`tta_views` chooses any view."""
+        return bool(self.tta_views(tta))
 
     def predict(self, images: np.ndarray, labels: np.ndarray | None = None, batch_size: int = 256,
-                tta: bool = False) -> tuple[np.ndarray, float | None]:
-        """Class probabilities (N x K) of N x H x W x C uint8 images, and the mean loss when labels are given."""
+                tta: bool | Sequence[str] = False) -> tuple[np.ndarray, float | None]:
+        """Class probabilities (N x K) of N x H x W x C uint8 images, and the mean loss when labels are given.
+
+        ``tta``: test-time views (:meth:`tta_views`), averaged with each image; a forward pass holds
+        about ``batch_size`` images, every view of fewer of them."""
         if len(images) == 0:
             return np.zeros((0, len(self.classes))), None
+        views = parse_views(tta)
+        per_pass = len(make_views(views, self.input_size)) + 1
         with torch.inference_mode():
-            probs, loss = predict_batches(self.model, self.batches(images, batch_size, labels), self.pre,
-                                          self.task, self.precision, tta=tta)
+            probs, loss = predict_batches(self.model, self.batches(images, max(1, batch_size // per_pass), labels),
+                                          self.pre, self.task, self.precision, tta=views)
         bad = int((~np.isfinite(probs).all(axis=1)).sum())
         if bad:  # argmax over NaN is class 0: scoring it would report a made-up accuracy
             raise ManifestError(f"the model of {self.run} gives NaN or infinite outputs for {bad:,} of {len(probs):,} "

@@ -20,6 +20,8 @@ all the trainer, validation and inference need to know about what the outputs me
   kept in model.json as ``task_state`` with ``state()`` (what inference needs besides: regress's target
   names and statistics), and given back through ``TaskSpec.state``;
 - ``fit_targets(targets)``: what the task learns from the train split's targets before training;
+- ``flip_back``, ``view_back`` and ``undoes``: what a test-time view (a mirror, shift, zoom) predicts,
+  moved back to the image's own frame, and which views the task can move back;
 - ``moves`` and ``move(labels, matrices, size)``: targets that are positions in the image (boxes,
   keypoints) follow the geometric augmentation; ``check_policy`` refuses augmentation a task's targets
   cannot follow.
@@ -37,6 +39,7 @@ import numpy as np
 import torch
 
 from cvkit.errors import OptionError
+from cvkit.transforms.views import View
 
 
 @dataclass
@@ -213,6 +216,17 @@ class Task(ABC):
         """What ``probabilities`` of a horizontally flipped image say about the image itself (predict
         --tta averages both): class scores stay, positions are mirrored back."""
         return probs
+
+    def undoes(self, kind: str) -> bool:
+        """Whether :meth:`view_back` can say what a test-time view of ``kind`` (flip, shift, scale:
+        :mod:`cvkit.transforms.views`) predicts about the image itself; ``--tta`` refuses the others."""
+        return True
+
+    def view_back(self, probs: torch.Tensor, view: View) -> torch.Tensor:
+        """What ``probabilities`` of a test-time view say about the image itself (evaluate and predict
+        --tta average them): class scores are the same on every view, a flip's positions go through
+        :meth:`flip_back`; a task whose outputs are positions moves them back from shifts and zooms."""
+        return self.flip_back(probs) if view.kind == "flip" else probs
 
     @abstractmethod
     def top(self, probs: np.ndarray, k: int) -> list[list[tuple[str, float]]]:

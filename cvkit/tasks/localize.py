@@ -32,6 +32,7 @@ from cvkit.models.losses import Criterion, soft_targets
 from cvkit.tasks.base import Task, TaskSpec
 from cvkit.tasks.boxes import IOU_HIT, centres, corners, giou_loss, ious, visible_share
 from cvkit.transforms.points import move_boxes
+from cvkit.transforms.views import View
 
 # Defaults of --alpha and --box-loss: the best val loc_accuracy of alpha 0.1/0.25/0.5 x smooth_l1/giou on
 # the Fashion-MNIST canvases over two seeds (bench/results/localize_choose.json; the test split unread).
@@ -187,6 +188,19 @@ class Localize(Task):
         k = len(self.classes)
         x0, y0, x1, y1 = probs[:, k:k + 4].unbind(1)
         return torch.cat([probs[:, :k], torch.stack([1 - x1, y0, 1 - x0, y1], 1)], 1)
+
+    def view_back(self, probs: torch.Tensor, view: View) -> torch.Tensor:
+        """The box of a shifted or zoomed view moved back (normalized corners: a shift by dx pixels moves
+        them by dx / W, a zoom scales them about the centre); class scores stay."""
+        if view.kind == "flip":
+            return self.flip_back(probs)
+        k, (h, w) = len(self.classes), view.size
+        box = probs[:, k:k + 4]
+        if view.kind == "shift":
+            box = box - box.new_tensor([view.dx / w, view.dy / h, view.dx / w, view.dy / h])
+        else:
+            box = (box - 0.5) / view.zoom + 0.5
+        return torch.cat([probs[:, :k], box, probs[:, k + 4:]], 1)
 
     # ------------------------------------------------------------------ figures
 

@@ -23,6 +23,7 @@ from cvkit.errors import ManifestError, OptionError
 from cvkit.files.atomic import write_csv
 from cvkit.tasks.base import Task, TaskSpec
 from cvkit.tasks.regress_metrics import PCK_FRACTION, regression_metrics
+from cvkit.transforms.views import View
 
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss}  # on standardized targets
 # What train's default ``--loss ce`` means here: on the keypoint canvases (tests/tasks/canvases.py)
@@ -202,6 +203,20 @@ class Regress(Task):
         points = probs.reshape(len(probs), -1, 2).clone()
         points[..., 0] = width - points[..., 0]
         return points[:, self._swap].reshape(len(probs), -1)
+
+    def view_back(self, probs: torch.Tensor, view: View) -> torch.Tensor:
+        """Keypoints of a shifted view shifted back, of a zoomed one scaled back about the centre (in the
+        network input's pixels, as ``flip_back``); other targets stay."""
+        if view.kind == "flip" or not self.keypoints:
+            return super().view_back(probs, view)
+        h, w = view.size
+        points = probs.reshape(len(probs), -1, 2)
+        if view.kind == "shift":
+            points = points - points.new_tensor([view.dx, view.dy])
+        else:
+            centre = points.new_tensor([w / 2, h / 2])
+            points = (points - centre) / view.zoom + centre
+        return points.reshape(len(probs), -1)
 
     # ------------------------------------------------------------------ evaluate and predict
 

@@ -177,6 +177,10 @@ class Segment(Task):
     def flip_back(self, probs: torch.Tensor) -> torch.Tensor:
         return probs.flip(3)
 
+    def undoes(self, kind: str) -> bool:
+        """A mirrored map is mirrored back; a shifted or zoomed one would leave pixels without a view."""
+        return kind == "flip"
+
     def check_model(self, arch: str, model: torch.nn.Module) -> None:
         if not getattr(model, "dense", False):
             raise OptionError(f"--arch {arch} predicts one answer per image, and --task segment a class per pixel; "

@@ -114,6 +114,24 @@ def test_predict_fit_and_refusals(seg_run, tmp_path) -> None:
     assert Image.open(tmp_path / "p" / "masks" / "x.png").size == (SIZE * 2, SIZE * 2)
 
 
+def test_tta_flip_is_averaged_and_views_a_mask_cannot_undo_are_refused(seg_run, tmp_path) -> None:
+    scores = {}
+    for name, option in (("plain", "--no-tta"), ("flip", "--tta=flip")):
+        result = run(_runner(), "-q", "evaluate", seg_run, "--split", "val", option, "--json", "--out", tmp_path / name)
+        assert result.exit_code == 0, result.stderr
+        scores[name] = json.loads(result.stdout)
+    assert scores["flip"]["tta_views"] == ["flip"] and scores["plain"]["tta_views"] == []
+    assert scores["flip"]["pixel_accuracy"] != scores["plain"]["pixel_accuracy"]  # the mirror's maps were averaged in
+    image, _ = large_scene(SIZE * 2, SIZE * 2, seed=3)
+    Image.fromarray(image).save(tmp_path / "x.png")
+    for command, inputs in (("evaluate", []), ("predict", [tmp_path / "x.png"])):
+        result = run(_runner(), command, seg_run, *inputs, "--tta", "flip,scale", "--out", tmp_path / "refused")
+        assert result.exit_code == 2
+        assert result.stderr.startswith("Error: --tta scale: a segment run cannot move its predictions back from a "
+                                        "scale view (only flip); leave scale out of --tta")
+        assert not (tmp_path / "refused").exists()
+
+
 def test_export_onnx_takes_any_size(seg_run, tmp_path) -> None:
     pytest.importorskip("onnxruntime")
     out = tmp_path / "onnx"
