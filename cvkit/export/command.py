@@ -37,6 +37,9 @@ FILE_OF = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt", "safeten
 # Largest allowed difference of a probability between the export and the run (fp32, fp16).
 TOLERANCE = {False: 1e-3, True: 2e-2}
 CHECK_IMAGES = 256
+# Below this top-1 agreement with the fp32 file on val, --int8 warns (it still writes: the figures let
+# the user weigh the loss against the speed).
+INT8_AGREEMENT = 0.95
 
 
 @dataclass
@@ -125,6 +128,9 @@ def _quantize(loaded, fp32: Path, path: Path, calibration: np.ndarray, source: s
                           _mean_image(loaded)).eval()
     report = compare(loaded, as_trained, fp32, path, quantizer, integer, float_ops, calibration, source)
     plot_int8(report.size_bytes, report.latency_ms, report.val_metric, report.val, path.parent / "int8.png")
+    if report.top1_agreement_fp32 is not None and report.top1_agreement_fp32 < INT8_AGREEMENT:
+        info(f"--int8: the int8 file changes the top class of {1 - report.top1_agreement_fp32:.1%} of the val images; "
+             f"try more --calibration-images, or deploy the fp32 model.onnx")
     return report
 
 

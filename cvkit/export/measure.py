@@ -1,8 +1,8 @@
 """What ``export --int8`` reports: file sizes, onnxruntime latency and the val figure, fp32 against int8.
 
-Latency is onnxruntime's on one CPU thread (a shared machine's other cores come and go; one thread is
-the figure that repeats), the best of several timed runs after one warm-up, at batch 1 (one request)
-and batch 64 (throughput). The val figure is the run's task's own metric (``val_acc`` for classify)
+Latency is onnxruntime's on one CPU thread (a machine's other cores come and go with other jobs; one
+thread is the figure that repeats), the best of several timed runs after one warm-up, the two files
+taking turns, at batch 1 (one request) and batch 64 (throughput). The val figure is the run's task's own metric (``val_acc`` for classify)
 of the run as trained (PyTorch, fp32), of the fp32 ONNX file and of the int8 one, on the run's val
 split: the test split stays unread.
 """
@@ -33,18 +33,24 @@ def _session(path: Path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def latency_ms(path: Path, images: np.ndarray, batch: int) -> float:
-    """Milliseconds per forward pass of ``batch`` images (repeated from ``images`` when it has fewer)."""
-    session = _session(path)
+def latency_ms(files: dict[str, Path], images: np.ndarray, batch: int, runs: int = LATENCY_RUNS,
+               seconds: float = LATENCY_SECONDS) -> dict[str, float]:
+    """Milliseconds per forward pass of ``batch`` images (repeated from ``images`` when it has fewer) of each
+    file. The files take turns, so a load that comes and goes on the machine slows them alike."""
+    sessions = {name: _session(path) for name, path in files.items()}
     x = np.ascontiguousarray(np.resize(images, (batch, *images.shape[1:])))
-    session.run(None, {"image": x})  # the first run allocates
-    best, spent, runs = float("inf"), 0.0, 0
-    while runs < 3 or (runs < LATENCY_RUNS and spent < LATENCY_SECONDS):
-        start = time.perf_counter()
-        session.run(None, {"image": x})
-        took = time.perf_counter() - start
-        best, spent, runs = min(best, took), spent + took, runs + 1
-    return round(best * 1000, 4)
+    best = dict.fromkeys(files, float("inf"))
+    for session in sessions.values():
+        session.run(None, {"image": x})  # the first run allocates
+    spent, done = 0.0, 0
+    while done < 3 or (done < runs and spent < seconds):
+        for name, session in sessions.items():
+            start = time.perf_counter()
+            session.run(None, {"image": x})
+            took = time.perf_counter() - start
+            best[name], spent = min(best[name], took), spent + took
+        done += 1
+    return {name: round(t * 1000, 4) for name, t in best.items()}
 
 
 @torch.inference_mode()
@@ -75,8 +81,8 @@ def _val_split(loaded):
 def compare(loaded, deployed: torch.nn.Module, fp32: Path, int8: Path, quantizer: str, integer_nodes: int,
             float_ops: list[str], calibration: np.ndarray, calibration_source: str) -> Int8Info:
     """Size, latency and val figures of the two files (``deployed``: the run as trained, for its own figure)."""
-    latency = {name: {str(b): latency_ms(path, calibration, b) for b in LATENCY_BATCHES}
-               for name, path in (("fp32", fp32), ("int8", int8))}
+    by_batch = {str(b): latency_ms({"fp32": fp32, "int8": int8}, calibration, b) for b in LATENCY_BATCHES}
+    latency = {name: {b: times[name] for b, times in by_batch.items()} for name in ("fp32", "int8")}
     task = loaded.task
     split = _val_split(loaded)
     scores: dict[str, float | None] = {"run": None, "fp32": None, "int8": None}
