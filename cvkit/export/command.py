@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.markup import escape
 
 from cvkit import __version__
 from cvkit.errors import ManifestError, OptionError
@@ -113,7 +114,7 @@ def export_run(run: str | os.PathLike, fmt: str, out: str | os.PathLike | None =
                             round(time.perf_counter() - started, 2), __version__, torch.__version__, box_diff)
         if int8:
             result.int8 = _quantize(loaded, path, stage / INT8_FILE, calibration, calibration_source)
-            info(f"--int8: {result.int8.quantizer}; calibrated on {calibration_source}")
+            info(f"--int8: {result.int8.quantizer}; calibrated on {escape(calibration_source)}")  # a path: no markup
         result.write(stage)
     return ExportResult(out, out / (INT8_FILE if int8 else FILE_OF[fmt]), result)
 
