@@ -130,6 +130,17 @@ def export(data: dict) -> list[str]:
     return _table(["network", "batch", "eager", "eager, BN folded", "TorchScript, folded", "ONNX Runtime, folded"], rows)
 
 
+def int8(data: dict) -> list[str]:
+    rows = []
+    for key, runtime in (("onnxruntime", "onnxruntime"), ("pytorch", "pytorch")):
+        c = data[key]
+        size, acc, ms = c["size_bytes"], c["val_acc"], data["latency_ms_by_batch"]
+        rows.append([c["quantizer"].split(" (")[0], f"{size['fp32'] / 1e6:.2f} -> {size['int8'] / 1e6:.2f}",
+                     f"{acc['fp32']:.4f} -> {acc['int8']:.4f}", f"{c['top1_agreement_fp32']:.2%}",
+                     *(f"{ms[b][runtime + '_fp32']:.3g} -> {ms[b][runtime + '_int8']:.3g}" for b in ("1", "64"))])
+    return _table(["quantizer", "file MB", "val acc", "top-1 agreement", "batch 1 ms", "batch 64 ms"], rows)
+
+
 def multilabel(data: dict) -> list[str]:
     runs = data["runs"]
     return _table(["mosaics", "seeds", "test mAP", "micro F1", "macro F1", "exact match", "train wall s"],
@@ -310,7 +321,7 @@ def step_profile(data: dict) -> list[str]:
 
 # The benchmarks whose results are shown as a table; the others get their metadata line only.
 TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, "budget_fmnist": budget_fmnist,
-                                                  "large": large, "distributed": distributed, "export": export,
+                                                  "large": large, "distributed": distributed, "export": export, "int8": int8,
                                                   "multilabel": multilabel, "localize": localize,
                                                   "localize_choose": localize_choose, "regress": regress,
                                                   "segment": segment, "segment_models": segment_models,

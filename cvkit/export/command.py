@@ -18,11 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.markup import escape
 
 from cvkit import __version__
 from cvkit.errors import ManifestError, OptionError
 from cvkit.export.deploy import Deployed
 from cvkit.export.fuse import count_batchnorms, fuse_batchnorm, max_abs_diff
+from cvkit.export.int8 import INT8_FILE, calibration_set, check_int8_options, check_quantizable, quantize
 from cvkit.files.export import ExportInfo
 from cvkit.files.lock import releasing
 from cvkit.files.outputs import check_out, replacing
@@ -36,6 +38,9 @@ FILE_OF = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt", "safeten
 # Largest allowed difference of a probability between the export and the run (fp32, fp16).
 TOLERANCE = {False: 1e-3, True: 2e-2}
 CHECK_IMAGES = 256
+# Below this top-1 agreement with the fp32 file on val, --int8 warns (it still writes: the figures let
+# the user weigh the loss against the speed).
+INT8_AGREEMENT = 0.95
 
 
 @dataclass
@@ -47,8 +52,11 @@ class ExportResult:
 
 @releasing  # the --out lock check_out takes is given up on return
 def export_run(run: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None, fuse_bn: bool = False,
-               half: bool = False, opset: int = 18, force: bool = False) -> ExportResult:
-    """Export ``run`` as ``fmt`` into ``out`` (default ``RUN/export_FORMAT``); see ``cvkit export --help``."""
+               half: bool = False, opset: int = 18, force: bool = False, int8: bool = False,
+               calibration_images: int | None = None) -> ExportResult:
+    """Export ``run`` as ``fmt`` into ``out`` (default ``RUN/export_FORMAT``); see ``cvkit export --help``.
+    ``int8``: also write the ONNX graph statically quantized to int8 (``model.int8.onnx``), calibrated on
+    ``calibration_images`` train images (default 256), with its size, latency and val figures."""
     if fmt not in FORMATS:
         raise OptionError(f"--format {fmt} must be one of {', '.join(FORMATS)}")
     if fuse_bn and fmt == "safetensors":
@@ -56,9 +64,13 @@ def export_run(run: str | os.PathLike, fmt: str, out: str | os.PathLike | None =
                           "own architecture; fuse with --format onnx or torchscript")
     if not 7 <= opset <= 23:
         raise OptionError(f"--opset {opset} must be from 7 to 23")
+    calibration_images = check_int8_options(fmt, half, calibration_images, int8)
     cpu = torch.device("cpu")
     loaded = load_run(run, cpu, precision="fp32")  # refuses a run whose files are broken or unsafe
     run = loaded.run
+    if int8:  # refused before anything is written
+        check_quantizable(loaded)
+        calibration, calibration_source = calibration_set(loaded, calibration_images)
     out = check_out(out or run / f"export_{fmt}", reads=[run], own=own_export, force=force)
     images, source = _check_images(loaded)
     reference = _probs(Deployed(loaded.model, loaded.info.mean, loaded.info.std, loaded.task.probabilities, _mean_image(loaded)),
@@ -100,8 +112,27 @@ def export_run(run: str | os.PathLike, fmt: str, out: str | os.PathLike | None =
         result = ExportInfo(str(run), fmt, FILE_OF[fmt], fuse_bn, fused, left, half, opset if fmt == "onnx" else None,
                             exporter, list(images.shape[1:]), fuse_diff, diff, agree, checked, len(images), source,
                             round(time.perf_counter() - started, 2), __version__, torch.__version__, box_diff)
+        if int8:
+            result.int8 = _quantize(loaded, path, stage / INT8_FILE, calibration, calibration_source)
+            info(f"--int8: {result.int8.quantizer}; calibrated on {escape(calibration_source)}")  # a path: no markup
         result.write(stage)
-    return ExportResult(out, out / FILE_OF[fmt], result)
+    return ExportResult(out, out / (INT8_FILE if int8 else FILE_OF[fmt]), result)
+
+
+def _quantize(loaded, fp32: Path, path: Path, calibration: np.ndarray, source: str):
+    """``export --int8``: the quantized file, compared with ``fp32`` and the run; ``int8.png`` beside it."""
+    from cvkit.export.measure import compare
+    from cvkit.plots.int8 import plot_int8
+
+    quantizer, integer, float_ops = quantize(fp32, path, calibration, loaded.info.arch)
+    as_trained = Deployed(loaded.model, loaded.info.mean, loaded.info.std, loaded.task.probabilities,
+                          _mean_image(loaded)).eval()
+    report = compare(loaded, as_trained, fp32, path, quantizer, integer, float_ops, calibration, source)
+    plot_int8(report.size_bytes, report.latency_ms, report.val_metric, report.val, path.parent / "int8.png")
+    if report.top1_agreement_fp32 is not None and report.top1_agreement_fp32 < INT8_AGREEMENT:
+        info(f"--int8: the int8 file changes the top class of {1 - report.top1_agreement_fp32:.1%} of the val images; "
+             f"try more --calibration-images, or deploy the fp32 model.onnx")
+    return report
 
 
 def _mean_image(loaded) -> np.ndarray | None:
