@@ -275,6 +275,21 @@ def step_profile(data: dict) -> list[str]:
 
 
 # The benchmarks whose results are shown as a table; the others get their metadata line only.
+def autoaugment(data: dict) -> list[str]:
+    speed = data.get("images_per_s") or {}
+    rows = [[f"`{policy}`", part.replace("_", " "), f"{r['cvkit_batched_images_per_s']:,}",
+             f"{r['torchvision_per_sample_images_per_s']:,}", f"{r['speedup']:g}x"]
+            for part in ("fmnist_28x28_gray", "photos_64x64_rgb") for policy, r in (speed.get(part) or {}).items()]
+    lines = _table(["policy", f"batch of {speed.get('batch', 256)}", "cvkit batched img/s",
+                    "torchvision per image img/s", "speed-up"], rows) if rows else []
+    accuracy = {k: v for k, v in (data.get("val_accuracy") or {}).items() if isinstance(v, dict)}
+    if accuracy:
+        lines += ["", *_table(["Fashion-MNIST, `--augment` preset", "best val acc", "val acc per epoch"],
+                              [[f"`{k}`", f"{v['best_val_acc']:.4f}", " / ".join(f"{a:.4f}" for a in v["val_acc_per_epoch"])]
+                               for k, v in accuracy.items()])]
+    return lines
+
+
 TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, "budget_fmnist": budget_fmnist,
                                                   "large": large, "distributed": distributed, "export": export,
                                                   "multilabel": multilabel, "localize": localize,
@@ -283,7 +298,7 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, 
                                                   "segment_choose": segment_choose, "gpu": gpu,
                                                   "recipe_val": recipe_val, "budget_val": recipe_val,
                                                   "recipe_screen": recipe_screen, "ema": ema,
-                                                  "sampler": sampler,
+                                                  "sampler": sampler, "autoaugment": autoaugment,
                                                   "step_profile": step_profile}
 
 

@@ -20,8 +20,6 @@ import torch.nn.functional as F
 
 # torchvision's rgb_to_grayscale weights (Color and Contrast blend with this gray).
 GRAY = (0.2989, 0.587, 0.114)
-# Sharpness blends with this smoothed image (PIL's SMOOTH filter, as torchvision).
-SMOOTH = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13
 
 Op = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -38,8 +36,7 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
 
 def _blend(a: torch.Tensor, b: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """``factor * a + (1 - factor) * b``, clamped to [0, 1]; ``factor`` per image."""
-    f = _per_image(factor, a)
-    return (f * a + (1 - f) * b).clamp_(0.0, 1.0)
+    return torch.lerp(b.expand_as(a), a, _per_image(factor, a)).clamp_(0.0, 1.0)
 
 
 def brightness(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -55,12 +52,17 @@ def contrast(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 
 
 def sharpness(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    n, c, h, w = x.shape
+    """Blend with the image smoothed by PIL's SMOOTH filter ([[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13,
+    borders kept), as torchvision does."""
+    h, w = x.shape[2:]
     if h <= 2 or w <= 2:
         return x
+    # The 3 x 3 sum plus 4 x the centre, by shifted slices: measured several times faster on the CPU
+    # than a one-channel conv2d over the N*C planes.
+    rows = x[..., :-2, :] + x[..., 1:-1, :] + x[..., 2:, :]
+    box = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
     smooth = x.clone()
-    kernel = SMOOTH.to(x.device, x.dtype).view(1, 1, 3, 3)
-    smooth[..., 1:-1, 1:-1] = F.conv2d(x.reshape(n * c, 1, h, w), kernel).view(n, c, h - 2, w - 2)
+    smooth[..., 1:-1, 1:-1] = box.add_(x[..., 1:-1, 1:-1], alpha=4).div_(13)
     return _blend(x, smooth, 1 + m)
 
 
