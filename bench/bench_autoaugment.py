@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common import CVKIT, RESULTS, WORK, run_measured, write_result
+from common import CVKIT, RESULTS, WORK, command, commit, run_measured, write_result
 
 PRESETS = ("standard", "randaugment", "trivialaugment", "autoaugment")
 BATCH = 256
@@ -124,6 +124,11 @@ def val_accuracy(data: Path, presets: list[str], reuse: bool) -> dict:
     return out
 
 
+def measured() -> dict:
+    """When and how a part was measured: a part skipped in a later run keeps its own."""
+    return {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": commit(), "command": command()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-speed", action="store_true")
@@ -142,7 +147,8 @@ def main() -> None:
         torch.set_num_threads(1)  # both sides on one core: the machine's other core runs other jobs
         result["images_per_s"] = {
             "batch": BATCH, "device": "cpu", "torch_threads": 1, "timing": "CPU time of the process, best of 3-5",
-            "fmnist_28x28_gray": speed(fmnist_batch(data)), "photos_64x64_rgb": speed(photos(BATCH, 64))}
+            "fmnist_28x28_gray": speed(fmnist_batch(data)), "photos_64x64_rgb": speed(photos(BATCH, 64)),
+            "measured": measured()}
     if args.skip_train:
         result["val_accuracy"] = previous.get("val_accuracy")
     else:
@@ -150,7 +156,8 @@ def main() -> None:
         done.update(val_accuracy(data, args.presets.split(","), args.reuse))
         result["val_accuracy"] = {"train": f"cvkit train DATA --augment POLICY --seed 0 --epochs {EPOCHS} (defaults "
                                            f"otherwise); train_loop_seconds: the epochs' own seconds, under contention",
-                                  **{k: v for k, v in done.items() if k != "train"}}
+                                  **{k: v for k, v in done.items() if k not in ("train", "measured")},
+                                  "measured": {**measured(), "reused_runs": args.reuse}}
     write_result("autoaugment", result)
 
 
