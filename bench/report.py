@@ -320,6 +320,24 @@ def step_profile(data: dict) -> list[str]:
 
 
 # The benchmarks whose results are shown as a table; the others get their metadata line only.
+def autoaugment(data: dict) -> list[str]:
+    speed = data.get("images_per_s") or {}
+    rows = [[f"`{policy}`", part.replace("_", " "), f"{r['cvkit_batched_images_per_s']:,}",
+             f"{r['torchvision_per_sample_images_per_s']:,}", f"{r['speedup']:g}x"]
+            for part in ("fmnist_28x28_gray", "photos_64x64_rgb") for policy, r in (speed.get(part) or {}).items()]
+    # each part's own date and command (one part may be measured again without the other)
+    notes = [f"{name}: measured {m['date']}, commit {m['commit']}, `{m['command']}`" for name, m in
+             (("speed", speed.get("measured")), ("accuracy", (data.get("val_accuracy") or {}).get("measured"))) if m]
+    lines = _table(["policy", f"batch of {speed.get('batch', 256)}", "cvkit batched img/s",
+                    "torchvision per image img/s", "speed-up"], rows) if rows else []
+    accuracy = {k: v for k, v in (data.get("val_accuracy") or {}).items() if isinstance(v, dict) and "best_val_acc" in v}
+    if accuracy:
+        lines += ["", *_table(["Fashion-MNIST, `--augment` preset", "best val acc", "val acc per epoch"],
+                              [[f"`{k}`", f"{v['best_val_acc']:.4f}", " / ".join(f"{a:.4f}" for a in v["val_acc_per_epoch"])]
+                               for k, v in accuracy.items()])]
+    return [*lines, *([""] + ["; ".join(notes) + "."] if notes else [])]
+
+
 TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, "budget_fmnist": budget_fmnist,
                                                   "large": large, "distributed": distributed, "export": export, "int8": int8,
                                                   "multilabel": multilabel, "localize": localize,
@@ -329,6 +347,7 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, 
                                                   "recipe_val": recipe_val, "budget_val": recipe_val,
                                                   "recipe_screen": recipe_screen, "ema": ema,
                                                   "sampler": sampler, "tblog": tblog, "subject": subject, "tta": tta,
+                                                  "autoaugment": autoaugment,
                                                   "step_profile": step_profile}
 
 

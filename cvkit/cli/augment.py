@@ -23,6 +23,7 @@ from cvkit.transforms.policy import PRESETS, AugmentPolicy, preset_help
 P = inspect.Parameter
 GEOMETRIC = ("hflip", "vflip", "rotate", "translate", "scale", "crop", "perspective", "elastic")
 MIXING = ("mixup", "cutmix")
+AUTOMATIC = ("auto", "auto_ops", "auto_magnitude")
 MAX_PREVIEW = 64
 
 
@@ -97,6 +98,7 @@ def _parse_scale(text: str) -> list[float]:
 
 
 def _show(dataset: Path, policy: AugmentPolicy | None, written: dict[str, Any]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     if policy is None:
@@ -107,9 +109,15 @@ def _show(dataset: Path, policy: AugmentPolicy | None, written: dict[str, Any]) 
     table.add_column("transform")
     table.add_column("value", justify="right")
     table.add_column("kind")
-    for name, value in policy.active.items():
-        kind = "geometric" if name in GEOMETRIC else "mixing" if name in MIXING else "photometric"
-        table.add_row(name, ",".join(f"{v:g}" for v in value) if isinstance(value, list) else f"{value:g}", kind)
+    shown_values = dict(policy.active)
+    if policy.auto == "randaugment":  # its ops and magnitude, even at their defaults
+        shown_values.update(auto_ops=policy.auto_ops, auto_magnitude=policy.auto_magnitude)
+    for name, value in shown_values.items():
+        kind = "geometric" if name in GEOMETRIC else "mixing" if name in MIXING else \
+            "automatic" if name in AUTOMATIC else "photometric"
+        shown = ",".join(f"{v:g}" for v in value) if isinstance(value, list) else escape(str(value)) \
+            if isinstance(value, str) else f"{value:g}"
+        table.add_row(name, shown, kind)
     if not policy.active:
         table.add_row("(none)", "", "")
     console.print(table)
@@ -124,10 +132,10 @@ def _show(dataset: Path, policy: AugmentPolicy | None, written: dict[str, Any]) 
 def _policy_parameters() -> list[inspect.Parameter]:
     params = []
     for f in fields(AugmentPolicy):
-        kind = str if f.name == "scale" else float
+        kind = str if f.name == "scale" else {"str": str, "int": int}.get(str(f.type), float)
         opt = typer.Option(help=f.metadata["help"], metavar=f.metadata.get("metavar"),
-                           rich_help_panel="Mixing" if f.name in MIXING else
-                           "Geometric" if f.name in GEOMETRIC else "Photometric")
+                           rich_help_panel="Mixing" if f.name in MIXING else "Automatic" if f.name in AUTOMATIC
+                           else "Geometric" if f.name in GEOMETRIC else "Photometric")
         params.append(P(f.name, P.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[kind], opt]))
     return params
 

@@ -329,7 +329,8 @@ class Stats:
 class AugmentFile:
     """``augment.json``: the augmentation policy ``train`` applies (field names of AugmentPolicy).
 
-    Values are numbers of 0 or more, and ``scale`` is a [min, max] pair; the policy module checks ranges.
+    Values are numbers of 0 or more, ``scale`` is a [min, max] pair, and the names in ``text`` (the
+    automatic policy's name) hold a string; the policy module checks ranges and names.
     """
 
     policy: dict[str, Any] = field(default_factory=dict)
@@ -342,9 +343,9 @@ class AugmentFile:
         return where / "augment.json" if where.is_dir() else where
 
     @classmethod
-    def read(cls, where: str | os.PathLike, known: set[str]) -> "AugmentFile | None":
+    def read(cls, where: str | os.PathLike, known: set[str], text: set[str] = frozenset()) -> "AugmentFile | None":
         """The policy of a dataset directory (None when it has no augment.json) or of a policy file
-        (an error when missing); ``known`` are the valid names."""
+        (an error when missing); ``known`` are the valid names, ``text`` those whose value is a string."""
         path = cls.locate(where)
         if Path(where).is_dir() and not path.is_file():
             return None
@@ -360,12 +361,16 @@ class AugmentFile:
         if unknown:
             raise ManifestError(f"{path}: unknown augmentation(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         for k, v in policy.items():
+            if k in text:
+                if not isinstance(v, str):
+                    raise ManifestError(f"{path}: '{k}' must be a name (a string); {fix}")
+                continue
             values = v if k == "scale" and isinstance(v, list) and len(v) == 2 else [v]
             if k == "scale" and values is not v:
                 raise ManifestError(f"{path}: 'scale' must be a [min, max] pair of numbers; {fix}")
             if any(isinstance(x, bool) or not isinstance(x, (int, float)) or x < 0 for x in values):
                 raise ManifestError(f"{path}: '{k}' must be a number of 0 or more; {fix}")
-        return cls({k: [float(x) for x in v] if k == "scale" else float(v) for k, v in policy.items()}, path)
+        return cls({k: v if k in text else list(map(float, v)) if k == "scale" else float(v) for k, v in policy.items()}, path)
 
     def write(self, dataset: str | os.PathLike) -> None:
         write_json(Path(dataset) / "augment.json", {"policy": self.policy})

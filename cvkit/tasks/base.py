@@ -105,6 +105,10 @@ class Task(ABC):
         if not self.mixes and not self.pastes and policy.mixes:
             raise OptionError(f"mixup and cutmix blend two images, and --task {self.name} cannot blend its targets; "
                               f"set them to 0 in the policy (cvkit augment DATASET --mixup 0 --cutmix 0)")
+        if (self.moves or self.dense) and policy.auto != "none":
+            raise OptionError(f"the automatic policy {policy.auto} shears, shifts and turns images without moving "
+                              f"their targets, so --task {self.name} cannot use it; set --auto none in the policy "
+                              f"(cvkit augment DATASET --auto none)")
         if self.moves and policy.elastic:
             raise OptionError(f"elastic deformation moves every pixel its own way, so --task {self.name}'s targets "
                               f"cannot follow it; set --elastic 0 in the policy (cvkit augment DATASET --elastic 0)")

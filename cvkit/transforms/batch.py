@@ -1,8 +1,8 @@
 """Batched, on-device preprocessing and augmentation: uint8 NHWC batches in, float NCHW batches out.
 
 :class:`Preprocess` scales and normalizes; :func:`augment` runs the policy on whole batches on the
-training device, with no per-image Python: ``geometric`` (flips, shifts, one resampling grid),
-then ``photometric`` (one colour map, blur, noise, erasing). ``mix`` (mixup, cutmix) needs the
+training device, with no per-image Python: ``autoaugment`` (RandAugment, TrivialAugment, AutoAugment),
+``geometric`` (flips, shifts, one resampling grid), then ``photometric`` (one colour map, blur, noise, erasing). ``mix`` (mixup, cutmix) needs the
 targets and runs after. The policy comes from the training options and the dataset's ``augment.json``.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from cvkit.transforms.autoaugment import auto_augment
 from cvkit.transforms.geometric import geometric, geometric_planes
 from cvkit.transforms.mixing import mix
 from cvkit.transforms.photometric import photometric
@@ -63,14 +64,15 @@ class Preprocess:
 
 def augment(x: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator,
             track: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Augment a float batch in [0, 1] (N x C x H x W) on its device: the geometric transforms, then the
-    photometric ones, in a fixed order; random draws come from ``gen`` (CPU), so a seed repeats a batch.
+    """Augment a float batch in [0, 1] (N x C x H x W) on its device: the automatic policy (if any), the
+    geometric transforms, then the photometric ones, in a fixed order; random draws come from ``gen`` (CPU), so a seed repeats a batch.
 
     Shape, dtype and memory format are kept; with every transform off, ``x`` itself comes back.
     ``track``: also return each image's geometric matrix (``geometric``), for targets that move with it.
     """
+    start, x = x, auto_augment(x, policy, gen)  # the automatic policy first, as torchvision's pipelines do
     moved, matrices = geometric(x, policy, gen, track=True) if track else (geometric(x, policy, gen), None)
-    out = keep_format(photometric(moved, policy, gen, owned=moved is not x), x)
+    out = keep_format(photometric(moved, policy, gen, owned=moved is not start), start)
     return (out, matrices) if track else out
 
 
@@ -78,7 +80,9 @@ def augment_planes(x: torch.Tensor, planes: torch.Tensor, fill: list[float], pol
                    gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`augment` for per-pixel targets (N x P x H x W): the geometric transforms move the images and
     ``planes`` together (``geometric_planes``: nearest neighbour, ``fill`` outside), the photometric ones
-    touch the images only."""
+    touch the images only. The automatic policies are refused for per-pixel targets (``check_policy``)."""
+    if policy.auto != "none":
+        raise ValueError(f"the automatic policy {policy.auto} moves pixels without tracking: not for per-pixel targets")
     moved, planes = geometric_planes(x, planes, fill, policy, gen)
     return keep_format(photometric(moved, policy, gen, owned=moved is not x), x), planes
 

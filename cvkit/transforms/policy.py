@@ -17,6 +17,14 @@ from cvkit.files.config import HFLIP_HELP, TRANSLATE_HELP, check_flip_and_shift
 from cvkit.files.dataset import AugmentFile
 
 
+# The automatic policies (transforms/autoaugment.py implements them): RandAugment's magnitude is a bin
+# of torchvision's 31 (num_magnitude_bins); its op list has 14 ops, drawn with replacement.
+AUTO_POLICIES = ("randaugment", "trivialaugment", "autoaugment")
+AUTO_BINS = 31
+AUTO_MAX_OPS = 14
+AUTO_FIELDS = ("auto", "auto_ops", "auto_magnitude")
+
+
 def _f(default: float, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
@@ -55,6 +63,14 @@ class AugmentPolicy:
                            "is usual).")
     cutmix: float = _f(0.0, "CutMix: paste a box of another image, labels weighted by area, Beta(A, A) (0: off; "
                             "1.0 is usual). With --mixup, half the batches each.")
+    # automatic policies (transforms/autoaugment.py), applied before the transforms above
+    auto: str = field(default="none", metadata={"help": "An automatic policy, applied first: randaugment "
+                      "(Cubuk et al. 2019), trivialaugment (TrivialAugment Wide, Muller & Hutter 2021), "
+                      "autoaugment (the ImageNet policy of Cubuk et al. 2018), or none.", "metavar": "NAME"})
+    auto_ops: int = field(default=2, metadata={"help": "RandAugment: number of ops applied in a row to each "
+                          f"image, 0 to {AUTO_MAX_OPS}.", "metavar": "N"})
+    auto_magnitude: int = field(default=9, metadata={"help": "RandAugment: magnitude of every op, a bin from 0 "
+                                f"to {AUTO_BINS - 1} (torchvision's bins).", "metavar": "M"})
 
     @property
     def geometric(self) -> bool:
@@ -73,10 +89,13 @@ class AugmentPolicy:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)}
 
     def describe(self) -> str:
-        on = self.active
-        if not on:
-            return "none"
-        return ", ".join(f"{k} {','.join(f'{x:g}' for x in v) if isinstance(v, list) else f'{v:g}'}" for k, v in on.items())
+        on = {k: v for k, v in self.active.items() if k not in AUTO_FIELDS}
+        parts = [f"{k} {','.join(f'{x:g}' for x in v) if isinstance(v, list) else f'{v:g}'}" for k, v in on.items()]
+        if self.auto == "randaugment":
+            parts.insert(0, f"randaugment {self.auto_ops} ops at magnitude {self.auto_magnitude}")
+        elif self.auto != "none":
+            parts.insert(0, self.auto)
+        return ", ".join(parts) or "none"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,7 +125,21 @@ class AugmentPolicy:
         lo, hi = self.scale
         if not 0 < lo <= hi <= 4:
             raise OptionError(f"{at}--scale {lo:g},{hi:g} must be MIN,MAX with 0 < MIN <= MAX <= 4 (1,1: off)")
+        self._check_auto(at)
         return self
+
+    def _check_auto(self, at: str) -> None:
+        if self.auto not in (*AUTO_POLICIES, "none"):
+            raise OptionError(f"{at}--auto {self.auto} must be one of {', '.join(AUTO_POLICIES)} or none")
+        for name, top in (("auto_ops", AUTO_MAX_OPS), ("auto_magnitude", AUTO_BINS - 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+                raise OptionError(f"{at}--{name.replace('_', '-')} {value} must be a whole number from 0 to {top}")
+        default = AugmentPolicy()
+        changed = [f"--{k.replace('_', '-')}" for k in ("auto_ops", "auto_magnitude") if getattr(self, k) != getattr(default, k)]
+        if changed and self.auto != "randaugment":
+            raise OptionError(f"{at}{' and '.join(changed)} set RandAugment's ops and magnitude, and the automatic "
+                              f"policy is {self.auto}; add --auto randaugment (or --preset randaugment), or drop them")
 
 
 # Named policies for users who do not want to choose (cvkit augment --preset; README lists them).
@@ -118,6 +151,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                  "brightness": 0.2, "contrast": 0.2, "erase": 0.25},
     "strong": {"hflip": 0.5, "translate": 0.125, "rotate": 15.0, "scale": [0.8, 1.2], "brightness": 0.3,
                "contrast": 0.3, "saturation": 0.3, "hue": 0.05, "blur": 1.0, "erase": 0.5, "cutmix": 1.0},
+    # The automatic policies as published, after the horizontal flip their ImageNet training applied
+    # (torchvision's references/classification: flip, then the policy).
+    "randaugment": {"hflip": 0.5, "auto": "randaugment"},
+    "trivialaugment": {"hflip": 0.5, "auto": "trivialaugment"},
+    "autoaugment": {"hflip": 0.5, "auto": "autoaugment"},
 }
 
 
@@ -140,6 +178,9 @@ def make_policy(values: dict[str, Any], preset: str | None = None, where: str = 
     base.update(values)
     if "scale" in base:
         base["scale"] = [float(x) for x in base["scale"]]
+    for name in ("auto_ops", "auto_magnitude"):  # a JSON file may hold 2.0 for 2
+        if isinstance(base.get(name), float) and base[name].is_integer():
+            base[name] = int(base[name])
     return AugmentPolicy(**base).check(where)
 
 
@@ -149,7 +190,7 @@ def with_values(policy: AugmentPolicy, **values: Any) -> AugmentPolicy:
 
 def read_augment(path: str | os.PathLike) -> AugmentPolicy | None:
     """The policy in ``path`` (a dataset directory's augment.json, or a policy file), or None when absent."""
-    found = AugmentFile.read(path, {f.name for f in fields(AugmentPolicy)})
+    found = AugmentFile.read(path, {f.name for f in fields(AugmentPolicy)}, text={"auto"})
     return None if found is None else make_policy(found.policy, where=str(found.path))
 
 

@@ -11,7 +11,7 @@ import torch
 
 from cvkit.transforms import geometric, photometric
 from cvkit.transforms.batch import augment, mix
-from cvkit.transforms.policy import PRESETS, AugmentPolicy
+from cvkit.transforms.policy import AUTO_FIELDS, PRESETS, AugmentPolicy
 
 # Each field at a strength where every image changes (probabilities 1), ...
 FULL = {
@@ -52,7 +52,8 @@ def at_bounds(monkeypatch, module, end: str) -> None:
 
 
 def test_every_policy_field_is_tested():
-    assert set(FULL) | set(MIXING) == {f.name for f in fields(AugmentPolicy)}
+    # the automatic policies' fields: tests/library/test_autoaugment.py
+    assert set(FULL) | set(MIXING) | set(AUTO_FIELDS) == {f.name for f in fields(AugmentPolicy)}
 
 
 # ------------------------------------------------------------------ contracts, field by field
