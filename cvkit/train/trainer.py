@@ -21,6 +21,7 @@ from cvkit.data.cache import take
 from cvkit.data.selection import Selection
 from cvkit.device import autocast, keep_freed_memory, resolve_device, set_memory_format
 from cvkit.files.config import TrainConfig
+from cvkit.models.auxiliary import main_logits
 from cvkit.progress import progress_bar
 from cvkit.runtime.infer import predict_batches
 from cvkit.tasks import Task
@@ -197,7 +198,8 @@ class Trainer:
         with self._gradient_sync(last):
             with autocast(self.device, precision):
                 out = self.train_forward(x)
-            loss = self.task.loss(out, targets)
+            loss = self.task.train_loss(out, targets)
+            out = main_logits(out)  # the auxiliary classifiers' logits (--aux-weight) serve the loss only
             scaled = loss / accumulate if accumulate > 1 else loss
             (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
         if advance_schedule:
