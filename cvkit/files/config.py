@@ -131,7 +131,7 @@ class TrainConfig:
     arch: str = option("smallcnn", "Architecture: see 'cvkit models'.", MODEL)
     head: str = option("auto", "auto (the architecture's own), fc (classic fully connected), gap (global "
                                "average pooling + one linear layer) or gmp (global max pooling + one linear "
-                               "layer: CAM then finds an object's most telling part).", MODEL)
+                               "layer).", MODEL)
     activation: str | None = option(None, "relu, leaky_relu[:SLOPE] (default slope 0.01; the classic choice is 0.1), "
                                           "elu[:ALPHA], tanh, sigmoid, gelu.", MODEL)
     dropout: float | None = option(None, "Dropout probability.", MODEL)
