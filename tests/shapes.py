@@ -45,7 +45,8 @@ def shape_image(kind: str, rng: np.random.Generator, canvas: int = 32,
     return (np.clip(image, 0, 1) * 255).round().astype(np.uint8), box
 
 
-def write_shapes(root: Path, per_class: int, canvas: int = 32, seed: int = 0) -> Path:
+def write_shapes(root: Path, per_class: int, canvas: int = 32, seed: int = 0,
+                 sizes: tuple[int, int] = (10, 16)) -> Path:
     """``root/images/<shape>/<i>.png`` for every shape, and ``root/boxes.csv`` (path,x0,y0,x1,y1,
     paths relative to root, as ``cam --boxes`` reads them). Returns ``root/images``, a class-folder
     source for ``cvkit prepare``."""
@@ -54,7 +55,7 @@ def write_shapes(root: Path, per_class: int, canvas: int = 32, seed: int = 0) ->
     for kind in SHAPES:
         (root / "images" / kind).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            image, box = shape_image(kind, rng, canvas)
+            image, box = shape_image(kind, rng, canvas, sizes)
             Image.fromarray(image).save(root / "images" / kind / f"{i:03d}.png")
             lines.append(f"images/{kind}/{i:03d}.png,{box[0]},{box[1]},{box[2]},{box[3]}")
     (root / "boxes.csv").write_text("\n".join(lines) + "\n")

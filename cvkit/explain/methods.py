@@ -43,8 +43,8 @@ SCORECAM_BATCH = 64  # masked images per forward pass: one pass per channel woul
 # as in the paper and its authors' code. "channel-softmax": the target logits of the masked images,
 # softmaxed across channels, as pytorch-grad-cam computes them.
 SCORECAM_WEIGHTS = ("class-softmax", "channel-softmax")
-# How close the logits must come to classifier(mean of the feature map) for ``cam`` to accept a
-# head as global average pooling then a linear layer, relative to the logits' size: float32
+# How close the logits must come to classifier(mean, or max, of the feature map) for ``cam`` to accept a
+# head as global average (max) pooling then a linear layer, relative to the logits' size: float32
 # rounding is ~1e-6, bf16/fp16 autocast ~1e-2.
 GAP_TOLERANCE = {"fp32": 1e-3, "bf16": 5e-2, "fp16": 5e-2}
 
@@ -181,16 +181,18 @@ def _scorecam(model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tens
 def _cam(model: nn.Module, x: torch.Tensor, layer: str, targets: torch.Tensor | None, precision: str) -> Raw:
     """CAM (Zhou et al., 2016): the last feature map weighted by the classifier's weights of the
     target class, sum_k w_k^c A_k (no bias, no ReLU). Only a head that is global average pooling
-    then one linear layer (or a 1x1 conv, as NiN's) makes that map sum exactly to the logit."""
+    then one linear layer (or a 1x1 conv, as NiN's) makes that map sum exactly to the logit; under
+    global max pooling (``--head gmp``) the same weighting applies, and the logit is the weighted sum of
+    each map's maximum."""
     seen: dict[str, torch.Tensor] = {}
     keep = {layer: lambda out: seen.__setitem__("a", out) if torch.is_tensor(out) else None}
     with hooked(model, keep, lambda name: refuse_layer(model, name, x)), torch.no_grad(), autocast(x.device, precision):
         features = model.forward_features(x)
         logits = model.forward_head(features).float()
     weight, bias = _linear_weights(model.get_classifier(), features)
-    if weight is None or not _is_gap_linear(features.float(), logits, weight, bias, precision):
-        raise OptionError(f"--method cam needs a model whose head is global average pooling then one linear layer; "
-                          f"this model's head is {_describe_head(model, features)}: retrain with --head gap, "
+    if weight is None or _global_pool(features.float(), logits, weight, bias, precision) is None:
+        raise OptionError("--method cam needs a model whose head is global average or max pooling then one linear "
+                          f"layer; this model's head is {_describe_head(model, features)}: retrain with --head gap or gmp, "
                           "or use --method gradcam")
     a = seen.pop("a", None)
     if a is None or a.shape != features.shape or not torch.allclose(a.float(), features.float()):
@@ -220,15 +222,19 @@ def _linear_weights(classifier: nn.Module, features: torch.Tensor) -> tuple[torc
     return weight.detach().float(), bias.detach().float()
 
 
-def _is_gap_linear(features: torch.Tensor, logits: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                   precision: str) -> bool:
-    """Whether the logits are the classifier applied to the feature map's spatial mean: checked on
-    the batch itself, so any architecture's head is judged by what it computes, not by its name."""
-    expected = features.mean((2, 3)) @ weight.T + bias
-    if expected.shape != logits.shape:
-        return False
-    scale = max(float(expected.abs().max()), float(logits.abs().max()), 1e-6)
-    return float((expected - logits).abs().max()) <= GAP_TOLERANCE.get(precision, 5e-2) * scale
+def _global_pool(features: torch.Tensor, logits: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                 precision: str) -> str | None:
+    """'average' or 'max' when the logits are the classifier applied to the feature map's spatial mean
+    (a GAP head) or maximum (a GMP head), else None: checked on the batch itself, so any architecture's
+    head is judged by what it computes, not by its name."""
+    for name, pooled in (("average", features.mean((2, 3))), ("max", features.amax((2, 3)))):
+        expected = pooled @ weight.T + bias
+        if expected.shape != logits.shape:
+            return None
+        scale = max(float(expected.abs().max()), float(logits.abs().max()), 1e-6)
+        if float((expected - logits).abs().max()) <= GAP_TOLERANCE.get(precision, 5e-2) * scale:
+            return name
+    return None
 
 
 def _describe_head(model: nn.Module, features: torch.Tensor) -> str:

@@ -28,7 +28,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PADDINGS = ("valid", "same")  # unet's convolutions
 DECODERS = ("fcn8s", "transposed")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
-HEADS = ("auto", "fc", "gap")
+HEADS = ("auto", "fc", "gap", "gmp")
 INITS = ("default", "xavier", "he", "normal")
 MONITORS = ("val_acc", "val_loss")
 
@@ -83,8 +83,9 @@ class TrainConfig:
     task: str | None = option(None, "What to predict (default: the task the dataset was prepared for); a simpler task "
                                     "the dataset's targets allow, e.g. classify on a localize dataset.", MODEL)
     arch: str = option("smallcnn", "Architecture: see 'cvkit models'.", MODEL)
-    head: str = option("auto", "auto (the architecture's own), fc (classic fully connected) or gap (global "
-                               "average pooling + one linear layer).", MODEL)
+    head: str = option("auto", "auto (the architecture's own), fc (classic fully connected), gap (global "
+                               "average pooling + one linear layer) or gmp (global max pooling + one linear "
+                               "layer).", MODEL)
     activation: str | None = option(None, "relu, leaky_relu[:SLOPE] (default slope 0.01; the classic choice is 0.1), "
                                           "elu[:ALPHA], tanh, sigmoid, gelu, or maxout:K (cvkit's own nets: each "
                                           "unit the max of K linear pieces, the layer before made K times wider).",
@@ -154,6 +155,9 @@ class TrainConfig:
                                        OPTIM)
     pos_weight: str | None = option(None, "'auto' (multi-label): weigh each class's positives by its negatives "
                                           "in the train split (rare labels count more).", OPTIM)
+    aux_weight: float = option(0.0, "googlenet, inception_v3: train with their auxiliary classifiers, adding this "
+                                    "weight times each one's loss to the loss (the GoogLeNet paper's 0.3); the saved "
+                                    "net drops them. 0: without them.", OPTIM)
     accumulate: int = option(1, "Gradient accumulation: one optimizer step every K batches, on the gradient of K x "
                                 "--batch-size images (the default lr scales with that product).", OPTIM)
     clip_grad: float | None = option(None, "Clip the gradient's global L2 norm to this before each optimizer step; "
@@ -253,6 +257,9 @@ class TrainConfig:
             raise OptionError(f"--box-loss {self.box_loss} must be one of {', '.join(BOX_LOSSES)}")
         if self.border_weight is not None:
             parse_border_weight(self.border_weight)
+        if self.aux_weight < 0:
+            raise OptionError(f"--aux-weight {self.aux_weight} must be a weight of 0 or more (0: no auxiliary "
+                              f"classifiers; the GoogLeNet paper's is 0.3)")
         if self.dice < 0:
             raise OptionError(f"--dice {self.dice} must be a weight of 0 or more (0: off)")
         if self.pos_weight not in (None, "auto"):

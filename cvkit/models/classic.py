@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from cvkit.errors import OptionError
-from cvkit.models.layers import Head, Net, activation_layer, conv_block, dropout_layers, fc_head, gap_head, pieces
+from cvkit.models.layers import (POOLS, Head, Net, activation_layer, conv_block, dropout_layers, fc_head, pieces,
+                                 pooled_head)
 from cvkit.models.registry import Options, register_model
 
 # smallcnn: tune here. A model.json records base, depth, dropout and hidden, so runs saved with other
@@ -44,8 +45,8 @@ def _flat_size(features: nn.Module, in_chans: int, input_size: tuple[int, int]) 
 
 
 def _refuse_gap(arch: str, head: str) -> None:
-    if head == "gap":
-        raise OptionError(f"--head gap needs a feature map, and --arch {arch} flattens the image; "
+    if head in POOLS:
+        raise OptionError(f"--head {head} needs a feature map, and --arch {arch} flattens the image; "
                           "use --head fc, or a convolutional --arch such as smallcnn")
 
 
@@ -80,7 +81,7 @@ def lenet5(num_outputs: int, in_chans: int, input_size: tuple[int, int], o: Opti
     """LeNet-5 (LeCun et al., 1998): conv5x5 6, avg-pool, conv5x5 16, avg-pool, fc 120, fc 84, output.
 
     The paper's 32 px input is a 28 px digit with a 2 px border, so images under 32 px get that
-    border as padding on the first conv. ``--head gap`` replaces the fc stack with GAP + linear.
+    border as padding on the first conv. ``--head gap`` (``gmp``) replaces the fc stack with GAP (GMP) + linear.
     """
     pad = 2 if min(input_size) < 32 else 0
     a, bn = o.activation, o.batchnorm
@@ -88,8 +89,8 @@ def lenet5(num_outputs: int, in_chans: int, input_size: tuple[int, int], o: Opti
         nn.Sequential(*conv_block(in_chans, 6, 5, a, bn, pad), nn.AvgPool2d(2)),
         nn.Sequential(*conv_block(6, 16, 5, a, bn), nn.AvgPool2d(2)),
     )
-    if o.head == "gap":
-        return Net(features, gap_head(16, num_outputs, o.dropout), 16, num_outputs)
+    if o.head in POOLS:
+        return Net(features, pooled_head(16, num_outputs, o.dropout, o.head), 16, num_outputs)
     head = fc_head(_flat_size(features, in_chans, input_size), o.hidden, num_outputs, a, o.dropout)
     return Net(features, head, 16, num_outputs, fixed_input_size=tuple(input_size))
 
@@ -104,6 +105,9 @@ def nin(num_outputs: int, in_chans: int, input_size: tuple[int, int], o: Options
     if o.head == "fc":
         raise OptionError("--arch nin has no fully connected head by design (its last conv makes one map per class); "
                           "use --head auto")
+    if o.head == "gmp":  # max-pooled class maps would no longer be CAM's weighted sum of the features
+        raise OptionError("--arch nin averages its class maps by design (its head is a 1x1 conv, then global "
+                          "average pooling); use --head auto, or --head gmp with a net such as smallcnn")
     a, bn = o.activation, o.batchnorm
     w1, w2, w3 = NIN_WIDTHS
 
@@ -132,8 +136,8 @@ def smallcnn(num_outputs: int, in_chans: int, input_size: tuple[int, int], o: Op
     ``--depth`` stages of (conv3x3, BatchNorm, activation) x ``SMALLCNN_CONVS_PER_STAGE``, the first
     with ``--base`` channels and each next one with twice as many, each stage halving the size with a
     2x2 max-pool placed right after its last conv (before BatchNorm: a quarter of the normalization work), then the fc head (flatten,
-    ``SMALLCNN_FC_HIDDEN`` hidden units, dropout, linear) or, with ``--head gap``, global average
-    pooling, dropout and one linear layer.
+    ``SMALLCNN_FC_HIDDEN`` hidden units, dropout, linear) or, with ``--head gap`` (``gmp``), global average
+    (max) pooling, dropout and one linear layer.
     """
     stages: list[nn.Module] = []
     cin = in_chans
@@ -146,4 +150,4 @@ def smallcnn(num_outputs: int, in_chans: int, input_size: tuple[int, int], o: Op
     if o.head == "fc":
         head = fc_head(_flat_size(features, in_chans, input_size), o.hidden, num_outputs, o.activation, o.dropout)
         return Net(features, head, cin, num_outputs, fixed_input_size=tuple(input_size))
-    return Net(features, gap_head(cin, num_outputs, o.dropout), cin, num_outputs)
+    return Net(features, pooled_head(cin, num_outputs, o.dropout, o.head), cin, num_outputs)

@@ -15,12 +15,13 @@ import torch
 from torch import nn
 
 from cvkit.errors import CvkitError, OptionError, UnknownArchitecture
+from cvkit.models.auxiliary import check_aux, inception_with_aux
 from cvkit.files.config import DECODERS, PADDINGS
 from cvkit.models.inspection import REAL_CHECK_SIDE, smallest_size, takes, too_small
 from cvkit.models.layers import Net, parse_activation
 from cvkit.models.registry import CVKIT_MODELS, Options, resolve_arch
 
-HEADS = ("auto", "gap", "fc")
+HEADS = ("auto", "gap", "gmp", "fc")
 DENSE_HEAD = "conv"  # the segmentation nets' head, a 1x1 convolution at every pixel: what --head auto means there
 INITS = ("default", "xavier", "he", "normal")
 FLAGS = {"activation": "--activation", "dropout": "--dropout", "batchnorm": "--batchnorm", "hidden": "--hidden",
@@ -150,13 +151,13 @@ def create_model(arch: str, num_outputs: int, in_chans: int, input_size: tuple[i
                  hidden: list[int] | None = None, padding: str | None = None, base: int | None = None,
                  depth: int | None = None, encoder: str | None = None, decoder: str | None = None,
                  init: str = "default", pretrained: bool = False, check_size: bool = True,
-                 size_option: str | None = None) -> nn.Module:
+                 size_option: str | None = None, aux: bool = False) -> nn.Module:
     """Build ``arch`` for ``num_outputs`` logits from ``in_chans``-channel images of ``input_size`` (h, w).
 
     The model offers timm's interface: ``forward_features``, ``forward_head``, ``num_features``,
     ``get_classifier``, ``reset_classifier``. ``head``: 'auto' keeps the architecture's own head;
     'fc' is the classic fully connected head where the architecture has one (timm and torchvision
-    models keep their own); 'gap' is global average pooling + dropout + linear. ``init`` re-draws
+    models keep their own); 'gap' is global average pooling + dropout + linear, 'gmp' global max pooling. ``init`` re-draws
     every conv and linear weight (biases zero). ``pretrained`` downloads the weights of timm or
     torchvision. ``check_size=False`` skips the check that cvkit's nets take images of ``input_size``
     (a run's model, checked when it was trained: the check's meta-device pass costs 2-3 s of imports).
@@ -165,11 +166,17 @@ def create_model(arch: str, num_outputs: int, in_chans: int, input_size: tuple[i
 
     The segmentation nets (``unet``, ``fcn``, with ``dense = True``) make (N, num_outputs, H, W) logits at
     the input's size; ``padding``, ``base``, ``depth``, ``encoder`` and ``decoder`` shape them.
+
+    ``aux``: googlenet and inception_v3 keep their auxiliary classifiers, which add their logits to the
+    outputs in training mode (models/auxiliary.py); not an option of the architecture, since the run saves
+    the net without them.
     """
     options = arch_options(arch, head=head, activation=activation, dropout=dropout, batchnorm=batchnorm,
                            hidden=hidden, padding=padding, base=base, depth=depth, encoder=encoder, decoder=decoder,
                            init=init, pretrained=pretrained)
     source = resolve_arch(arch)
+    if aux:
+        check_aux(arch, source)
     size = (int(input_size[0]), int(input_size[1]))
     if source == "cvkit":
         model: nn.Module = _create_cvkit(arch, num_outputs, in_chans, size, Options(**options, pretrained=pretrained),
@@ -177,11 +184,14 @@ def create_model(arch: str, num_outputs: int, in_chans: int, input_size: tuple[i
     else:
         try:
             if source == "timm":
-                model = _create_timm(arch, num_outputs, in_chans, options, pretrained)
+                model = _create_timm(arch, num_outputs, in_chans, options, pretrained, aux)
+                if aux:
+                    model = inception_with_aux(model, in_chans, size)
             else:
                 from cvkit.models.adapters import torchvision_net
 
-                model = torchvision_net(arch, num_outputs, in_chans, options["head"], options["dropout"], pretrained)
+                model = torchvision_net(arch, num_outputs, in_chans, options["head"], options["dropout"], pretrained,
+                                        aux)
         except CvkitError:
             raise
         except TypeError as e:
@@ -226,7 +236,8 @@ def _create_cvkit(arch: str, num_outputs: int, in_chans: int, size: tuple[int, i
     return build(num_outputs, in_chans, size, options)
 
 
-def _create_timm(arch: str, num_outputs: int, in_chans: int, options: dict[str, Any], pretrained: bool) -> nn.Module:
+def _create_timm(arch: str, num_outputs: int, in_chans: int, options: dict[str, Any], pretrained: bool,
+                 aux: bool = False) -> nn.Module:
     import timm
     from timm.layers import get_act_layer
 
@@ -237,12 +248,17 @@ def _create_timm(arch: str, num_outputs: int, in_chans: int, options: dict[str, 
         kwargs["drop_rate"] = options["dropout"]
     if options["activation"] is not None:
         kwargs["act_layer"] = get_act_layer(options["activation"])
+    if options["head"] == "gmp":
+        kwargs["global_pool"] = "max"
+    if aux:
+        kwargs["aux_logits"] = True
     if pretrained:
         kwargs.update(timm_pretrained_kwargs(arch))
     model = timm.create_model(arch, pretrained=pretrained, num_classes=num_outputs, in_chans=in_chans, **kwargs)
-    # timm's head is already GAP (+ dropout) + linear when it takes the features' width directly.
-    if options["head"] == "gap" and getattr(model, "head_hidden_size", model.num_features) != model.num_features:
-        model = timm_with_gap_head(arch, model, num_outputs, options["dropout"] or 0.0)
+    # timm's head is already GAP (GMP with global_pool="max") (+ dropout) + linear when it takes the features'
+    # width directly.
+    if options["head"] in ("gap", "gmp") and getattr(model, "head_hidden_size", model.num_features) != model.num_features:
+        model = timm_with_gap_head(arch, model, num_outputs, options["dropout"] or 0.0, options["head"])
     return model
 
 
@@ -271,6 +287,9 @@ def fetch_failed(arch: str, error: Exception) -> OptionError:
 def _refused_option(arch: str, error: TypeError, options: dict[str, Any]) -> Exception:
     """The option a timm or torchvision model refused, named; other TypeErrors are bugs, left as they are."""
     text = str(error)
+    if "global_pool" in text:
+        return OptionError(f"--head gmp: {arch} takes no global pooling option (timm's global_pool); use --head "
+                           f"auto or gap")
     if "drop_rate" in text or "'dropout'" in text:
         flag = "--dropout"
     elif options["activation"] is not None:  # act_layer travels deep into layers, which fail in their own words

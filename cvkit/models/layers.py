@@ -136,9 +136,15 @@ class Head(nn.Module):
         return x if pre_logits else self.fc(x)
 
 
-def gap_head(num_features: int, num_outputs: int, dropout: float) -> Head:
-    """Global average pooling, dropout, one linear layer: the head CAM reads its class weights from."""
-    pre = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), *dropout_layers(dropout))
+# The global pooling of each pooled ``--head``: gap (average: every position of a map counts) or gmp
+# (max: only its strongest position does).
+POOLS: dict[str, type[nn.Module]] = {"gap": nn.AdaptiveAvgPool2d, "gmp": nn.AdaptiveMaxPool2d}
+
+
+def pooled_head(num_features: int, num_outputs: int, dropout: float, pool: str = "gap") -> Head:
+    """Global average (``pool`` 'gap') or max ('gmp') pooling, dropout, one linear layer: the heads
+    CAM reads its class weights from."""
+    pre = nn.Sequential(POOLS[pool](1), nn.Flatten(1), *dropout_layers(dropout))
     return Head(pre, nn.Linear(num_features, num_outputs))
 
 
@@ -166,7 +172,7 @@ class ModelHead(nn.Module):
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if pre_logits:
             raise OptionError("pre-logits features are not available from a torchvision model's own head; "
-                              "create it with --head gap")
+                              "create it with --head gap or gmp")
         return self.model(x)
 
 
@@ -226,8 +232,8 @@ class Net(nn.Module):
 
 
 class TimmGap(Net):
-    """A timm model's feature extractor under a GAP head (``--head gap`` for VGG and other nets whose
-    own head is not global average pooling + linear). ``features`` is the timm model, its own head removed."""
+    """A timm model's feature extractor under a GAP or GMP head (``--head gap`` or ``gmp`` for VGG and other
+    nets whose own head is not global pooling + linear). ``features`` is the timm model, its own head removed."""
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features.forward_features(x)

@@ -8,7 +8,8 @@ all the trainer, validation and inference need to know about what the outputs me
 - ``num_outputs``: the head's width;
 - ``train_targets(labels)``: what the loss compares the outputs with (soft targets, so label smoothing,
   mixup and cutmix work on them), and ``mixes``: whether mixing images may mix those targets;
-- ``loss(outputs, targets)``: the mean loss of a batch;
+- ``loss(outputs, targets)``: the mean loss of a batch, and ``train_loss``: the training loss, which adds
+  the auxiliary classifiers' losses (``--aux-weight``) where the net makes them;
 - ``hits(outputs, labels)``: the training metric's count for a batch (correct predictions);
 - ``probabilities(outputs)``: what inference returns for each image;
 - ``metric`` and ``score(probs, labels)``: the val figure that picks the best epoch (``val_<metric>``
@@ -39,6 +40,7 @@ import numpy as np
 import torch
 
 from cvkit.errors import OptionError
+from cvkit.models.auxiliary import AuxOutputs
 from cvkit.transforms.views import View
 
 
@@ -53,6 +55,7 @@ class TaskSpec:
     # The dataset's target options (dataset.json: targets, keypoints, flip_pairs) and train's task options
     # (alpha, box_loss); None or absent: the task's defaults.
     options: dict[str, Any] | None = None
+    aux_weight: float = 0.0  # --aux-weight: each auxiliary classifier's loss counts this much in training
 
 
 class Task(ABC):
@@ -147,6 +150,16 @@ class Task(ABC):
         """The loss that pulls ``outputs`` toward a teacher's outputs for the same batch (``--teacher``); only
         tasks that set ``distills`` have one."""
         raise NotImplementedError(f"task {self.name} has no distillation loss")
+
+    def train_loss(self, outputs: torch.Tensor | AuxOutputs, targets: torch.Tensor) -> torch.Tensor:
+        """The loss of a training step: :meth:`loss` of the logits, plus ``aux_weight`` times the loss of each
+        auxiliary classifier's logits when the net makes them (GoogLeNet's, while training)."""
+        if not isinstance(outputs, AuxOutputs):
+            return self.loss(outputs, targets)
+        loss = self.loss(outputs.logits, targets)
+        for aux in outputs.aux:
+            loss = loss + self.spec.aux_weight * self.loss(aux, targets)
+        return loss
 
     @abstractmethod
     def hits(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,7 @@ from cvkit.files.run import (
     write_checkpoint,
     write_metrics,
 )
+from cvkit.models.auxiliary import load_plain_state_dict, plain_state_dict
 from cvkit.progress import info, set_quiet
 from cvkit.train.batchnorm import RECALIBRATE_BELOW_STEPS
 from cvkit.train.budget import Budget
@@ -263,7 +264,7 @@ def _loop(trainer: Trainer, run: Path, ckpt: dict[str, Any] | None, resumable: b
                 state = {**trainer.task.state(),
                          **(trainer.task.calibrate(val_probs, trainer.val_targets()) if val_probs is not None else {})}
                 if main:
-                    save_model_weights(run, trainer.kept_model.state_dict(), epoch)
+                    save_model_weights(run, plain_state_dict(trainer.kept_model), epoch)  # no auxiliary classifiers
                     _model_info(trainer, epoch, row, state).write(run)
             else:
                 bad_epochs += 1
@@ -323,7 +324,7 @@ def _choose_tta(trainer: Trainer, run: Path, history: list[dict[str, Any]], best
     if trainer.data.val is None or not best_epoch:
         return
     if history[-1]["epoch"] != best_epoch:  # the best epoch's weights, as model.safetensors holds them
-        trainer.kept_model.load_state_dict(load_model_weights(run))
+        load_plain_state_dict(trainer.kept_model, load_model_weights(run))
         best_probs = None
     column = f"val_{trainer.task.metric}"
     plain = next(row[column] for row in history if row["epoch"] == best_epoch)

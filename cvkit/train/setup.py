@@ -145,7 +145,7 @@ def build_model(cfg: TrainConfig, data: TrainingData, num_outputs: int, device: 
     from cvkit.models import check_input_size, create_model, load_weights
 
     model = create_model(cfg.arch, num_outputs, data.in_chans, data.input_size, init=cfg.init,
-                         pretrained=cfg.pretrained, **cfg.model_options())
+                         pretrained=cfg.pretrained, aux=cfg.aux_weight > 0, **cfg.model_options())
     check_input_size(cfg.arch, model, data.in_chans, data.input_size)
     if cfg.weights:
         report = load_weights(model, cfg.weights)
@@ -251,4 +251,5 @@ def build_task(cfg: TrainConfig) -> Task:
     options = {"targets": info.targets, "keypoints": info.keypoints, "flip_pairs": info.flip_pairs, **given}
     smoothing = TASKS[name].default_label_smoothing if cfg.label_smoothing is None else cfg.label_smoothing
     cfg.resolved.label_smoothing = smoothing
-    return create_task(name, TaskSpec(read_classes(dataset), cfg.loss, smoothing, options=options))
+    return create_task(name, TaskSpec(read_classes(dataset), cfg.loss, smoothing, options=options,
+                                      aux_weight=cfg.aux_weight))

@@ -22,6 +22,7 @@ from cvkit.data.cache import take
 from cvkit.data.selection import Selection
 from cvkit.device import autocast, keep_freed_memory, resolve_device, set_memory_format
 from cvkit.files.config import TrainConfig
+from cvkit.models.auxiliary import main_logits
 from cvkit.progress import progress_bar
 from cvkit.runtime.infer import predict_batches
 from cvkit.tasks import Task
@@ -233,7 +234,8 @@ class Trainer:
         with self._gradient_sync(last):
             with autocast(self.device, precision):
                 out = self.train_forward(x)
-            loss = objective = self.task.loss(out, targets)
+            loss = objective = self.task.train_loss(out, targets)
+            out = main_logits(out)  # the auxiliary classifiers' logits (--aux-weight) serve the loss only
             if self.teacher is not None:
                 objective, kd = self.teacher.blend(loss, out, unit, precision)
                 self.kd_losses.append(kd)

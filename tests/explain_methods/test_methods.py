@@ -157,12 +157,26 @@ def test_cam_reads_timm_heads_and_nin_class_maps(resnet):
     assert class_maps(nin, torch.randn(2, 3, 32, 32), "features.6", None, "cam").maps.shape == (2, 32, 32)
 
 
+def test_cam_weights_the_feature_map_of_a_gmp_head_by_its_class_weights():
+    model = create_model("smallcnn", 3, 3, (32, 32), head="gmp").eval()
+    x = torch.randn(2, 3, 32, 32)
+    cam = class_maps(model, x, "features.1", None, "cam", upsample=False)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        raw = torch.einsum("nc,nchw->nhw", model.head.fc.weight[cam.targets], features)
+        # the logit is the class weights over each map's maximum, not its mean
+        expected = features.amax((2, 3)) @ model.head.fc.weight.T + model.head.fc.bias
+    assert torch.allclose(cam.logits, expected, atol=1e-5)
+    assert torch.allclose(cam.maps, normalize_maps(raw), atol=TOLERANCE)
+
+
 def test_cam_refuses_a_head_that_is_not_gap_then_linear_and_another_layer(gap_model):
     fc_model = create_model("smallcnn", 3, 3, (32, 32)).eval()
     with pytest.raises(OptionError) as e:
         class_maps(fc_model, torch.randn(2, 3, 32, 32), "features.1", None, "cam")
-    assert str(e.value) == ("--method cam needs a model whose head is global average pooling then one linear layer; "
-                            "this model's head is Flatten -> Linear -> ReLU -> Linear: retrain with --head gap, "
+    assert str(e.value) == ("--method cam needs a model whose head is global average or max pooling then one linear "
+                            "layer; this model's head is Flatten -> Linear -> ReLU -> Linear: retrain with --head gap "
+                            "or gmp, "
                             "or use --method gradcam")
     with pytest.raises(OptionError, match=r"reads the last feature map .*layer features\.1\); --layer features\.0 is"):
         class_maps(gap_model, torch.randn(2, 3, 32, 32), "features.0", None, "cam")

@@ -187,7 +187,7 @@ def test_options_change_the_modules():
 @pytest.mark.parametrize("arch,options,message", [
     ("smallcnn", {"activation": "swish"},
      "--activation 'swish' is not one of relu, leaky_relu, elu, tanh, sigmoid, gelu"),
-    ("smallcnn", {"head": "max"}, "--head 'max' is not one of auto, gap, fc"),
+    ("smallcnn", {"head": "max"}, "--head 'max' is not one of auto, gap, gmp, fc"),
     ("smallcnn", {"dropout": 1.5}, "--dropout 1.5"),
     ("smallcnn", {"init": "zeros"}, "--init 'zeros' is not one of"),
     ("perceptron", {"head": "gap"}, "--head gap needs a feature map"),
