@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from cvkit.errors import OptionError
+from cvkit.files.dataset import DEFAULT_TASK
 from cvkit.runtime import LoadedRun
 
 PGD_STEP = 2.5  # PGD's step is 2.5 * eps / steps (Madry et al.): the ball's edge is reachable from anywhere in it
@@ -61,7 +62,7 @@ def check_eps(eps: float) -> None:
 
 def check_attack(loaded: LoadedRun, eps: float, steps: int) -> None:
     """Refuse a run that is not a classifier, and a bad ``eps`` or ``steps``."""
-    if loaded.task.name != "classify":
+    if loaded.task.name != DEFAULT_TASK:  # classify: one class per image, its probabilities summing to 1
         raise OptionError(f"--adversarial attacks one class per image, and {loaded.run} is a {loaded.task.name} run; "
                           f"give a run trained with the classify task")
     check_eps(eps)

@@ -114,7 +114,9 @@ def _check(loaded: LoadedRun, r: VisualizeRequest) -> _Plan:
         templates(loaded)
     if loaded.task.dense:  # a class per pixel: no one class score per image to maximize, explain or confuse
         scored = next((flag for flag, on in (("--maximize", r.maximize), ("--saliency", r.saliency is not None),
-                                             ("--confusion", r.confusion), ("--embedding", r.embedding)) if on), None)
+                                             ("--confusion", r.confusion), ("--embedding", r.embedding),
+                                             ("--adversarial", r.adversarial is not None),
+                                             ("--invert", r.invert is not None)) if on), None)
         if scored is not None:
             raise OptionError(f"{scored} works on one class score per image, and {loaded.run} predicts a class per "
                               f"pixel; use --filters, --activations, --max-patches or --curves, and 'cvkit evaluate' "
