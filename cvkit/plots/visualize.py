@@ -151,8 +151,9 @@ def plot_embedding(points: np.ndarray, labels: np.ndarray, classes: list[str], t
     _save(fig, path)
 
 
-def plot_images_and_bars(panels: Sequence[tuple[np.ndarray, str]], bars: Sequence[tuple[Sequence[tuple[str, float]], str]],
-                         title: str, path: str | os.PathLike) -> None:
+def plot_images_and_bars(panels: Sequence[tuple[np.ndarray, str]],
+                         bars: Sequence[tuple[Sequence[tuple[str, float]], str]], title: str,
+                         path: str | os.PathLike) -> None:
     """Images side by side (as :func:`plot_images` draws them) over horizontal bar charts of
     probabilities, each a list of (class name, probability), most probable on top: an adversarial
     example's clean image, perturbation and perturbed image over its top classes before and after."""
