@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--pgd-steps", type=int, default=10)
     parser.add_argument("--invert-images", type=int, default=3)
     parser.add_argument("--invert-steps", type=int, default=200)
+    parser.add_argument("--layers", default=",".join(LAYERS))
     args = parser.parse_args()
     run = Path(args.run)
     if not (run / "model.safetensors").is_file():
@@ -64,7 +65,7 @@ def main() -> None:
             print(method, eps, attacks[f"{method}_eps{eps}"], flush=True)
 
     inversion = {}
-    for layer in LAYERS:
+    for layer in args.layers.split(","):
         errors, mses, corrs, noise_mses, seconds = [], [], [], [], 0.0
         for i in range(args.invert_images):
             start = time.perf_counter()
@@ -81,7 +82,8 @@ def main() -> None:
         print(layer, inversion[layer], flush=True)
 
     write_result("adversarial", {
-        "run": str(run), "arch": loaded.info.arch, "train_epochs": 2, "split": "val (a seeded sample; test not read)",
+        "run": str(run), "arch": loaded.info.arch, "epochs_trained": int(loaded.info.epoch or 0),
+        "val_acc_of_run": loaded.info.val_acc, "split": "val (a seeded sample; test not read)",
         "images": args.images, "eps_unit": "1/255 of the pixel range, L-inf, before normalization",
         "pgd": f"{args.pgd_steps} steps of 2.5 * eps / steps, no random start", "attacks": attacks,
         "inversion": {"images": args.invert_images, "steps": args.invert_steps,
