@@ -307,6 +307,21 @@ def tta(data: dict) -> list[str]:
                    "val seconds", "cost", "test accuracy"], rows)
 
 
+def adversarial(data: dict) -> list[str]:
+    attacks = data["attacks"]
+    eps = sorted({int(k.split("eps")[1]) for k in attacks if "_eps" in k})
+    rows = [[name, *(f"{attacks[f'{key}_eps{e}']['accuracy']:.3f}" for e in eps)]
+            for name, key in (("FGSM", "fgsm"), (f"PGD, {attacks[f'pgd_eps{eps[0]}']['steps']} steps", "pgd"))]
+    layers = data["inversion"]["layers"]
+    inverted = [[f"`{name}`", f"{v['relative_feature_error']:.3f}", f"{v['pixel_mse']:.4f}", f"{v['pixel_corr']:.3f}"]
+                for name, v in layers.items()]
+    return [*_table([f"val accuracy of {data['images']} images (clean {attacks['clean_accuracy']:.3f})",
+                     *(f"eps {e}/255" for e in eps)], rows), "",
+            *_table([f"layer inverted ({data['inversion']['images']} images, {data['inversion']['steps']} steps; "
+                     f"the noise start: MSE {data['inversion']['noise_start_pixel_mse']:.4f})",
+                     "relative feature error", "pixel MSE", "pixel correlation"], inverted)]
+
+
 def step_profile(data: dict) -> list[str]:
     lines = []
     for key, net in data["nets"].items():
@@ -347,7 +362,7 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, 
                                                   "recipe_val": recipe_val, "budget_val": recipe_val,
                                                   "recipe_screen": recipe_screen, "ema": ema,
                                                   "sampler": sampler, "tblog": tblog, "subject": subject, "tta": tta,
-                                                  "autoaugment": autoaugment,
+                                                  "autoaugment": autoaugment, "adversarial": adversarial,
                                                   "step_profile": step_profile}
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cvkit.errors import OptionError
+from cvkit.files.atomic import atomic_path
 from cvkit.files.dataset import IGNORE_INDEX
 
 # Larger sizes would make a cache of many GB per thousand images and decode buffers that the
@@ -287,6 +288,12 @@ def encode_png(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(array)).save(buf, "PNG", compress_level=1)
     return buf.getvalue()
+
+
+def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
+    """An H x W (x 1|3) uint8 array as a PNG file, written atomically, pixel for pixel (no resize)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(encode_png(array))
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:

@@ -29,7 +29,8 @@ PROBS = "probs"  # predict --probs, segment runs: a K x H x W float16 .npy of pr
 PREDICT_FILES = ("predictions.csv", "rejected.csv")
 # Every file `visualize` writes (shell patterns): what its --out may hold and be rewritten over.
 VISUALIZE_FILES = ("curves.png", "filters.png", "templates.png", "activations_*.png", "max_patches_*.png", "max_patches_*.csv",
-                   "maximize_*.png", "saliency_*.png", "embedding_*.png", "embedding_*.csv", "confusion_*.png")
+                   "maximize_*.png", "saliency_*.png", "embedding_*.png", "embedding_*.csv", "confusion_*.png",
+                   "adversarial_*.png", "adversarial_*.csv", "invert_*.png")
 CONVOLUTIONAL_JSON = "convolutional.json"
 CONVOLUTIONAL_FILES = (CONVOLUTIONAL_JSON, "*_scores.npy", "*_heatmap.png", "*_labels.png", "rejected.csv")
 

@@ -149,3 +149,32 @@ def plot_embedding(points: np.ndarray, labels: np.ndarray, classes: list[str], t
         ax.legend(fontsize=7, markerscale=max(1.0, 12 / size), loc="best")
     ax.set_title(wrap(title, 8.0), fontsize=10)
     _save(fig, path)
+
+
+def plot_images_and_bars(panels: Sequence[tuple[np.ndarray, str]],
+                         bars: Sequence[tuple[Sequence[tuple[str, float]], str]], title: str,
+                         path: str | os.PathLike) -> None:
+    """Images side by side (as :func:`plot_images` draws them) over horizontal bar charts of
+    probabilities, each a list of (class name, probability), most probable on top: an adversarial
+    example's clean image, perturbation and perturbed image over its top classes before and after."""
+    n, m = len(panels), max(1, len(bars))
+    side = 3.2
+    rows = max(len(b) for b, _ in bars) if bars else 1
+    fig = _figure(max(4.0, side * n), side + 0.9 + 0.9 + 0.28 * rows)
+    grid = fig.add_gridspec(2, n * m, height_ratios=[side, 0.5 + 0.28 * rows])
+    for i, (picture, name) in enumerate(panels):
+        ax = fig.add_subplot(grid[0, i * m:(i + 1) * m])
+        _show(ax, _image(picture) if picture.dtype == np.uint8 else colour(picture, "inferno"), name, 9, side - 0.2)
+    for j, (pairs, name) in enumerate(bars):
+        ax = fig.add_subplot(grid[1, j * n:(j + 1) * n])
+        labels, values = [p[0] for p in pairs], [float(p[1]) for p in pairs]
+        ax.barh(range(len(values)), values, color="tab:blue" if j == 0 else "tab:red")
+        ax.set_yticks(range(len(values)), labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        for y, v in enumerate(values):
+            ax.text(min(v, 0.8) + 0.01, y, f"{v:.3f}", va="center", fontsize=8)
+        ax.set_title(wrap(name, side * n / m - 0.2, 9), fontsize=9)
+        ax.tick_params(axis="x", labelsize=8)
+    _suptitle(fig, title)
+    _save(fig, path)

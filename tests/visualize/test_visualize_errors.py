@@ -16,7 +16,8 @@ CLASSES = "ankle_boot, bag, coat, dress, pullover, sandal, shirt, sneaker, trous
 
 @pytest.mark.parametrize("args, message", [
     ([], ("nothing to draw: give at least one of --curves, --filters, --activations IMAGE, --max-patches, "
-          "--maximize, --saliency IMAGE, --embedding, --confusion, --templates")),
+          "--maximize, --saliency IMAGE, --embedding, --confusion, --templates, --adversarial IMAGE, "
+          "--invert IMAGE")),
     (["--max-patches", "--layer", "features.0", "--units", "40"],
      "--units 40 is more than the 16 channels of layer features.0; give at most 16"),
     (["--maximize", "--class", "dog"], f"--class dog is not a class of the run; the classes are {CLASSES}"),

@@ -189,3 +189,70 @@ def confusion(loaded: LoadedRun, stage: Path, data: SplitData, split: str, batch
     plot_confusion_matrix(count(loaded, data.images, data.labels, batch_size), loaded.classes, stage / name,
                           title=f"confusion matrix of the {split} split, {loaded.run}")
     return [name]
+
+
+def adversarial(loaded: LoadedRun, stage: Path, image: np.ndarray, path: str, eps: float, steps: int,
+                target: int | None) -> tuple[list[str], str]:
+    """An adversarial example of one image: the perturbed image and the amplified perturbation as PNGs at
+    the model's input size, the top classes before and after (CSV), and one figure of all of them; and
+    the summary line (the top class before and after)."""
+    import pandas as pd
+
+    from cvkit.explain.visual.adversarial import amplified, attack, top_classes
+    from cvkit.files.atomic import write_csv
+    from cvkit.files.images import write_png
+    from cvkit.plots.visualize import plot_images_and_bars
+
+    found = attack(loaded, image, eps, steps, target)
+    before, after, cls = found.before[0], found.after[0], int(found.classes[0])
+    names = loaded.classes
+    ranked_before, ranked_after = top_classes(before), top_classes(after)
+    base = f"adversarial_{safe_name(Path(path).stem)}" + ("" if target is None else f"_to_{safe_name(names[target])}")
+    delta = found.delta[0]
+    write_png(stage / f"{base}_image.png", found.images[0])
+    write_png(stage / f"{base}_perturbation.png", amplified(delta))
+    write_csv(stage / f"{base}.csv", pd.DataFrame({
+        "rank": np.arange(1, len(ranked_before) + 1),
+        "class_before": [names[i] for i in ranked_before], "probability_before": before[ranked_before],
+        "class_after": [names[i] for i in ranked_after], "probability_after": after[ranked_after]}), "%.6g")
+    method = "FGSM" if steps == 1 else f"PGD, {steps} steps of {found.step * 255:.3g}/255"
+    goal = (f"towards class '{names[target]}'" if target is not None
+            else f"away from the predicted class '{names[cls]}'")
+    linf = float(np.abs(delta).max()) * 255
+    title = (f"adversarial example of {Path(path).name} ({method}, eps {eps * 255:.3g}/255 per pixel, {goal}): "
+             f"'{names[cls]}' {before[cls]:.3f} -> {after[cls]:.3f}; largest pixel change {linf:.0f}/255")
+    panels = [(image[0], f"input: {names[ranked_before[0]]} {before[ranked_before[0]]:.3f}"),
+              (amplified(delta), f"perturbation x{127.5 / max(linf, 1):.0f} (gray: none)"),
+              (found.images[0], f"perturbed: {names[ranked_after[0]]} {after[ranked_after[0]]:.3f}")]
+    bars = [([(names[i], before[i]) for i in ranked_before], "top classes before"),
+            ([(names[i], after[i]) for i in ranked_after], "top classes after")]
+    plot_images_and_bars(panels, bars, title, stage / f"{base}.png")
+    summary = (f"{Path(path).name}: {names[ranked_before[0]]} {before[ranked_before[0]]:.3f} before, "
+               f"{names[ranked_after[0]]} {after[ranked_after[0]]:.3f} after ({method}, eps {eps:.4g}; "
+               f"'{names[cls]}' {before[cls]:.3f} -> {after[cls]:.3f})")
+    return [f"{base}.png", f"{base}_image.png", f"{base}_perturbation.png", f"{base}.csv"], summary
+
+
+def invert(loaded: LoadedRun, stage: Path, image: np.ndarray, path: str, layer: str, steps: int,
+           seed: int) -> tuple[list[str], str]:
+    """The image rebuilt from ``layer``'s features, beside the image and its saliency map ("what" next
+    to "where"), and alone as a PNG at the model's input size; and the summary line."""
+    from cvkit.explain.visual.invert import invert as rebuild
+    from cvkit.explain.visual.saliency import saliency as compute
+    from cvkit.files.images import write_png
+    from cvkit.plots.visualize import plot_images
+
+    found = rebuild(loaded, image, layer, steps, seed)
+    where = compute(loaded, image)
+    base = f"invert_{safe_name(Path(path).stem)}_{safe_name(layer)}"
+    write_png(stage / f"{base}_image.png", found.image)
+    cls = loaded.classes[where.target]
+    panels = [(image[0], "input"), (found.image, f"rebuilt from layer '{layer}' (what it keeps)"),
+              (where.gradient, f"saliency of '{cls}' (where the class looks)")]
+    title = (f"{Path(path).name} inverted from layer '{layer}': {steps} Adam steps from noise (seed {seed}) with "
+             f"total-variation and L-alpha priors; relative feature error {found.error_start:.3g} -> "
+             f"{found.error_final:.3g}")
+    plot_images(panels, title, stage / f"{base}.png")
+    summary = (f"{Path(path).name}, layer {layer}: relative feature error {found.error_start:.3g} -> "
+               f"{found.error_final:.3g} in {steps} steps")
+    return [f"{base}.png", f"{base}_image.png"], summary
