@@ -27,6 +27,9 @@ Inputs = Annotated[list[str], typer.Argument(help="Image files, folders, or CSV 
 Tta = Annotated[Optional[bool], typer.Option(
     "--tta/--no-tta", help="Average each image with its horizontal mirror (flip test-time augmentation). Default: as "
     "chosen on val when the run was trained (model.json's tta).")]
+Calibration = Annotated[bool, typer.Option(
+    "--calibration/--no-calibration", help="Scale the probabilities by the temperature(s) in RUN/calibration.json "
+    "(written by 'cvkit evaluate RUN --calibrate') where the run has one; --no-calibration: the raw ones.")]
 Threshold = Annotated[Optional[float], typer.Option(
     help="Multi-label: one decision threshold for every class, instead of the per-class ones chosen on val.")]
 

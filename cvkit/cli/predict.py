@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from cvkit.cli.common import emit, state
-from cvkit.cli.options import BatchSize, Inputs, Out, Workers, Threshold, Tta
+from cvkit.cli.options import BatchSize, Calibration, Inputs, Out, Workers, Threshold, Tta
 from cvkit.errors import OptionError
 from cvkit.progress import console
 
@@ -27,6 +27,7 @@ def predict_command(
     fit: Annotated[bool, typer.Option("--fit", help="Segment runs: resize each image to the run's input size (as "
                                       "training images were) instead of predicting it at its own size in tiles; the "
                                       "label map is resized back.")] = False,
+    calibration: Calibration = True,
 ) -> None:
     """Predict the class of each INPUT image with RUN's model; unreadable images are reported and skipped.
 
@@ -42,7 +43,7 @@ def predict_command(
 
     if k < 1:
         raise OptionError(f"-k {k} must be at least 1 (the number of classes to show per image)")
-    result = predict(run, inputs, out, tta, state.device, batch_size, workers, threshold, probs, fit)
+    result = predict(run, inputs, out, tta, state.device, batch_size, workers, threshold, probs, fit, calibration)
     if not state.quiet:
         from rich.table import Table
 

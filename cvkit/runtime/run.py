@@ -10,11 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.markup import escape
 from torch import nn
 
 from cvkit.data.batches import Batches
 from cvkit.device import autocast, set_memory_format
 from cvkit.errors import ManifestError, OptionError
+from cvkit.files.calibration import CALIBRATION_JSON, Calibration, refit, weights_sha1
 from cvkit.files.config import Resolved, TrainConfig
 from cvkit.files.run import ModelInfo, load_model_weights
 from cvkit.progress import info, progress_bar
@@ -99,12 +101,48 @@ class LoadedRun:
         with torch.inference_mode():
             probs, loss = predict_batches(self.model, self.batches(images, batch_size, labels), self.pre,
                                           self.task, self.precision, tta=tta)
-        bad = int((~np.isfinite(probs).all(axis=1)).sum())
+        self._check_finite(probs)
+        return probs, loss
+
+    def logits(self, images: np.ndarray, batch_size: int = 256, tta: bool = False) -> list[np.ndarray]:
+        """The model's outputs (N x outputs, float32) of N uint8 images, and (``tta``) of their mirrors: what
+        temperature scaling is fit on, and what gives the probabilities before and after it."""
+        views = []
+        with torch.inference_mode():
+            for mirrored in (False, True) if tta else (False,):
+                out, _ = predict_batches(self.model, self.batches(images, batch_size), self.pre, self.task,
+                                         self.precision, mirrored=mirrored, logits=True)
+                views.append(self._check_finite(out))
+        return views
+
+    def _check_finite(self, values: np.ndarray) -> np.ndarray:
+        bad = int((~np.isfinite(values).all(axis=1)).sum()) if len(values) else 0
         if bad:  # argmax over NaN is class 0: scoring it would report a made-up accuracy
-            raise ManifestError(f"the model of {self.run} gives NaN or infinite outputs for {bad:,} of {len(probs):,} "
+            raise ManifestError(f"the model of {self.run} gives NaN or infinite outputs for {bad:,} of {len(values):,} "
                                 f"images (at {self.precision}): its weights are broken or overflow; retrain it (a lower "
                                 f"--lr{'' if self.precision == 'fp32' else ', --precision fp32'})")
-        return probs, loss
+        return values
+
+    def uses_calibration(self, use: bool = True) -> Calibration | None:
+        """RUN/calibration.json (``evaluate --calibrate``) applied to the task's probabilities from here on, said
+        in one line; None where the run has none, or ``use`` is False (``--no-calibration``: the raw logits)."""
+        found = Calibration.read_if_present(self.run) if use else None
+        if found is None:
+            self.task.set_temperature(None)
+            return None
+        path, task = self.run / CALIBRATION_JSON, self.task
+        if task.scaling is None:
+            raise ManifestError(f"{path}: a {task.name} run takes no temperature scaling; delete the file")
+        if found.method != task.scaling or len(found.temperature) != task.temperature_size():
+            raise ManifestError(f"{path} holds a {found.method} of {len(found.temperature)} value(s), this {task.name} "
+                                f"run takes a {task.scaling} of {task.temperature_size()}; {refit(self.run)}")
+        if found.weights_sha1 != weights_sha1(self.run):
+            raise ManifestError(f"{path} was fit on other weights than {self.run / 'model.safetensors'} (trained "
+                                f"further since); {refit(self.run)}")
+        task.set_temperature(found.temperature)
+        info(f"{escape(str(self.run))}: probabilities calibrated by temperature scaling fit on {found.split} ({found.describe()}; "
+             f"{found.split} NLL {found.nll_before:.4f} -> {found.nll_after:.4f}); --no-calibration turns it off")
+        return found
 
     def penultimate(self, images: np.ndarray, batch_size: int = 256, description: str = "Features") -> torch.Tensor:
         """The features the classifier's last layer reads (timm's ``pre_logits``), N x D float32 on the CPU:

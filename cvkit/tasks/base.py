@@ -20,6 +20,8 @@ all the trainer, validation and inference need to know about what the outputs me
   kept in model.json as ``task_state`` with ``state()`` (what inference needs besides: regress's target
   names and statistics), and given back through ``TaskSpec.state``;
 - ``fit_targets(targets)``: what the task learns from the train split's targets before training;
+- ``scaling``, ``tempered``, ``nll``, ``reliability`` and ``set_temperature``: temperature scaling of the
+  logits (``evaluate --calibrate``, tasks/calibration.py), for the tasks whose outputs are class scores;
 - ``moves`` and ``move(labels, matrices, size)``: targets that are positions in the image (boxes,
   keypoints) follow the geometric augmentation; ``check_policy`` refuses augmentation a task's targets
   cannot follow.
@@ -65,9 +67,44 @@ class Task(ABC):
     own_options: ClassVar[tuple[str, ...]] = ()  # train options only this task takes (TrainConfig field names)
     summary_keys: ClassVar[tuple[str, ...]] = ()  # the metrics an ensemble lists per member
     headline: ClassVar[tuple[tuple[str, str], ...]] = ()  # (metrics.json key, column title) evaluate prints
+    # What temperature scaling fits: "temperature" (one for all outputs), "per-class temperature"; None: refused
+    scaling: ClassVar[str | None] = None
 
     def __init__(self, spec: TaskSpec) -> None:
         self.spec = spec
+        self.temperature: np.ndarray | None = None  # what divides the logits in ``probabilities`` (calibration.json)
+
+    # ------------------------------------------------------------------ temperature scaling
+
+    def temperature_size(self) -> int:
+        """How many temperatures ``scaling`` fits: one, or one per class."""
+        return len(self.classes) if self.scaling == "per-class temperature" else 1
+
+    def set_temperature(self, temperature: np.ndarray | list[float] | None) -> None:
+        """Divide the logits by ``temperature`` from now on (None: the raw logits)."""
+        if temperature is not None:
+            temperature = np.asarray(temperature, dtype=np.float64)
+            if temperature.shape != (self.temperature_size(),):
+                raise ValueError(f"{self.name} takes {self.temperature_size()} temperature(s), got {temperature.shape}")
+        self.temperature = temperature
+
+    def _temperature_on(self, outputs: torch.Tensor) -> torch.Tensor | None:
+        if self.temperature is None:
+            return None
+        return torch.as_tensor(self.temperature, dtype=torch.float32, device=outputs.device)
+
+    def tempered(self, outputs: torch.Tensor, temperature: torch.Tensor | None) -> torch.Tensor:
+        """``probabilities`` of the logits divided by ``temperature`` (None: as they are)."""
+        raise OptionError(f"temperature scaling is not available for --task {self.name}")
+
+    def nll(self, probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The mean negative log-likelihood of ``targets`` under ``probs``: what a temperature is fit to lower."""
+        raise OptionError(f"temperature scaling is not available for --task {self.name}")
+
+    def reliability(self, probs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(confidence, outcome) pairs the reliability diagram and the ECE bin: how sure each decision was,
+        and 1 where it was right."""
+        raise OptionError(f"temperature scaling is not available for --task {self.name}")
 
     @property
     def classes(self) -> list[str]:

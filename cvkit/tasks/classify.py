@@ -18,7 +18,7 @@ from cvkit.errors import ManifestError, OptionError
 from cvkit.files.atomic import write_csv
 from cvkit.models.losses import Criterion, num_outputs, outputs_to_probs, soft_targets
 from cvkit.tasks.base import Task, TaskSpec
-from cvkit.tasks.metrics import classification_metrics, confusion_matrix, top_losses
+from cvkit.tasks.metrics import LOG_CLIP, classification_metrics, confusion_matrix, top_losses
 
 
 class Classify(Task):
@@ -78,7 +78,23 @@ class Classify(Task):
         return (self.probabilities(outputs.detach()).argmax(1) == labels).sum()
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
-        return outputs_to_probs(outputs, self.spec.loss)
+        return self.tempered(outputs, self._temperature_on(outputs))
+
+    # ------------------------------------------------------------------ temperature scaling (one T)
+
+    scaling = "temperature"
+
+    def tempered(self, outputs: torch.Tensor, temperature: torch.Tensor | None) -> torch.Tensor:
+        return outputs_to_probs(outputs if temperature is None else outputs / temperature, self.spec.loss)
+
+    def nll(self, probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The log loss: evaluate's ``log_loss``, clipped the same way."""
+        p_true = probs.gather(1, targets.long()[:, None]).squeeze(1)
+        return -p_true.clamp(LOG_CLIP, 1.0).log().mean()
+
+    def reliability(self, probs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The top class's probability, and whether it is the label (evaluate's ``ece`` bins these)."""
+        return probs.max(1), (probs.argmax(1) == targets).astype(np.float64)
 
     def score(self, probs: np.ndarray, labels: np.ndarray) -> float:
         return float((probs.argmax(1) == labels).mean()) if len(labels) else 0.0
