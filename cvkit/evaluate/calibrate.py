@@ -35,6 +35,12 @@ def check_calibrate(runs: list[Any], shard: tuple[int, int] | None, calibration:
                           "with --shard (the calibration applies to every share)")
 
 
+def check_scalable(loaded: LoadedRun) -> None:
+    if loaded.task.scaling is None:
+        raise OptionError(f"--calibrate: {loaded.run} predicts {loaded.task.name}, whose outputs are not class "
+                          f"scores (temperature scaling is for classify and multilabel runs); leave --calibrate out")
+
+
 def figures(task: Task, views: list[torch.Tensor], targets: np.ndarray,
             temperature: np.ndarray | None) -> tuple[np.ndarray, float, float]:
     """The probabilities of the logits ``views`` at ``temperature`` (None: raw), their NLL and their ECE."""
@@ -52,9 +58,7 @@ def fit_calibration(loaded: LoadedRun, data: Path, batch_size: int, tta: bool) -
     from cvkit.files.dataset import read_manifest
 
     task = loaded.task
-    if task.scaling is None:
-        raise OptionError(f"--calibrate: {loaded.run} predicts {task.name}, whose outputs are not class scores "
-                          f"(temperature scaling is for classify and multilabel runs); leave --calibrate out")
+    check_scalable(loaded)
     if not (read_manifest(data)["split"] == FIT_SPLIT).any():
         raise OptionError(f"--calibrate fits on the {FIT_SPLIT} split, and {data} has no {FIT_SPLIT} images; prepare "
                           f"the dataset with a {FIT_SPLIT} split (cvkit prepare SRC --val 0.1)")

@@ -11,7 +11,7 @@ import numpy as np
 
 from cvkit.checks import check_batch_size
 from cvkit.errors import ManifestError, OptionError
-from cvkit.evaluate.calibrate import before_after, check_calibrate, fit_calibration
+from cvkit.evaluate.calibrate import before_after, check_calibrate, check_scalable, fit_calibration
 from cvkit.evaluate.report import write_report
 from cvkit.files.dataset import SPLITS, DatasetInfo, is_dataset
 from cvkit.files.lock import releasing
@@ -54,6 +54,8 @@ def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = Non
     dev = resolve_device(device)
     loaded = [load_run(r, dev) for r in runs]
     classes, task = loaded[0].classes, loaded[0].task
+    if calibrate:
+        check_scalable(loaded[0])
     fitted = [member.uses_calibration(calibration and not calibrate) for member in loaded]
     for member in loaded[1:]:
         if member.classes != classes or member.task.name != task.name:
