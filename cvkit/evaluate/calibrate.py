@@ -18,7 +18,7 @@ from cvkit.errors import OptionError
 from cvkit.files.calibration import Calibration, weights_sha1
 from cvkit.runtime import LoadedRun
 from cvkit.tasks import Task
-from cvkit.tasks.calibration import calibration_error, fit_temperature, reliability_bins, tempered_probs
+from cvkit.tasks.calibration import calibration_error, fit_temperature, reliability_bins
 
 FIT_SPLIT = "val"
 
@@ -46,7 +46,7 @@ def figures(task: Task, views: list[torch.Tensor], targets: np.ndarray,
     """The probabilities of the logits ``views`` at ``temperature`` (None: raw), their NLL and their ECE."""
     with torch.no_grad():
         t = None if temperature is None else torch.as_tensor(temperature, dtype=torch.float64)
-        probs = tempered_probs(task, [v.double() for v in views], t).double()
+        probs = task.tempered(views, t)
         nll = float(task.nll(probs, torch.as_tensor(np.asarray(targets))))
     probs = probs.numpy()
     return probs, nll, calibration_error(*task.reliability(probs, targets))

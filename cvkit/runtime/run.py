@@ -23,6 +23,7 @@ from cvkit.progress import info, progress_bar
 from cvkit.runtime.features import capture
 from cvkit.runtime.infer import predict_batches
 from cvkit.tasks import Task, TaskSpec, create_task
+from cvkit.tasks.calibration import calibrated
 from cvkit.transforms.batch import Preprocess
 
 
@@ -95,9 +96,12 @@ class LoadedRun:
 
     def predict(self, images: np.ndarray, labels: np.ndarray | None = None, batch_size: int = 256,
                 tta: bool = False) -> tuple[np.ndarray, float | None]:
-        """Class probabilities (N x K) of N x H x W x C uint8 images, and the mean loss when labels are given."""
+        """Class probabilities (N x K) of N x H x W x C uint8 images, and the mean loss when labels are given
+        (not for a calibrated run: its probabilities are scaled from the logits)."""
         if len(images) == 0:
             return np.zeros((0, len(self.classes))), None
+        if self.task.temperature is not None:  # calibrated (uses_calibration): from the logits, in float64
+            return calibrated(self.task, self.logits(images, batch_size, tta)), None
         with torch.inference_mode():
             probs, loss = predict_batches(self.model, self.batches(images, batch_size, labels), self.pre,
                                           self.task, self.precision, tta=tta)

@@ -72,7 +72,7 @@ class Task(ABC):
 
     def __init__(self, spec: TaskSpec) -> None:
         self.spec = spec
-        self.temperature: np.ndarray | None = None  # what divides the logits in ``probabilities`` (calibration.json)
+        self.temperature: np.ndarray | None = None  # calibration.json's: inference goes through ``tempered`` then
 
     # ------------------------------------------------------------------ temperature scaling
 
@@ -81,20 +81,18 @@ class Task(ABC):
         return len(self.classes) if self.scaling == "per-class temperature" else 1
 
     def set_temperature(self, temperature: np.ndarray | list[float] | None) -> None:
-        """Divide the logits by ``temperature`` from now on (None: the raw logits)."""
+        """Scale the probabilities by ``temperature`` from now on (None: the raw ones); what the runtime
+        passes to ``tempered``."""
         if temperature is not None:
             temperature = np.asarray(temperature, dtype=np.float64)
             if temperature.shape != (self.temperature_size(),):
                 raise ValueError(f"{self.name} takes {self.temperature_size()} temperature(s), got {temperature.shape}")
         self.temperature = temperature
 
-    def _temperature_on(self, outputs: torch.Tensor) -> torch.Tensor | None:
-        if self.temperature is None:
-            return None
-        return torch.as_tensor(self.temperature, dtype=torch.float32, device=outputs.device)
-
-    def tempered(self, outputs: torch.Tensor, temperature: torch.Tensor | None) -> torch.Tensor:
-        """``probabilities`` of the logits divided by ``temperature`` (None: as they are)."""
+    def tempered(self, views: list[torch.Tensor], temperature: torch.Tensor | None) -> torch.Tensor:
+        """The probabilities (float64) of the logits ``views``: one, or an image's and its mirror's (averaged as
+        flip TTA averages probabilities), with their log-odds divided by ``temperature`` (None: as they are).
+        With one view that is dividing the logits themselves."""
         raise OptionError(f"temperature scaling is not available for --task {self.name}")
 
     def nll(self, probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

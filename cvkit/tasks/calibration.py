@@ -1,8 +1,9 @@
 """Temperature scaling (Guo et al., 2017) and the figures that judge it: NLL, ECE, reliability bins.
 
-The temperature divides the logits before the task's softmax or sigmoids: it changes how sure the
-probabilities are, never which class ranks first (nor, for multilabel, which side of its threshold
-a label falls once the threshold is scaled the same way). It is fit on val by minimizing the task's
+The temperature divides the logits before the task's softmax or sigmoids (under flip TTA, the
+log-odds of the averaged probabilities): it changes how sure the probabilities are, never which
+class ranks first (nor, for multilabel, which side of its threshold a label falls once the threshold
+is scaled the same way). It is fit on val by minimizing the task's
 negative log-likelihood with L-BFGS over log T, kept within [MIN_T, MAX_T].
 """
 
@@ -22,10 +23,12 @@ MIN_T, MAX_T = 0.05, 20.0
 ECE_BINS = 15  # as evaluate's ``ece`` (tasks/metrics.py)
 
 
-def tempered_probs(task: "Task", views: list[torch.Tensor], temperature: torch.Tensor | None) -> torch.Tensor:
-    """The task's probabilities of each view's logits divided by ``temperature``, averaged over the views
-    (one view, or an image and its mirror under flip TTA)."""
-    return sum(task.tempered(v, temperature) for v in views) / len(views)
+def calibrated(task: "Task", views: list[np.ndarray]) -> np.ndarray:
+    """What inference returns for a calibrated run: the probabilities of the logits ``views`` at the task's
+    temperature, as numpy float64."""
+    with torch.no_grad():
+        t = None if task.temperature is None else torch.as_tensor(task.temperature, dtype=torch.float64)
+        return task.tempered([torch.from_numpy(np.asarray(v)) for v in views], t).numpy()
 
 
 def fit_temperature(task: "Task", views: list[torch.Tensor], targets: torch.Tensor, size: int) -> np.ndarray:
@@ -38,7 +41,7 @@ def fit_temperature(task: "Task", views: list[torch.Tensor], targets: torch.Tens
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = task.nll(tempered_probs(task, views, log_t.clamp(*bounds).exp()), targets)
+        loss = task.nll(task.tempered(views, log_t.clamp(*bounds).exp()), targets)
         loss.backward()
         return loss
 
@@ -46,7 +49,7 @@ def fit_temperature(task: "Task", views: list[torch.Tensor], targets: torch.Tens
     fitted = log_t.detach().clamp(*bounds).exp()
     with torch.no_grad():
         ones = torch.ones(size, dtype=torch.float64)
-        if not task.nll(tempered_probs(task, views, fitted), targets) < task.nll(tempered_probs(task, views, ones),
+        if not task.nll(task.tempered(views, fitted), targets) < task.nll(task.tempered(views, ones),
                                                                                    targets):
             return ones.numpy()  # nothing to gain (or a failed fit): the raw logits stay
     return fitted.numpy()

@@ -7,11 +7,13 @@ accuracy; probabilities sum to 1 over the classes.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from cvkit.data.cache import SplitData, take
 from cvkit.errors import ManifestError, OptionError
@@ -78,14 +80,25 @@ class Classify(Task):
         return (self.probabilities(outputs.detach()).argmax(1) == labels).sum()
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
-        return self.tempered(outputs, self._temperature_on(outputs))
+        return outputs_to_probs(outputs, self.spec.loss)
 
     # ------------------------------------------------------------------ temperature scaling (one T)
 
     scaling = "temperature"
 
-    def tempered(self, outputs: torch.Tensor, temperature: torch.Tensor | None) -> torch.Tensor:
-        return outputs_to_probs(outputs if temperature is None else outputs / temperature, self.spec.loss)
+    def tempered(self, views: list[torch.Tensor], temperature: torch.Tensor | None) -> torch.Tensor:
+        logs = [self._log_probs(v.double()) for v in views]
+        log_p = torch.logsumexp(torch.stack(logs), 0) - math.log(len(logs))  # the log of the views' mean
+        return torch.softmax(log_p if temperature is None else log_p / temperature, 1)
+
+    def _log_probs(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The log of ``probabilities``, without its rounding to 0 of a very sure output's other classes."""
+        if self.spec.loss != "bce":
+            return torch.log_softmax(outputs, 1)
+        if outputs.shape[1] == 1:
+            return torch.cat([F.logsigmoid(-outputs), F.logsigmoid(outputs)], 1)
+        logs = F.logsigmoid(outputs)
+        return logs - torch.logsumexp(logs, 1, keepdim=True)
 
     def nll(self, probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The log loss: evaluate's ``log_loss``, clipped the same way."""

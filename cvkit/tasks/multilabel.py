@@ -91,15 +91,20 @@ class Multilabel(Task):
         return ((outputs.detach() > 0) == (labels > 0.5)).float().mean(1).sum()
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
-        return self.tempered(outputs, self._temperature_on(outputs))
+        return torch.sigmoid(outputs.float())
 
     # ------------------------------------------------------------------ temperature scaling (one T per class)
 
     scaling = "per-class temperature"
 
-    def tempered(self, outputs: torch.Tensor, temperature: torch.Tensor | None) -> torch.Tensor:
-        outputs = outputs if outputs.dtype == torch.float64 else outputs.float()
-        return torch.sigmoid(outputs if temperature is None else outputs / temperature)
+    def tempered(self, views: list[torch.Tensor], temperature: torch.Tensor | None) -> torch.Tensor:
+        views = [v.double() for v in views]
+        if len(views) == 1:
+            log_odds = views[0]
+        else:  # the log-odds of the views' mean sigmoid: log(mean p) - log(mean (1 - p)), kept exact far from 0.5
+            log_odds = (torch.logsumexp(torch.stack([F.logsigmoid(v) for v in views]), 0)
+                        - torch.logsumexp(torch.stack([F.logsigmoid(-v) for v in views]), 0))
+        return torch.sigmoid(log_odds if temperature is None else log_odds / temperature)
 
     def nll(self, probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The binary cross-entropy over every (image, class), on the probabilities clipped away from 0 and 1."""

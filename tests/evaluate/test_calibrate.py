@@ -128,16 +128,40 @@ def test_fit_temperature_recovers_a_known_scale():
 
 
 def test_multilabel_temperatures_keep_the_decisions():
-    """Per-class temperatures move each class's threshold with its probabilities: the same labels stay above."""
+    """Per-class temperatures move each class's threshold with its probabilities: the same labels stay above,
+    also for an image averaged with its mirror (flip TTA: the temperature scales the mean's log-odds)."""
     from cvkit.tasks import TaskSpec, create_task
+    from cvkit.tasks.calibration import calibrated
 
     task = create_task("multilabel", TaskSpec(["a", "b", "c"], "bce", state={"thresholds": [0.3, 0.5, 0.8]}))
-    logits = torch.tensor(np.random.default_rng(1).normal(0, 3, (200, 3)), dtype=torch.float32)
-    before = task.probabilities(logits).numpy() >= task.thresholds
-    task.set_temperature([0.5, 2.0, 4.0])
-    probs = task.probabilities(logits).numpy()
-    assert not np.allclose(probs, torch.sigmoid(logits).numpy())
-    assert ((probs >= task.thresholds) == before).all()
+    rng = np.random.default_rng(1)
+    for views in ([rng.normal(0, 3, (200, 3))], [rng.normal(0, 3, (200, 3)), rng.normal(0, 3, (200, 3))]):
+        task.set_temperature(None)
+        raw = calibrated(task, views)
+        assert raw == pytest.approx(np.mean([1 / (1 + np.exp(-v)) for v in views], axis=0))
+        before = raw >= task.thresholds
+        task.set_temperature([0.5, 2.0, 4.0])
+        probs = calibrated(task, views)
+        assert np.abs(probs - raw).max() > 0.05
+        assert ((probs >= task.thresholds) == before).all()
+
+
+@pytest.mark.parametrize("loss", ["ce", "bce"])
+def test_a_temperature_keeps_the_argmax_with_and_without_tta(loss):
+    from cvkit.tasks import TaskSpec, create_task
+    from cvkit.tasks.calibration import calibrated
+
+    task = create_task("classify", TaskSpec([f"c{i}" for i in range(4)], loss))
+    rng = np.random.default_rng(2)
+    for views in ([rng.normal(0, 4, (300, 4))], [rng.normal(0, 4, (300, 4)), rng.normal(0, 4, (300, 4))]):
+        task.set_temperature(None)
+        raw = calibrated(task, views)
+        plain = np.mean([task.probabilities(torch.tensor(v)).double().numpy() for v in views], axis=0)
+        assert raw == pytest.approx(plain, abs=1e-6)  # no temperature: what inference returns without one
+        task.set_temperature([3.0])
+        cooled = calibrated(task, views)
+        assert (cooled.argmax(1) == raw.argmax(1)).all() and cooled.max(1).mean() < raw.max(1).mean() - 0.05
+        assert cooled.sum(1) == pytest.approx(np.ones(300))
 
 
 # ----------------------------------------------------------------------------- refusals
@@ -191,3 +215,28 @@ def test_a_regress_run_is_refused(runner, tmp_path):
     assert run(runner, "-q", "train", ds, "--out", out, "--epochs", "1", *FAST).exit_code == 0
     one_line_error(run(runner, "evaluate", out, "--calibrate"), "predicts regress", "classify and multilabel")
     assert not (out / "calibration.json").exists()
+
+
+def test_a_multilabel_run_gets_a_temperature_per_class_and_keeps_its_decisions(runner, tmp_path):
+    from tests.tasks.mosaics import write_mosaics
+
+    csv = write_mosaics(tmp_path / "src", 120, seed=0)
+    ds, out = tmp_path / "ds", tmp_path / "ml"
+    assert run(runner, "-q", "prepare", csv, "--out", ds, "--task", "multilabel", "--size", "28", "--val", "0.25",
+               "--test", "0.25").exit_code == 0
+    assert run(runner, "-q", "normalize", ds).exit_code == 0
+    assert run(runner, "-q", "train", ds, "--out", out, "--epochs", "3", "--seed", "0", *FAST).exit_code == 0
+    raw = json.loads(run(runner, "-q", "evaluate", out, "--json", "--out", tmp_path / "raw").stdout)
+    result = run(runner, "-q", "evaluate", out, "--calibrate", "--json")
+    assert result.exit_code == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    saved = json.loads((out / "calibration.json").read_text())
+    assert saved["method"] == "per-class temperature" and len(saved["temperature"]) == 10
+    assert saved["nll_after"] < saved["nll_before"]
+    assert metrics["calibration"]["nll_after"] < metrics["calibration"]["nll_before"]
+    a = pd.read_csv(tmp_path / "raw" / "predictions.csv")
+    b = pd.read_csv(out / "eval_test" / "predictions.csv")
+    assert (a["predicted"].fillna("") == b["predicted"].fillna("")).all()  # thresholds moved with the temperatures
+    assert metrics["map"] == pytest.approx(raw["map"]) and metrics["exact_match"] == raw["exact_match"]
+    assert not np.allclose(a.filter(like="prob_").to_numpy(), b.filter(like="prob_").to_numpy(), atol=1e-3)
+    assert (out / "eval_test" / "reliability.png").is_file()
