@@ -98,9 +98,9 @@ def _summary(result) -> None:
     console.print(table)
     scaled = m.get("calibration") or {}
     if "nll_after" in scaled:
-        t = scaled["temperature"]
-        said = f"T={t[0]:.3f}" if len(t) == 1 else f"T={min(t):.3f}..{max(t):.3f} per class"
-        console.print(f"Calibrated ({scaled['method']} {said}, fit on {scaled['fit']['count']:,} "
+        from cvkit.files.calibration import describe
+
+        console.print(f"Calibrated ({scaled['method']} {describe(scaled['temperature'])}, fit on {scaled['fit']['count']:,} "
                       f"{scaled['fit']['split']} images): NLL {scaled['nll_before']:.4f} -> {scaled['nll_after']:.4f}, "
                       f"ECE {scaled['ece_before']:.4f} -> {scaled['ece_after']:.4f} on {m['split']}", highlight=False)
     pairs = [f"{p['true']} -> {p['predicted']} ({p['count']})" for p in m.get("most_confused", [])[:5]]

@@ -26,6 +26,12 @@ def refit(run: str | os.PathLike) -> str:
             f"for one command)")
 
 
+def describe(temperature: list[float]) -> str:
+    """The temperature(s) in a few characters, for messages and plot titles."""
+    t = temperature
+    return f"T={t[0]:.3f}" if len(t) == 1 else f"T={min(t):.3f}..{max(t):.3f} per class"
+
+
 def weights_sha1(run: str | os.PathLike) -> str:
     """The sha1 of the run's model.safetensors: which weights a calibration belongs to."""
     digest = hashlib.sha1()
@@ -51,9 +57,7 @@ class Calibration:
     weights_sha1: str
 
     def describe(self) -> str:
-        """The temperature(s) in a few characters, for messages and plot titles."""
-        t = self.temperature
-        return f"T={t[0]:.3f}" if len(t) == 1 else f"T={min(t):.3f}..{max(t):.3f} per class"
+        return describe(self.temperature)
 
     def write(self, run: str | os.PathLike) -> None:
         write_json(Path(run) / CALIBRATION_JSON, asdict(self))

@@ -177,6 +177,8 @@ def test_a_corrupt_or_stale_calibration_json_is_a_one_line_error(calibrated, run
     (broken / "calibration.json").write_text(json.dumps({"format": 1, "method": "temperature", "temperature": [-1.0]}))
     one_line_error(run(runner, "evaluate", broken), "calibration.json lacks", "--calibrate")
     assert run(runner, "-q", "evaluate", broken, "--no-calibration").exit_code == 0  # the way around it
+    assert run(runner, "-q", "evaluate", broken, "--calibrate").exit_code == 0  # and the fix: fit it again
+    assert json.loads((broken / "calibration.json").read_text())["temperature"][0] > 1.0
     stale = tmp_path / "stale"  # the run trained further (other weights) since it was calibrated
     shutil.copytree(folder, stale)
     saved = json.loads((stale / "calibration.json").read_text())
