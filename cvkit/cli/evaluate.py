@@ -100,8 +100,9 @@ def _summary(result) -> None:
     if "nll_after" in scaled:
         from cvkit.files.calibration import describe
 
-        console.print(f"Calibrated ({scaled['method']} {describe(scaled['temperature'])}, fit on {scaled['fit']['count']:,} "
-                      f"{scaled['fit']['split']} images): NLL {scaled['nll_before']:.4f} -> {scaled['nll_after']:.4f}, "
+        fit = scaled["fit"]
+        console.print(f"Calibrated ({scaled['method']} {describe(scaled['temperature'])}, fit on {fit['count']:,} "
+                      f"{fit['split']} images): NLL {scaled['nll_before']:.4f} -> {scaled['nll_after']:.4f}, "
                       f"ECE {scaled['ece_before']:.4f} -> {scaled['ece_after']:.4f} on {m['split']}", highlight=False)
     pairs = [f"{p['true']} -> {p['predicted']} ({p['count']})" for p in m.get("most_confused", [])[:5]]
     if pairs:

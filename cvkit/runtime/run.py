@@ -144,8 +144,9 @@ class LoadedRun:
             raise ManifestError(f"{path} was fit on other weights than {self.run / 'model.safetensors'} (trained "
                                 f"further since); {refit(self.run)}")
         task.set_temperature(found.temperature)
-        info(f"{escape(str(self.run))}: probabilities calibrated by temperature scaling fit on {found.split} ({found.describe()}; "
-             f"{found.split} NLL {found.nll_before:.4f} -> {found.nll_after:.4f}); --no-calibration turns it off")
+        info(f"{escape(str(self.run))}: probabilities calibrated by temperature scaling fit on {found.split} "
+             f"({found.describe()}; {found.split} NLL {found.nll_before:.4f} -> {found.nll_after:.4f}); "
+             f"--no-calibration turns it off")
         return found
 
     def penultimate(self, images: np.ndarray, batch_size: int = 256, description: str = "Features") -> torch.Tensor:
