@@ -4,8 +4,8 @@ A default run (cvkit's defaults, label smoothing included) trains for a few epoc
 ``cvkit evaluate --calibrate`` fits the temperature on the val split and scores the test split once,
 with the raw logits and with the temperature. The temperature is chosen on val only.
 
-``--dataset fmnist``: Fashion-MNIST at 28 px (54k train / 6k val / 10k test, the shared prepared copy,
-only read). ``--dataset digits``: scikit-learn's digits at 8 px (70/15/15 split, built in WORK).
+``--dataset fmnist``: Fashion-MNIST at 28 px (54k train / 6k val / 10k test, prepared once in WORK by common.py,
+only read here). ``--dataset digits``: scikit-learn's digits at 8 px (70/15/15 split, built in WORK).
 ``--reuse``: keep a finished run of the same name instead of training it again.
 
 Usage: python bench/bench_calibrate.py [--dataset fmnist|digits] [--epochs 2] [--seed 0] [--work DIR] [--reuse]
