@@ -322,6 +322,15 @@ def adversarial(data: dict) -> list[str]:
                      "relative feature error", "pixel MSE", "pixel correlation"], inverted)]
 
 
+def calibrate(data: dict) -> list[str]:
+    names = {"fmnist": "Fashion-MNIST", "digits": "digits"}
+    rows = [[names.get(key, key), str(e["epochs"]), f"{e['test_accuracy']:.4f}",
+             ", ".join(f"{t:.3f}" for t in e["temperature"]), str(e["val"]["count"]),
+             f"{e['test']['nll_before']:.4f} → {e['test']['nll_after']:.4f}",
+             f"{e['test']['ece_before']:.4f} → {e['test']['ece_after']:.4f}"] for key, e in data["datasets"].items()]
+    return _table(["dataset", "epochs", "test acc", "T (fit on val)", "val images", "test NLL", "test ECE"], rows)
+
+
 def step_profile(data: dict) -> list[str]:
     lines = []
     for key, net in data["nets"].items():
@@ -362,7 +371,7 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, 
                                                   "recipe_val": recipe_val, "budget_val": recipe_val,
                                                   "recipe_screen": recipe_screen, "ema": ema,
                                                   "sampler": sampler, "tblog": tblog, "subject": subject, "tta": tta,
-                                                  "autoaugment": autoaugment, "adversarial": adversarial,
+                                                  "autoaugment": autoaugment, "adversarial": adversarial, "calibrate": calibrate,
                                                   "step_profile": step_profile}
 
 

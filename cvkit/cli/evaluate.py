@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from cvkit.cli.common import emit, state
-from cvkit.cli.options import (BatchSize, Json, NoTta, Out, ShardOption, Threshold, Tta, TtaCommand, parse_shard,
-                               tta_choice)
+from cvkit.cli.options import (BatchSize, Calibration, Json, NoTta, Out, ShardOption, Threshold, Tta, TtaCommand,
+                               parse_shard, tta_choice)
 from cvkit.progress import console
 
 
@@ -29,6 +29,11 @@ def evaluate_command(
         "(no forward pass)."))] = False,
     as_json: Json = False,
     threshold: Threshold = None,
+    calibrate: Annotated[bool, typer.Option("--calibrate", help=(
+        "First fit temperature scaling on the val split (classify: one temperature; multilabel: one per class; "
+        "minimizing the NLL of the logits) and save it in RUN/calibration.json; evaluate and predict apply it "
+        "from then on."))] = False,
+    calibration: Calibration = True,
 ) -> None:
     """Score RUN (or the ensemble of several RUNs: mean of their probabilities) on a dataset split.
 
@@ -39,6 +44,10 @@ def evaluate_command(
     A large split can be scored in shares on several machines: --shard I/N (I from 0) writes share I into
     OUT/shard-I-of-N; then 'cvkit evaluate RUN --split SPLIT --merge' writes the whole report into OUT.
 
+    --calibrate fits a temperature that makes the probabilities as sure as they are right on val (accuracy and
+    ranking stay); a calibrated run's report adds NLL and ECE before and after (metrics.json's calibration) and
+    reliability.png.
+
     Example: cvkit evaluate runs/fmnist --split test
     """
     from cvkit.errors import OptionError
@@ -48,8 +57,9 @@ def evaluate_command(
     if merge:
         from cvkit.evaluate.shards import merge_shards
 
-        if parsed is not None or threshold is not None:
-            raise OptionError("--merge puts the shards together as they were scored; drop --shard and --threshold")
+        if parsed is not None or threshold is not None or calibrate:
+            raise OptionError("--merge puts the shards together as they were scored; drop --shard, --threshold and "
+                              "--calibrate")
         target = Path(out) if out else runs[0] / f"eval_{split}" if len(runs) == 1 else runs[0] / f"ensemble_eval_{split}"
         result = EvalResult(target, merge_shards(target, split, top), [])
         if not state.quiet:
@@ -57,7 +67,7 @@ def evaluate_command(
         emit(json.dumps(result.metrics) if as_json else str(result.out))
         return
     result = evaluate([str(r) for r in runs], data, split, out, tta_choice(tta, no_tta), top, state.device, batch_size,
-                      parsed, threshold)
+                      parsed, threshold, calibrate, calibration)
     if parsed is not None:
         if not state.quiet:
             console.print(f"share {parsed[0]} of {parsed[1]}: {result.metrics.get('count', 0):,} images in {result.out}; "
@@ -89,6 +99,14 @@ def _summary(result) -> None:
         table.add_row(Path(member["run"]).name, *cells(member))
     table.add_row("[bold]ensemble" if len(result.members) > 1 else Path(m["runs"][0]).name, *cells(m, "[bold]"))
     console.print(table)
+    scaled = m.get("calibration") or {}
+    if "nll_after" in scaled:
+        from cvkit.files.calibration import describe
+
+        fit = scaled["fit"]
+        console.print(f"Calibrated ({scaled['method']} {describe(scaled['temperature'])}, fit on {fit['count']:,} "
+                      f"{fit['split']} images): NLL {scaled['nll_before']:.4f} -> {scaled['nll_after']:.4f}, "
+                      f"ECE {scaled['ece_before']:.4f} -> {scaled['ece_after']:.4f} on {m['split']}", highlight=False)
     pairs = [f"{p['true']} -> {p['predicted']} ({p['count']})" for p in m.get("most_confused", [])[:5]]
     if pairs:
         console.print("Most confused: " + ", ".join(pairs), highlight=False)

@@ -32,6 +32,9 @@ Tta = Annotated[Optional[str], typer.Option(
     + " (e.g. --tta flip,shift). A bare --tta is flip. Default: as chosen on val when the run was trained "
     "(model.json's tta: flip or none).")]
 NoTta = Annotated[bool, typer.Option("--no-tta", help="No test-time augmentation, whatever the run chose on val.")]
+Calibration = Annotated[bool, typer.Option(
+    "--calibration/--no-calibration", help="Scale the probabilities by the temperature(s) in RUN/calibration.json "
+    "(written by 'cvkit evaluate RUN --calibrate') where the run has one; --no-calibration: the raw ones.")]
 Threshold = Annotated[Optional[float], typer.Option(
     help="Multi-label: one decision threshold for every class, instead of the per-class ones chosen on val.")]
 

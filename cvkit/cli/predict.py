@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from cvkit.cli.common import emit, state
-from cvkit.cli.options import BatchSize, Inputs, NoTta, Out, Threshold, Tta, TtaCommand, Workers, tta_choice
+from cvkit.cli.options import BatchSize, Calibration, Inputs, NoTta, Out, Threshold, Tta, TtaCommand, Workers, tta_choice
 from cvkit.errors import OptionError
 from cvkit.progress import console
 
@@ -28,6 +28,7 @@ def predict_command(
     fit: Annotated[bool, typer.Option("--fit", help="Segment runs: resize each image to the run's input size (as "
                                       "training images were) instead of predicting it at its own size in tiles; the "
                                       "label map is resized back.")] = False,
+    calibration: Calibration = True,
 ) -> None:
     """Predict the class of each INPUT image with RUN's model; unreadable images are reported and skipped.
 
@@ -44,7 +45,7 @@ def predict_command(
     if k < 1:
         raise OptionError(f"-k {k} must be at least 1 (the number of classes to show per image)")
     result = predict(run, inputs, out, tta_choice(tta, no_tta), state.device, batch_size, workers, threshold, probs,
-                     fit)
+                     fit, calibration)
     if not state.quiet:
         from rich.table import Table
 

@@ -86,4 +86,7 @@ def merge_shards(out: Path, split: str, top_n: int = 16) -> dict[str, Any]:
              "shards": count}
     # What the run's task learned and needs (multi-label thresholds, regress's keypoints): as evaluate scores it.
     task = create_task(info.task, TaskSpec(info.classes, info.loss, state=info.task_state))
+    scaled = first.extra.get("calibration")
+    if isinstance(scaled, dict) and scaled.get("temperature"):  # the shards' probabilities are calibrated
+        task.set_temperature(scaled["temperature"])
     return write_report(out, task, probs, data, extra, top_n, keep=tuple(p.name for _, _, p in found))

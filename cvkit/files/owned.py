@@ -22,7 +22,8 @@ from cvkit.files.run import RUN_FILES
 SHARDS = "shard-*-of-*"
 EVALUATE_FILES = ("metrics.json", "predictions.csv", "confusion_matrix.csv", "confusion_matrix.png",
                   "top_losses.csv", "top_losses.png", "shard.json", "probabilities.npy", "per_class.csv",
-                  "precision_recall.png", "boxes.png", "per_target.csv", "regression.png", "worst.png")
+                  "precision_recall.png", "boxes.png", "per_target.csv", "regression.png", "worst.png",
+                  "reliability.png")
 OVERLAYS = "overlays"  # predict: a picture per image of what a localize, keypoint or segment run predicts
 MASKS = "masks"  # predict, segment runs: a label map per image (a palette PNG of class indices)
 PROBS = "probs"  # predict --probs, segment runs: a K x H x W float16 .npy of probabilities per image

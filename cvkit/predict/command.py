@@ -38,19 +38,21 @@ class PredictResult:
 def predict(run: str | os.PathLike, inputs: list[str], out: str | os.PathLike | None = None,
             tta: bool | str | Sequence[str] | None = None, device: str = "auto", batch_size: int = 256,
             workers: int | None = None, threshold: float | None = None, probs: bool = False,
-            fit: bool = False) -> PredictResult:
+            fit: bool = False, calibration: bool = True) -> PredictResult:
     """Predict every readable image of ``inputs``; unreadable ones are reported and skipped.
 
     A segment run predicts each image at its own size (``fit``: squashed to the run's input size and
     back), writing a label map and an overlay per image (``probs``: the probabilities too). ``tta``:
     test-time views averaged with each image (``"flip,shift"``, :mod:`cvkit.transforms.views`; True: flip);
-    None: flip where training chose it on val (model.json's ``tta``)."""
+    None: flip where training chose it on val (model.json's ``tta``). ``calibration``: apply
+    RUN/calibration.json (``evaluate --calibrate``) where there is one."""
     from cvkit.device import resolve_device
     from cvkit.runtime import collect_inputs, load_run, read_images
 
     check_batch_size(batch_size)
     check_workers(workers)
     loaded = load_run(run, resolve_device(device))
+    loaded.uses_calibration(calibration)  # before --threshold, which is a threshold on the calibrated probabilities
     if threshold is not None:
         loaded.task.set_threshold(threshold)
     if (probs or fit) and not loaded.task.dense:

@@ -66,3 +66,31 @@ def _averaged(model: nn.Module, images: torch.Tensor, pre: Preprocess, task: Tas
         parts = task.probabilities(model(batch)).split(len(x))
     moved = [parts[0], *(task.view_back(p, view) for p, view in zip(parts[1:], views))]
     return torch.stack(moved).mean(0)
+
+
+@torch.no_grad()
+def view_logits(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]], pre: Preprocess,
+                precision: str = "fp32", tta: bool | Sequence[str] = False) -> list[np.ndarray]:
+    """The model's outputs themselves (float32) for every batch: one N x outputs array for the images, then one
+    per test-time view (``tta``, as :func:`predict_batches` takes it), for what is fit on them (temperature
+    scaling). Only for outputs that a view leaves in place (class scores): nothing is moved back."""
+    names = parse_views(tta)
+    was_training = model.training
+    model.eval()
+    parts: list[list[np.ndarray]] = []
+    try:
+        for images, _ in batches:
+            unit = pre.to_unit(images)
+            x = pre.normalize(unit)
+            views = make_views(names, tuple(x.shape[2:]))
+            batch = torch.cat([x, *(view(x) if not view.on_unit else pre.normalize(view(unit)) for view in views)])
+            if pre.channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            with autocast(pre.device, precision):
+                out = model(batch).float()
+            parts.append([p.cpu().numpy() for p in out.split(len(x))])
+    finally:
+        model.train(was_training)
+    if not parts:
+        return [np.zeros((0, 0), np.float32) for _ in range(len(names) + 1)]
+    return [np.concatenate(view) for view in zip(*parts)]

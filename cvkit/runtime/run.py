@@ -10,17 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.markup import escape
 from torch import nn
 
 from cvkit.data.batches import Batches
 from cvkit.device import autocast, set_memory_format
 from cvkit.errors import ManifestError, OptionError
+from cvkit.files.calibration import CALIBRATION_JSON, Calibration, refit, weights_sha1
 from cvkit.files.config import Resolved, TrainConfig
 from cvkit.files.run import ModelInfo, load_model_weights
 from cvkit.progress import info, progress_bar
 from cvkit.runtime.features import capture
-from cvkit.runtime.infer import predict_batches
+from cvkit.runtime.infer import predict_batches, view_logits
 from cvkit.tasks import Task, TaskSpec, create_task
+from cvkit.tasks.calibration import calibrated
 from cvkit.transforms.batch import Preprocess
 from cvkit.transforms.views import VIEW_NAMES, make_views, parse_views
 
@@ -106,23 +109,64 @@ class LoadedRun:
 
     def predict(self, images: np.ndarray, labels: np.ndarray | None = None, batch_size: int = 256,
                 tta: bool | Sequence[str] = False) -> tuple[np.ndarray, float | None]:
-        """Class probabilities (N x K) of N x H x W x C uint8 images, and the mean loss when labels are given.
+        """Class probabilities (N x K) of N x H x W x C uint8 images, and the mean loss when labels are given
+        (not for a calibrated run: its probabilities are scaled from the logits).
 
         ``tta``: test-time views (:meth:`tta_views`), averaged with each image; a forward pass holds
         about ``batch_size`` images, every view of fewer of them."""
         if len(images) == 0:
             return np.zeros((0, len(self.classes))), None
+        if self.task.temperature is not None:  # calibrated (uses_calibration): from the logits, in float64
+            return calibrated(self.task, self.logits(images, batch_size, tta)), None
         views = parse_views(tta)
-        per_pass = len(make_views(views, self.input_size)) + 1
         with torch.inference_mode():
-            probs, loss = predict_batches(self.model, self.batches(images, max(1, batch_size // per_pass), labels),
+            probs, loss = predict_batches(self.model, self.batches(images, self._per_pass(batch_size, views), labels),
                                           self.pre, self.task, self.precision, tta=views)
-        bad = int((~np.isfinite(probs).all(axis=1)).sum())
+        self._check_finite(probs)
+        return probs, loss
+
+    def _per_pass(self, batch_size: int, views: Sequence[str]) -> int:
+        """Images per batch when each comes with its ``views`` in the same forward pass."""
+        return max(1, batch_size // (len(make_views(views, self.input_size)) + 1))
+
+    def logits(self, images: np.ndarray, batch_size: int = 256, tta: bool | Sequence[str] = False) -> list[np.ndarray]:
+        """The model's outputs (N x outputs, float32) of N uint8 images, then of each test-time view (``tta``):
+        what temperature scaling is fit on, and what gives the probabilities before and after it."""
+        views = parse_views(tta)
+        with torch.inference_mode():
+            outputs = view_logits(self.model, self.batches(images, self._per_pass(batch_size, views)), self.pre,
+                                  self.precision, views)
+        return [self._check_finite(out) for out in outputs]
+
+    def _check_finite(self, values: np.ndarray) -> np.ndarray:
+        bad = int((~np.isfinite(values).all(axis=1)).sum()) if len(values) else 0
         if bad:  # argmax over NaN is class 0: scoring it would report a made-up accuracy
-            raise ManifestError(f"the model of {self.run} gives NaN or infinite outputs for {bad:,} of {len(probs):,} "
+            raise ManifestError(f"the model of {self.run} gives NaN or infinite outputs for {bad:,} of {len(values):,} "
                                 f"images (at {self.precision}): its weights are broken or overflow; retrain it (a lower "
                                 f"--lr{'' if self.precision == 'fp32' else ', --precision fp32'})")
-        return probs, loss
+        return values
+
+    def uses_calibration(self, use: bool = True) -> Calibration | None:
+        """RUN/calibration.json (``evaluate --calibrate``) applied to the task's probabilities from here on, said
+        in one line; None where the run has none, or ``use`` is False (``--no-calibration``: the raw logits)."""
+        found = Calibration.read_if_present(self.run) if use else None
+        if found is None:
+            self.task.set_temperature(None)
+            return None
+        path, task = self.run / CALIBRATION_JSON, self.task
+        if task.scaling is None:
+            raise ManifestError(f"{path}: a {task.name} run takes no temperature scaling; delete the file")
+        if found.method != task.scaling or len(found.temperature) != task.temperature_size():
+            raise ManifestError(f"{path} holds a {found.method} of {len(found.temperature)} value(s), this {task.name} "
+                                f"run takes a {task.scaling} of {task.temperature_size()}; {refit(self.run)}")
+        if found.weights_sha1 != weights_sha1(self.run):
+            raise ManifestError(f"{path} was fit on other weights than the ones now in {self.run} (trained "
+                                f"further since); {refit(self.run)}")
+        task.set_temperature(found.temperature)
+        info(f"{escape(str(self.run))}: probabilities calibrated by temperature scaling fit on {found.split} "
+             f"({found.describe()}; {found.split} NLL {found.nll_before:.4f} -> {found.nll_after:.4f}); "
+             f"--no-calibration turns it off")
+        return found
 
     def penultimate(self, images: np.ndarray, batch_size: int = 256, description: str = "Features") -> torch.Tensor:
         """The features the classifier's last layer reads (timm's ``pre_logits``), N x D float32 on the CPU:

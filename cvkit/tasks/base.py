@@ -23,6 +23,8 @@ all the trainer, validation and inference need to know about what the outputs me
 - ``fit_targets(targets)``: what the task learns from the train split's targets before training;
 - ``flip_back``, ``view_back`` and ``undoes``: what a test-time view (a mirror, shift, zoom) predicts,
   moved back to the image's own frame, and which views the task can move back;
+- ``scaling``, ``tempered``, ``nll``, ``reliability`` and ``set_temperature``: temperature scaling of the
+  logits (``evaluate --calibrate``, tasks/calibration.py), for the tasks whose outputs are class scores;
 - ``moves`` and ``move(labels, matrices, size)``: targets that are positions in the image (boxes,
   keypoints) follow the geometric augmentation; ``check_policy`` refuses augmentation a task's targets
   cannot follow.
@@ -73,9 +75,42 @@ class Task(ABC):
     distills: ClassVar[bool] = False  # --teacher: the outputs are class scores a teacher's soft ones can guide
     summary_keys: ClassVar[tuple[str, ...]] = ()  # the metrics an ensemble lists per member
     headline: ClassVar[tuple[tuple[str, str], ...]] = ()  # (metrics.json key, column title) evaluate prints
+    # What temperature scaling fits: "temperature" (one for all outputs), "per-class temperature"; None: refused
+    scaling: ClassVar[str | None] = None
 
     def __init__(self, spec: TaskSpec) -> None:
         self.spec = spec
+        self.temperature: np.ndarray | None = None  # calibration.json's: inference goes through ``tempered`` then
+
+    # ------------------------------------------------------------------ temperature scaling
+
+    def temperature_size(self) -> int:
+        """How many temperatures ``scaling`` fits: one, or one per class."""
+        return len(self.classes) if self.scaling == "per-class temperature" else 1
+
+    def set_temperature(self, temperature: np.ndarray | list[float] | None) -> None:
+        """Scale the probabilities by ``temperature`` from now on (None: the raw ones); what the runtime
+        passes to ``tempered``."""
+        if temperature is not None:
+            temperature = np.asarray(temperature, dtype=np.float64)
+            if temperature.shape != (self.temperature_size(),):
+                raise ValueError(f"{self.name} takes {self.temperature_size()} temperature(s), got {temperature.shape}")
+        self.temperature = temperature
+
+    def tempered(self, views: list[torch.Tensor], temperature: torch.Tensor | None) -> torch.Tensor:
+        """The probabilities (float64) of the logits ``views``: one, or an image's and its mirror's (averaged as
+        flip TTA averages probabilities), with their log-odds divided by ``temperature`` (None: as they are).
+        With one view that is dividing the logits themselves."""
+        raise OptionError(f"temperature scaling is not available for --task {self.name}")
+
+    def nll(self, probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The mean negative log-likelihood of ``targets`` under ``probs``: what a temperature is fit to lower."""
+        raise OptionError(f"temperature scaling is not available for --task {self.name}")
+
+    def reliability(self, probs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(confidence, outcome) pairs the reliability diagram and the ECE bin: how sure each decision was,
+        and 1 where it was right."""
+        raise OptionError(f"temperature scaling is not available for --task {self.name}")
 
     @property
     def classes(self) -> list[str]:

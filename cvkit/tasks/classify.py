@@ -7,18 +7,20 @@ accuracy; probabilities sum to 1 over the classes.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from cvkit.data.cache import SplitData, take
 from cvkit.errors import ManifestError, OptionError
 from cvkit.files.atomic import write_csv
 from cvkit.models.losses import Criterion, distillation, num_outputs, outputs_to_probs, soft_targets
 from cvkit.tasks.base import Task, TaskSpec
-from cvkit.tasks.metrics import classification_metrics, confusion_matrix, top_losses
+from cvkit.tasks.metrics import LOG_CLIP, classification_metrics, confusion_matrix, top_losses
 
 
 class Classify(Task):
@@ -84,6 +86,33 @@ class Classify(Task):
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs_to_probs(outputs, self.spec.loss)
+
+    # ------------------------------------------------------------------ temperature scaling (one T)
+
+    scaling = "temperature"
+
+    def tempered(self, views: list[torch.Tensor], temperature: torch.Tensor | None) -> torch.Tensor:
+        logs = [self._log_probs(v.double()) for v in views]
+        log_p = torch.logsumexp(torch.stack(logs), 0) - math.log(len(logs))  # the log of the views' mean
+        return torch.softmax(log_p if temperature is None else log_p / temperature, 1)
+
+    def _log_probs(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The log of ``probabilities``, without its rounding to 0 of a very sure output's other classes."""
+        if self.spec.loss != "bce":
+            return torch.log_softmax(outputs, 1)
+        if outputs.shape[1] == 1:
+            return torch.cat([F.logsigmoid(-outputs), F.logsigmoid(outputs)], 1)
+        logs = F.logsigmoid(outputs)
+        return logs - torch.logsumexp(logs, 1, keepdim=True)
+
+    def nll(self, probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The log loss: evaluate's ``log_loss``, clipped the same way."""
+        p_true = probs.gather(1, targets.long()[:, None]).squeeze(1)
+        return -p_true.clamp(LOG_CLIP, 1.0).log().mean()
+
+    def reliability(self, probs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The top class's probability, and whether it is the label (evaluate's ``ece`` bins these)."""
+        return probs.max(1), (probs.argmax(1) == targets).astype(np.float64)
 
     def score(self, probs: np.ndarray, labels: np.ndarray) -> float:
         return float((probs.argmax(1) == labels).mean()) if len(labels) else 0.0

@@ -98,6 +98,39 @@ class Multilabel(Task):
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(outputs.float())
 
+    # ------------------------------------------------------------------ temperature scaling (one T per class)
+
+    scaling = "per-class temperature"
+
+    def tempered(self, views: list[torch.Tensor], temperature: torch.Tensor | None) -> torch.Tensor:
+        views = [v.double() for v in views]
+        if len(views) == 1:
+            log_odds = views[0]
+        else:  # the log-odds of the views' mean sigmoid: log(mean p) - log(mean (1 - p)), kept exact far from 0.5
+            log_odds = (torch.logsumexp(torch.stack([F.logsigmoid(v) for v in views]), 0)
+                        - torch.logsumexp(torch.stack([F.logsigmoid(-v) for v in views]), 0))
+        return torch.sigmoid(log_odds if temperature is None else log_odds / temperature)
+
+    def nll(self, probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The binary cross-entropy over every (image, class), on the probabilities clipped away from 0 and 1."""
+        p = probs.clamp(1e-15, 1 - 1e-15)
+        t = targets.to(p.dtype)
+        return -(t * p.log() + (1 - t) * (1 - p).log()).mean()
+
+    def reliability(self, probs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every (image, class) probability, and whether the label is there: a probability of 0.3 should be
+        right three times in ten."""
+        return probs.ravel(), (np.asarray(targets) > 0.5).ravel().astype(np.float64)
+
+    def set_temperature(self, temperature: np.ndarray | list[float] | None) -> None:
+        """Also move each class's threshold so that the same labels stay above it: sigmoid(logit(t) / T)."""
+        old = np.ones(len(self.classes)) if self.temperature is None else self.temperature
+        super().set_temperature(temperature)
+        new = np.ones(len(self.classes)) if self.temperature is None else self.temperature
+        t = np.clip(self.thresholds, 1e-12, 1 - 1e-12)
+        logits = np.log(t / (1 - t)) * old  # the raw logit each threshold stands for
+        self.thresholds = 1 / (1 + np.exp(-logits / new))
+
     def score(self, probs: np.ndarray, labels: np.ndarray) -> float:
         return float(multilabel_metrics(labels, probs, self.thresholds, self.classes)["map"]) if len(labels) else 0.0
 
