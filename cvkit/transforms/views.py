@@ -13,11 +13,12 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from cvkit.errors import OptionError
+
+if TYPE_CHECKING:  # torch is imported where a view is made: the CLI reads the names at start-up
+    import torch
 
 # A shift moves the image by this share of its side, at least one pixel (1 px at 28 px, 9 px at 224):
 # about what training's --translate moves, and small enough to keep an object whole.
@@ -50,6 +51,9 @@ class View:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The view of an N x C x H x W batch."""
+        import torch
+        import torch.nn.functional as F
+
         if self.kind == "flip":
             return x.flip(3)
         if self.kind == "shift":
@@ -63,6 +67,8 @@ class View:
 
 def _shift(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
     """``x`` moved ``dx`` columns right and ``dy`` rows down (negative: left, up), zeros brought in."""
+    import torch.nn.functional as F
+
     h, w = x.shape[2:]
     padded = F.pad(x, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)))
     top, left = max(-dy, 0), max(-dx, 0)

@@ -79,10 +79,11 @@ def test_crossval_takes_every_train_option_from_the_one_definition():
     from cvkit.cli.crossval import crossval_command
     from cvkit.cli.train import train_command
     from cvkit.files.config import cli_fields
+    from cvkit.files.crossval import EXCLUDED_OPTIONS
 
     params = inspect.signature(crossval_command).parameters
-    assert {f.name for f in cli_fields() if f.name != "budget"} <= set(params)
-    assert "budget" not in params
+    assert {f.name for f in cli_fields() if f.name not in EXCLUDED_OPTIONS} <= set(params)
+    assert not set(EXCLUDED_OPTIONS) & set(params) and "budget" in EXCLUDED_OPTIONS
     train = inspect.signature(train_command).parameters
     for f in cli_fields():
         if f.name in params:  # same default, same help text: one definition
