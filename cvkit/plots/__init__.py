@@ -42,6 +42,17 @@ def _save(fig: "Figure", path: str | os.PathLike) -> None:
         fig.savefig(tmp, format="png")
 
 
+def confusion_rates(matrix: np.ndarray, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The K x K count matrix and each cell's share of its row (the true class); a class absent from the
+    labels has an all-zero row, shown as zeros instead of NaN."""
+    matrix = np.asarray(matrix)
+    k = len(classes)
+    if matrix.shape != (k, k):
+        raise ValueError(f"matrix must be ({k}, {k}) for {k} classes, got {matrix.shape}")
+    rows = matrix.sum(axis=1, keepdims=True)
+    return matrix, np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
+
+
 def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | os.PathLike,
                           title: str | None = None) -> None:
     """Counts and row-normalized rates (each row = recall of that true class) side by side.
@@ -49,13 +60,8 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | os
     Cells are annotated up to 20 classes; beyond that the figure and font scale with K so every
     class name stays legible up to about 100 classes.
     """
-    matrix = np.asarray(matrix)
+    matrix, rates = confusion_rates(matrix, classes)
     k = len(classes)
-    if matrix.shape != (k, k):
-        raise ValueError(f"matrix must be ({k}, {k}) for {k} classes, got {matrix.shape}")
-    rows = matrix.sum(axis=1, keepdims=True)
-    # a class absent from the labels has an all-zero row, shown as zeros instead of NaN
-    rates = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
 
     panel = min(max(4.0, 0.16 * k + 2.0), 18.0)  # inches per panel
     font = min(10.0, max(4.0, 0.7 * 72 * (panel - 1.5) / k))  # points: about one name per cell

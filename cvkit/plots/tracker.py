@@ -12,6 +12,7 @@ from functools import cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from cvkit.plots import confusion_rates
 from cvkit.plots.visualize import colour, mosaic
 
 GRID_GAP = (40, 90, 160)  # a colour of its own between a batch's tiles: the images may be black or white
@@ -29,12 +30,8 @@ def batch_grid(x: np.ndarray, cols: int = 8) -> np.ndarray:
 def confusion_pixels(matrix: np.ndarray, classes: list[str], title: str = "") -> np.ndarray:
     """Rows the true class, columns the predicted one (numbered as the rows), each cell coloured by its
     share of its row (the true class's recall on the diagonal) and, up to 20 classes, holding its count."""
-    matrix = np.asarray(matrix)
+    matrix, rates = confusion_rates(matrix, classes)
     k = len(classes)
-    if matrix.shape != (k, k):
-        raise ValueError(f"matrix must be ({k}, {k}) for {k} classes, got {matrix.shape}")
-    rows = matrix.sum(axis=1, keepdims=True)
-    rates = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
     cell = int(np.clip(720 // max(k, 1), 4, 36))
     font = _font(min(14, cell - 1))  # the names' rows are a cell high
     names = [f"{i} {str(name)[:NAME_CHARS]}" for i, name in enumerate(classes)]

@@ -84,11 +84,15 @@ def default_layer(model: nn.Module, in_chans: int, size: tuple[int, int]) -> str
 
 def check_layer(model: nn.Module, name: str, in_chans: int, size: tuple[int, int]) -> str:
     """``name`` when it is a layer with a feature map, else an error that lists the valid ones."""
-    valid = spatial_layers(model, in_chans, size)
+    return named_layer(name, spatial_layers(model, in_chans, size), " with a feature map")
+
+
+def named_layer(name: str, valid: list[str], kind: str = "", see: str = "") -> str:
+    """``name`` when it is among the ``valid`` layer names, else an error with the close matches and the valid
+    ones (``kind``: what the layers must be, ``see``: where to see them)."""
     if name in valid:
         return name
     close = difflib.get_close_matches(name, valid, n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     shown = ", ".join(valid) if len(valid) <= 40 else ", ".join(valid[:20] + ["..."] + valid[-15:])
-    raise OptionError(f"--layer {name}: the model has no layer of that name with a feature map{hint}; "
-                      f"valid layers: {shown}")
+    raise OptionError(f"--layer {name}: the model has no layer of that name{kind}{hint}; valid layers: {shown}{see}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -56,6 +56,15 @@ def _averaged(model: nn.Module, images: torch.Tensor, pre: Preprocess, task: Tas
               names: Sequence[str]) -> torch.Tensor:
     """The mean probabilities of a uint8 batch and its views (``names``), each view's moved back by the
     task: every view of the batch in one forward pass (the caller sizes the batch for it)."""
+    parts, views = _with_views(model, images, pre, precision, names, task.probabilities)
+    moved = [parts[0], *(task.view_back(p, view) for p, view in zip(parts[1:], views))]
+    return torch.stack(moved).mean(0)
+
+
+def _with_views(model: nn.Module, images: torch.Tensor, pre: Preprocess, precision: str, names: Sequence[str],
+                then: Callable[[torch.Tensor], torch.Tensor]) -> tuple[list[torch.Tensor], list]:
+    """``then`` of the model's outputs for a uint8 batch and for each of its views, from one forward pass of
+    them all, as a list (the batch's first); and the views."""
     unit = pre.to_unit(images)
     x = pre.normalize(unit)
     views = make_views(names, tuple(x.shape[2:]))
@@ -63,9 +72,7 @@ def _averaged(model: nn.Module, images: torch.Tensor, pre: Preprocess, task: Tas
     if pre.channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last)
     with autocast(pre.device, precision):
-        parts = task.probabilities(model(batch)).split(len(x))
-    moved = [parts[0], *(task.view_back(p, view) for p, view in zip(parts[1:], views))]
-    return torch.stack(moved).mean(0)
+        return list(then(model(batch)).split(len(x))), views
 
 
 @torch.no_grad()
@@ -80,15 +87,8 @@ def view_logits(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Te
     parts: list[list[np.ndarray]] = []
     try:
         for images, _ in batches:
-            unit = pre.to_unit(images)
-            x = pre.normalize(unit)
-            views = make_views(names, tuple(x.shape[2:]))
-            batch = torch.cat([x, *(view(x) if not view.on_unit else pre.normalize(view(unit)) for view in views)])
-            if pre.channels_last:
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            with autocast(pre.device, precision):
-                out = model(batch).float()
-            parts.append([p.cpu().numpy() for p in out.split(len(x))])
+            outputs, _ = _with_views(model, images, pre, precision, names, lambda out: out.float())
+            parts.append([p.cpu().numpy() for p in outputs])
     finally:
         model.train(was_training)
     if not parts:

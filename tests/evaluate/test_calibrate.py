@@ -87,6 +87,20 @@ def test_evaluate_applies_a_saved_calibration_and_says_so(calibrated, runner, tm
     assert (tmp_path / "again" / "reliability.png").is_file()
 
 
+def test_a_calibration_fit_with_multi_view_tta_scales_the_views_average(sure_run, runner, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(sure_run, folder)
+    fitted = run(runner, "-q", "evaluate", folder, "--calibrate", "--tta", "flip,shift", "--json")
+    assert fitted.exit_code == 0, fitted.stderr
+    metrics = json.loads(fitted.stdout)
+    assert metrics["tta_views"] == ["flip", "shift"] and metrics["calibration"]["temperature"][0] > 1.0
+    assert metrics["calibration"]["ece_after"] < metrics["calibration"]["ece_before"]
+    # the same views without the temperature: the same decisions, other probabilities
+    raw = json.loads(run(runner, "-q", "evaluate", folder, "--tta", "flip,shift", "--no-calibration", "--json",
+                         "--out", tmp_path / "raw").stdout)
+    assert raw["accuracy"] == metrics["accuracy"] and raw["log_loss"] != pytest.approx(metrics["log_loss"])
+
+
 def test_predict_probabilities_change_after_calibration_and_argmax_does_not(calibrated, runner, tmp_path):
     folder, _ = calibrated
     images = SAMPLE / "fashion" / "bag"

@@ -9,7 +9,6 @@ back nearly whole; a deep layer keeps what tells the classes apart, and the rest
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 from cvkit.errors import OptionError
 from cvkit.models.hooks import forward_to, layer_names
 from cvkit.runtime import LoadedRun
+from cvkit.runtime.features import named_layer
 
 LR = 0.05  # Adam's step in pixel units: 5% of the range per step, then smaller as its moments settle
 START_STD = 0.25  # the random start: Gaussian noise of this spread (pixel units) around mid-gray
@@ -40,14 +40,7 @@ class Inverted:
 def check_layer(loaded: LoadedRun, layer: str) -> str:
     """``layer`` when it names a module of the model (any, as 'cvkit inspect' lists them: a feature map or
     a fully connected layer), else an error with the close matches and the layers."""
-    valid = layer_names(loaded.model)
-    if layer in valid:
-        return layer
-    close = difflib.get_close_matches(layer, valid, n=3)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    shown = ", ".join(valid) if len(valid) <= 40 else ", ".join(valid[:20] + ["..."] + valid[-15:])
-    raise OptionError(f"--layer {layer}: the model has no layer of that name{hint}; valid layers: {shown} "
-                      f"('cvkit inspect {loaded.run}' shows them)")
+    return named_layer(layer, layer_names(loaded.model), see=f" ('cvkit inspect {loaded.run}' shows them)")
 
 
 def check_steps(steps: int) -> None:
