@@ -43,7 +43,7 @@ def main() -> None:
                 "train_wall_seconds": spread([r["train_wall_seconds"] for r in runs]), "runs": runs}
 
     write_result("distill", {"splits": "val chose each run's epoch and TTA; test read once per run",
-                             "kd_weight": DEFAULT_WEIGHT, "kd_temperature": DEFAULT_TEMPERATURE, "teacher": teacher,
+                             "kd_weight": DEFAULT_WEIGHT, "kd_temperature": DEFAULT_TEMPERATURE, "teacher_run": teacher,
                              **{k: summary(v) for k, v in rows.items()}})
 
 

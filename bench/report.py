@@ -264,6 +264,22 @@ def ema(data: dict) -> list[str]:
                    "train wall s"], rows)
 
 
+def distill(data: dict) -> list[str]:
+    def cells(part: dict) -> list[str]:
+        return [f"{part[k]['mean']:.4f} ± {part[k]['std']:.4f}" for k in ("best_val_acc", "val_acc_with_chosen_tta",
+                                                                          "test_acc")] + \
+               [f"{part['train_wall_seconds']['mean']:.0f}"]
+
+    t = data["teacher_run"]
+    rows = [["student alone", str(len(data["alone"]["runs"])), *cells(data["alone"])],
+            [f"student, `--teacher` (W {data['kd_weight']}, T {data['kd_temperature']})", str(len(data["teacher"]["runs"])),
+             *cells(data["teacher"])],
+            [f"the teacher: smallcnn `--base {t['arch_options']['base']}`, {t['epochs']} epochs", "1",
+             f"{t['best_val_acc']:.4f}", "", f"{t['test_acc']:.4f}", f"{t['train_wall_seconds']:.0f}"]]
+    return _table(["Fashion-MNIST defaults", "seeds", "best val acc", "val acc, chosen TTA", "test acc",
+                   "train wall s"], rows)
+
+
 def sampler(data: dict) -> list[str]:
     rows = [[f"`--sampler {name}`", str(len(data[name]["runs"])),
              *(f"{data[name][k]['mean']:.3f} ± {data[name][k]['std']:.3f}" for k in ("rare_recall", "common_recall",
@@ -369,7 +385,7 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, 
                                                   "segment": segment, "segment_models": segment_models,
                                                   "segment_choose": segment_choose, "gpu": gpu,
                                                   "recipe_val": recipe_val, "budget_val": recipe_val,
-                                                  "recipe_screen": recipe_screen, "ema": ema,
+                                                  "recipe_screen": recipe_screen, "ema": ema, "distill": distill,
                                                   "sampler": sampler, "tblog": tblog, "subject": subject, "tta": tta,
                                                   "autoaugment": autoaugment, "adversarial": adversarial, "calibrate": calibrate,
                                                   "step_profile": step_profile}
