@@ -372,9 +372,9 @@ def autoaugment(data: dict) -> list[str]:
                     "torchvision per image img/s", "speed-up"], rows) if rows else []
     accuracy = {k: v for k, v in (data.get("val_accuracy") or {}).items() if isinstance(v, dict) and "best_val_acc" in v}
     if accuracy:
-        lines += ["", *_table(["Fashion-MNIST, `--augment` preset", "best val acc", "val acc per epoch"],
-                              [[f"`{k}`", f"{v['best_val_acc']:.4f}", " / ".join(f"{a:.4f}" for a in v["val_acc_per_epoch"])]
-                               for k, v in accuracy.items()])]
+        lines += ["", *_table(["Fashion-MNIST, `--augment` preset", "seeds", "best val acc", "train loop s"],
+                              [[f"`{k}`", str(len(v["runs"])), _pm(v["best_val_acc"]),
+                                f"{v['train_loop_seconds']['mean']:.0f}"] for k, v in accuracy.items()])]
     return [*lines, *([""] + ["; ".join(notes) + "."] if notes else [])]
 
 

@@ -184,7 +184,8 @@ class Task(ABC):
     def distill(self, outputs: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
         """The loss that pulls ``outputs`` toward a teacher's outputs for the same batch (``--teacher``); only
         tasks that set ``distills`` have one."""
-        raise NotImplementedError(f"task {self.name} has no distillation loss")
+        raise OptionError(f"--teacher: --task {self.name} has no class scores to distil; distillation is for "
+                          f"classify and multilabel runs")
 
     def train_loss(self, outputs: torch.Tensor | AuxOutputs, targets: torch.Tensor) -> torch.Tensor:
         """The loss of a training step: :meth:`loss` of the logits, plus ``aux_weight`` times the loss of each
