@@ -21,6 +21,7 @@ from cvkit.files.calibration import Calibration, weights_sha1
 from cvkit.runtime import LoadedRun
 from cvkit.tasks import Task
 from cvkit.tasks.calibration import calibration_error, fit_temperature, reliability_bins
+from cvkit.transforms.views import parse_views
 
 FIT_SPLIT = "val"
 
@@ -70,8 +71,10 @@ def fit_calibration(loaded: LoadedRun, data: Path, batch_size: int, tta: bool | 
     temperature = fit_temperature(task, views, torch.as_tensor(np.asarray(targets)), task.temperature_size())
     _, nll_before, ece_before = figures(task, views, targets, None)
     _, nll_after, ece_after = figures(task, views, targets, temperature)
-    return Calibration(str(task.scaling), [round(float(t), 6) for t in temperature], FIT_SPLIT, len(targets), bool(tta),
-                       nll_before, nll_after, ece_before, ece_after, weights_sha1(loaded.run))
+    views_used = list(parse_views(tta))
+    return Calibration(str(task.scaling), [round(float(t), 6) for t in temperature], FIT_SPLIT, len(targets),
+                       bool(views_used), nll_before, nll_after, ece_before, ece_after, weights_sha1(loaded.run),
+                       views_used)
 
 
 def before_after(loaded: LoadedRun, images: np.ndarray, targets: np.ndarray, batch_size: int,

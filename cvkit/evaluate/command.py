@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.markup import escape
 
 from cvkit.checks import check_batch_size
 from cvkit.errors import ManifestError, OptionError
@@ -18,6 +19,7 @@ from cvkit.files.dataset import SPLITS, DatasetInfo, is_dataset
 from cvkit.files.lock import releasing
 from cvkit.files.outputs import check_out
 from cvkit.files.owned import own_evaluate
+from cvkit.progress import info
 from cvkit.transforms.views import VIEW_NAMES
 
 
@@ -75,6 +77,10 @@ def evaluate(runs: list[str | os.PathLike], data: str | os.PathLike | None = Non
         raise OptionError(f"{loaded[0].run} predicts {task.name} and {data} was prepared for {prepared}: its targets "
                           f"cannot score that run; evaluate on a dataset of the run's task")
     used = [member.tta_views(tta) for member in loaded]
+    if fitted[0] is not None and not calibrate and fitted[0].fitted_views() != tuple(used[0]):
+        info(f"{escape(str(loaded[0].run))}: its temperature was fit with --tta {','.join(fitted[0].fitted_views()) or 'none'}"
+             f" and this evaluation uses --tta {','.join(used[0]) or 'none'}; to calibrate for these views, run "
+             f"'cvkit evaluate {escape(str(loaded[0].run))} --calibrate' with them")
     if calibrate:  # before any output is written: a refusal leaves nothing behind
         fitted = [fit_calibration(loaded[0], data, batch_size, used[0])]
         task.set_temperature(fitted[0].temperature)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cvkit.errors import ManifestError
@@ -55,6 +55,11 @@ class Calibration:
     ece_before: float
     ece_after: float
     weights_sha1: str
+    tta_views: list[str] = field(default_factory=list)  # the test-time views averaged in the fit (tta: any)
+
+    def fitted_views(self) -> tuple[str, ...]:
+        """The views the temperature was fit on (a file without ``tta_views``: flip when ``tta``)."""
+        return tuple(self.tta_views) if self.tta_views or not self.tta else ("flip",)
 
     def describe(self) -> str:
         return describe(self.temperature)

@@ -99,6 +99,13 @@ def test_a_calibration_fit_with_multi_view_tta_scales_the_views_average(sure_run
     raw = json.loads(run(runner, "-q", "evaluate", folder, "--tta", "flip,shift", "--no-calibration", "--json",
                          "--out", tmp_path / "raw").stdout)
     assert raw["accuracy"] == metrics["accuracy"] and raw["log_loss"] != pytest.approx(metrics["log_loss"])
+    assert json.loads((folder / "calibration.json").read_text())["tta_views"] == ["flip", "shift"]
+    # evaluated with other views, the run says its temperature was fit for these
+    other = run(runner, "evaluate", folder, "--tta", "flip", "--out", tmp_path / "flip")
+    assert other.exit_code == 0, other.stderr
+    assert "was fit with --tta flip,shift and this evaluation uses --tta flip" in said(other)
+    same = run(runner, "evaluate", folder, "--tta", "flip,shift", "--out", tmp_path / "same")
+    assert "was fit with" not in said(same)
 
 
 def test_predict_probabilities_change_after_calibration_and_argmax_does_not(calibrated, runner, tmp_path):
