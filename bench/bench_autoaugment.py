@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common import CVKIT, RESULTS, WORK, command, commit, run_measured, spread, write_result
+from common import CVKIT, RESULTS, WORK, best_time, command, commit, run_measured, spread, write_result
 
 PRESETS = ("standard", "randaugment", "trivialaugment", "autoaugment")
 BATCH = 256
@@ -56,17 +56,6 @@ def fmnist_batch(data: Path) -> np.ndarray:
     return np.array(load_split(data, "train", (28, 28)).images[:BATCH])
 
 
-def cpu_seconds(fn, repeats: int) -> float:
-    """CPU seconds of the cheapest of ``repeats`` calls of ``fn`` (one thread): on a CPU that other jobs use too,
-    wall time mostly measures the waits for a core."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        best = min(best, time.process_time() - start)
-    return best
-
-
 def speed(images: np.ndarray) -> dict:
     from torchvision.transforms import AutoAugment, RandAugment, TrivialAugmentWide
 
@@ -81,9 +70,9 @@ def speed(images: np.ndarray) -> dict:
                             ("autoaugment", AutoAugment())):
         policy = make_policy({"auto": name})
         gen = torch.Generator().manual_seed(0)
-        ours = cpu_seconds(lambda: auto_augment(to_unit(batch, torch.device("cpu")), policy, gen), 5)
+        ours = best_time(lambda: auto_augment(to_unit(batch, torch.device("cpu")), policy, gen), 5, time.process_time)
         torch.manual_seed(0)
-        theirs = cpu_seconds(lambda: [reference(im) for im in per_image], 3)
+        theirs = best_time(lambda: [reference(im) for im in per_image], 3, time.process_time)
         out[name] = {"cvkit_batched_images_per_s": round(len(images) / ours),
                      "torchvision_per_sample_images_per_s": round(len(images) / theirs),
                      "speedup": round(theirs / ours, 1)}

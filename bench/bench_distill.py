@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from common import WORK, spread, train_and_evaluate, write_result
+from common import WORK, seed_summary, train_and_evaluate, write_result
 from cvkit.train.distill import DEFAULT_TEMPERATURE, DEFAULT_WEIGHT
 from bench_train_fmnist import dataset
 
@@ -37,14 +37,10 @@ def main() -> None:
             rows[key].append(one)
             print(json.dumps({key: one}), flush=True)
 
-    def summary(runs: list[dict]) -> dict:
-        return {"test_acc": spread([r["test_acc"] for r in runs]), "best_val_acc": spread([r["best_val_acc"] for r in runs]),
-                "val_acc_with_chosen_tta": spread([r["val_acc_chosen"] for r in runs]),
-                "train_wall_seconds": spread([r["train_wall_seconds"] for r in runs]), "runs": runs}
 
     write_result("distill", {"splits": "val chose each run's epoch and TTA; test read once per run",
                              "kd_weight": DEFAULT_WEIGHT, "kd_temperature": DEFAULT_TEMPERATURE, "teacher_run": teacher,
-                             **{k: summary(v) for k, v in rows.items()}})
+                             **{k: seed_summary(v) for k, v in rows.items()}})
 
 
 if __name__ == "__main__":

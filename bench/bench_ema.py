@@ -16,7 +16,7 @@ import json
 
 import pandas as pd
 
-from common import WORK, spread, train_and_evaluate, write_result
+from common import WORK, seed_summary, train_and_evaluate, write_result
 from bench_train_fmnist import dataset
 
 
@@ -39,13 +39,9 @@ def main() -> None:
             rows[key].append(one)
             print(json.dumps({key: one}), flush=True)
 
-    def summary(runs: list[dict]) -> dict:
-        return {"test_acc": spread([r["test_acc"] for r in runs]), "best_val_acc": spread([r["best_val_acc"] for r in runs]),
-                "val_acc_with_chosen_tta": spread([r["val_acc_chosen"] for r in runs]),
-                "train_wall_seconds": spread([r["train_wall_seconds"] for r in runs]), "runs": runs}
 
     write_result("ema", {"decay": float(args.decay), "splits": "val chose the epoch, the TTA and the decay; test read "
-                                                                "once per run", **{k: summary(v) for k, v in rows.items()}})
+                                                                "once per run", **{k: seed_summary(v) for k, v in rows.items()}})
 
 
 if __name__ == "__main__":

@@ -18,14 +18,15 @@ WORK = Path(os.environ.get("CVKIT_BENCH_DIR", "/tmp/cvkit-bench"))
 CVKIT = [sys.executable, "-m", "cvkit"]
 
 
-def best_time(fn, repeats: int) -> float:
+def best_time(fn, repeats: int, clock=time.perf_counter) -> float:
     """Seconds of the fastest of ``repeats`` calls of ``fn`` (this machine's speed drifts: the best is the
-    least disturbed)."""
+    least disturbed). ``clock=time.process_time``: CPU seconds of this process, for one-thread timings on a
+    CPU that other jobs use too (wall time then mostly measures the waits for a core)."""
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, clock() - start)
     return best
 
 
@@ -149,6 +150,14 @@ def train_and_evaluate(data: Path, name: str, extra: list[str]) -> dict:
             "arch_options": model["arch_options"], "label_smoothing": resolved.get("label_smoothing"),
             "tta": model.get("tta"), "test_tta": json.loads(out).get("tta"),
             "budget_wider_net": (resolved.get("budget") or {}).get("wider_net")}
+
+
+def seed_summary(runs: list[dict]) -> dict:
+    """Mean and spread over seeded CLI runs (train_and_evaluate's rows, with ``val_acc_chosen``: val with the
+    TTA training chose there) of their test, best val and chosen-TTA val accuracy and training time."""
+    return {"test_acc": spread([r["test_acc"] for r in runs]), "best_val_acc": spread([r["best_val_acc"] for r in runs]),
+            "val_acc_with_chosen_tta": spread([r["val_acc_chosen"] for r in runs]),
+            "train_wall_seconds": spread([r["train_wall_seconds"] for r in runs]), "runs": runs}
 
 
 def spread(values: list[float]) -> dict:
