@@ -7,7 +7,9 @@ A candidate is a net and options:
 - the net: ``WIDTH:CONVS`` per stage, for example ``16:2,32:2`` (smallcnn's default: two stages of
   two conv3x3-BN-ReLU layers, the second with a 2x2 max-pool, then the fc head);
 - options: TrainConfig fields (``optimizer=sgd lr=0.006 batch_size=256``), ``hidden=512`` (the fc
-  head's width), and ``ema=0.995`` (also score an exponential moving average of the weights,
+  head's width), ``whiten=1`` (the first conv's filters set to the principal components of the
+  normalized train images' 3x3 patches, plus their negatives: airbench's whitening initialization;
+  ``whiten=2`` also freezes them), and ``ema=0.995`` (also score an exponential moving average of the weights,
   updated every step with timm's warm-up ``min(decay, (1 + n) / (10 + n))``).
 
 Usage: python bench/bench_recipe_screen.py --candidates "16:2,32:2" "32:1,32:2 epochs=5" ... [--seed 0]
@@ -72,16 +74,41 @@ def scores(trainer: Trainer, model: nn.Module) -> dict[str, float]:
             "val_acc_flip_tta": round(float(((p + f).argmax(1) == y).mean()), 4)}
 
 
+def whiten(trainer: Trainer, freeze: bool, batches: int = 20) -> None:
+    """The first conv's filters from the eigenvectors of the train patches' covariance, scaled by
+    1/sqrt(eigenvalue), each with its negative (airbench); frozen with ``freeze``."""
+    conv = next(m for m in trainer.model.modules() if isinstance(m, nn.Conv2d))
+    out, cin, k, _ = conv.weight.shape
+    gen = torch.Generator().manual_seed(0)
+    patches = []
+    for i, (images, _) in enumerate(trainer.batches.epoch(gen)):
+        if i == batches:
+            break
+        x = trainer.pre(images).float()
+        patches.append(nn.functional.unfold(x, k).transpose(1, 2).reshape(-1, cin * k * k))
+    p = torch.cat(patches)
+    p = p - p.mean(0)
+    values, vectors = torch.linalg.eigh(p.T @ p / len(p))
+    order = values.argsort(descending=True)[: out // 2]
+    filters = (vectors[:, order] / (values[order] + 1e-2).sqrt()).T.reshape(-1, cin, k, k)
+    with torch.no_grad():
+        conv.weight.copy_(torch.cat([filters, -filters]).to(conv.weight))
+    conv.weight.requires_grad_(not freeze)
+
+
 def screen(candidate: str, seed: int) -> dict:
     net, *options = candidate.split()
     STAGES[:] = [tuple(int(v) for v in stage.split(":")) for stage in net.split(",")]
     opts = {k: value(v) for k, v in (o.split("=") for o in options)}
     HIDDEN[:] = [int(opts.pop("hidden", 256))]
     decay = opts.pop("ema", None)
+    whitened = int(opts.pop("whiten", 0))
     cfg = TrainConfig(data=str(dataset()), out=str(WORK / "runs" / "screen"), seed=seed, arch="screen",
                       **{"epochs": 5, **opts})
     started = time.perf_counter()
     trainer = Trainer.build(cfg)
+    if whitened:
+        whiten(trainer, freeze=whitened == 2)
     average = WeightAverage(trainer.model, decay) if decay else None
     built = time.perf_counter()
     steps = 0

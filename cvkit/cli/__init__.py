@@ -9,7 +9,7 @@ import typer
 
 from cvkit import __version__
 from cvkit.cli import (augment, cam, convolutionalize, crossval, evaluate, export, inspect, models, normalize,
-                       predict, prepare, retrieve, train, visualize)
+                       predict, prepare, report, retrieve, train, visualize)
 from cvkit.cli.common import handle_errors, state
 from cvkit.progress import set_quiet
 
@@ -49,7 +49,7 @@ def main_options(
 
 
 for command in (prepare, normalize, augment, models, train, crossval, evaluate, predict, cam, visualize, retrieve,
-                inspect, convolutionalize, export):
+                inspect, convolutionalize, export, report):
     command.register(app)
 for info in app.registered_commands:  # one error handler for every command, none can forget it
     info.callback = handle_errors(info.callback)

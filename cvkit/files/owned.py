@@ -15,6 +15,7 @@ from cvkit.files.crossval import CROSSVAL_FILES
 from cvkit.files.dataset import DATASET_FILES
 from cvkit.files.export import EXPORT_FILES
 from cvkit.files.logs import LOG_FOLDERS
+from cvkit.files.report import own_report
 from cvkit.files.outputs import Own, holds_only
 from cvkit.files.retrieve import INDEX_FILES, QUERY_FILES
 from cvkit.files.run import RUN_FILES
@@ -42,14 +43,15 @@ own_visualize: Own = holds_only(VISUALIZE_FILES)
 own_export: Own = holds_only(EXPORT_FILES)
 _CAM: Own = holds_only(CAM_FILES, {SHARDS: holds_only(CAM_FILES)})
 _OUTPUTS: dict[str, Own] = {"eval_*": own_evaluate, "ensemble_eval_*": own_evaluate, "predict": own_predict,
-                            "cam": _CAM, "visualize": own_visualize, "export_*": own_export,
+                            "cam": _CAM, "visualize": own_visualize, "export_*": own_export, "report": own_report,
                             **{folder: holds_only(files) for folder, files in LOG_FOLDERS.items()}}  # train --log's
 _RUN_ONLY = tuple(name for name in RUN_FILES if name not in ("convolutional", *_OUTPUTS))
 # A converted run (``cvkit convolutionalize``) is a run with a few files more, and is never converted again.
 own_converted: Own = holds_only((*_RUN_ONLY, *CONVOLUTIONAL_FILES), _OUTPUTS)
 own_run: Own = holds_only(_RUN_ONLY, {**_OUTPUTS, "convolutional": own_converted})
 own_crossval: Own = holds_only(tuple(n for n in CROSSVAL_FILES if n not in ("folds", "final")),
-                               {"folds": holds_only((), {"*": holds_only((), {"*": own_run})}), "final": own_run})
+                               {"folds": holds_only((), {"*": holds_only((), {"*": own_run})}), "final": own_run,
+                                "report": own_report})
 _INDEX_ONLY = tuple(name for name in INDEX_FILES if name not in ("query", SHARDS))
 own_query: Own = holds_only(QUERY_FILES)
 own_index: Own = holds_only(_INDEX_ONLY, {"query": own_query, SHARDS: holds_only(_INDEX_ONLY)})

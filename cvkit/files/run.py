@@ -28,7 +28,7 @@ METRICS_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "l
 # Everything `train` writes into a run, and the output folders later commands put there by default.
 RUN_FILES = ("model.safetensors", "model.json", "last.ckpt", "metrics.csv", "config.json", "curves.png", "restarts.csv",
              "mean_image.npy", "lr_find.csv", "lr_find.png", "calibration.json", "eval_*", "ensemble_eval_*", "predict",
-             "cam", "convolutional", "visualize", "export_*", *LOG_FOLDERS)
+             "cam", "convolutional", "visualize", "export_*", "report", *LOG_FOLDERS)
 
 
 # ----------------------------------------------------------------------------- model.json

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cvkit.tasks",),
     ("cvkit.runtime",),
     ("cvkit.train", "cvkit.evaluate", "cvkit.predict", "cvkit.normalize", "cvkit.crossval", "cvkit.augment", "cvkit.explain", "cvkit.retrieve",
-     "cvkit.convolutionalize", "cvkit.inspect", "cvkit.export"),
+     "cvkit.convolutionalize", "cvkit.inspect", "cvkit.export", "cvkit.report"),
     ("cvkit.cli", "cvkit.__main__"),
 ]
 MAX_LINES = 400
