@@ -109,6 +109,10 @@ class TrainConfig:
                                        "transposed (transposed convolutions from the deepest; default fcn8s).", MODEL)
     init: str = option("default", "default, xavier, he, normal (N(0, 0.01^2): a standard deviation of 0.01) or "
                                   "normal:STD (normal:0.1 is N(0, 0.01) written as a variance).", MODEL)
+    whiten: str = option("auto", "on: the first convolution's filters are the whitening of the train images' "
+                                 "patches (their covariance's top eigenvectors, each with its negative), and are not "
+                                 "trained (airbench); off: a trained first layer; auto: on for smallcnn from "
+                                 "scratch.", MODEL)
     pretrained: bool = option(False, "Start from timm/torchvision pretrained weights (needs the network).", MODEL,
                               flags="--pretrained")
     weights: str | None = option(None, "Start from a local safetensors file or state dict.", MODEL)
@@ -272,6 +276,8 @@ class TrainConfig:
         if self.patience is not None and self.patience < 1:
             raise OptionError("--patience must be at least 1")
         check_log(self.log)
+        if self.whiten not in ("auto", "on", "off"):
+            raise OptionError(f"--whiten {self.whiten} must be auto, on or off")
         if self.pretrained and self.weights:
             raise OptionError("--pretrained and --weights both give starting weights; pick one")
 

@@ -47,6 +47,7 @@ class Resolved:
     sampler_draws: list[float] | None = None  # --sampler: expected draws per class (label) in an epoch
     speed_probe_skipped: str | None = None  # why a candidate was not timed (bf16 on a CPU without it)
     im2col_weight_grad_ms: dict[str, Any] | None = None  # {layer: [oneDNN ms, im2col ms]}
+    whitened: str | None = None  # --whiten: the first convolution that holds the whitening filters (frozen)
     keep_freed_memory: bool | None = None
 
     def to_json(self) -> dict[str, Any]:

@@ -18,7 +18,13 @@ class Freezer:
         head = head_parameter_names(model)
         self.backbone = {n for n, _ in model.named_parameters() if n not in head}
         self.modules: list[nn.Module] = []  # BatchNorm layers none of whose parameters train
+        self.pinned: set[str] = set()  # parameters that never train, frozen or not (--whiten's filters)
         self.set(freeze is not None)
+
+    def pin(self, names: set[str]) -> None:
+        """Keep these parameters frozen from now on, through ``--unfreeze-after`` too."""
+        self.pinned |= names
+        self.set(self.freeze is not None)
 
     def set(self, frozen: bool) -> None:
         """Freeze as ``--freeze`` says, or (False) let every parameter train."""
@@ -29,6 +35,7 @@ class Freezer:
                 groups = block_groups(self.model)
                 for group in groups[max(0, len(groups) - int(self.freeze)):]:
                     trainable |= set(group)
+        trainable -= self.pinned
         for name, p in self.model.named_parameters():
             p.requires_grad_(name in trainable)
         self.modules = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)

@@ -115,6 +115,7 @@ class Trainer:
                                                                                          drop_last=True)))
         trainer = cls(cfg, data, task, device, model, batch_size, epochs, world)
         trainer.epochs_reason = why
+        trainer.whiten(resume is not None)
         trainer.setup_speed(resume)
         if cfg.ema is not None:
             trainer.ema = WeightAverage(trainer.model, cfg.ema)
@@ -130,6 +131,24 @@ class Trainer:
         return self.ema.model if self.ema is not None else self.forward
 
     # ------------------------------------------------------------------ setup steps
+
+    def whiten(self, resumed: bool) -> None:
+        """``--whiten``: the first convolution set to the train patches' whitening and pinned frozen (on
+        ``--resume``: pinned again where the run whitened it; the checkpoint holds the filters)."""
+        from cvkit.train import whiten
+
+        cfg = self.cfg
+        if resumed:
+            name = cfg.resolved.whitened
+        elif self.rule or not whiten.wanted(cfg.whiten, cfg.arch, bool(cfg.pretrained or cfg.weights)):
+            return
+        elif cfg.whiten == "auto" and whiten.why_not(self.model) is not None:
+            return
+        else:
+            name = whiten.whiten(self.model, self.data.train.images, self.pre, cfg.seed)
+        if name:
+            self.freezer.pin({f"{name}.weight"})
+            cfg.resolved.whitened = name
 
     def setup_speed(self, resume: dict[str, Any] | None) -> None:
         """Precision and memory format (timed at start-up, or as saved), conv tuning, loss scaling, compile."""
