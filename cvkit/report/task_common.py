@@ -87,7 +87,7 @@ def image_of(images: np.ndarray, i: int) -> Image.Image:
 
 
 def grid(items: Sequence[Markup]) -> Markup:
-    return el("div", *items, class_="grid")
+    return el("div", *items, class_="grid") if items else note("No image to show (--top 0, or an empty split).")
 
 
 def note(*children: Any) -> Markup:

@@ -74,6 +74,11 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         frame.loc[i, "path"] = new
     frame.to_csv(csv, index=False)
     loc = _dataset(runner, csv, root / "loc", "--task", "localize")
+    # plain targets: each item's box width and height
+    sizes = root / "locsrc" / "sizes.csv"
+    pd.DataFrame({"path": frame["path"], "w": frame["x1"] - frame["x0"], "h": frame["y1"] - frame["y0"]}).to_csv(
+        sizes, index=False)
+    plain = _dataset(runner, sizes, root / "plain", "--task", "regress", "--targets", "w,h")
     # keypoints: the x column named HOSTILE
     csv = write_keypoints(root / "kpsrc", 40, seed=0)
     pd.read_csv(csv).rename(columns={"cx": HOSTILE}).to_csv(csv, index=False)
@@ -84,7 +89,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     (src / "classes.txt").write_text("\n".join(HOSTILE if n == "bag" else n for n in names) + "\n")
     seg = _dataset(runner, src / "images", root / "seg", "--masks", src / "masks", "--mask-classes", src / "classes.txt")
     return {"multilabel": _trained(runner, ml, root / "mlrun"), "localize": _trained(runner, loc, root / "locrun"),
-            "regress": _trained(runner, kp, root / "kprun"),
+            "regress": _trained(runner, kp, root / "kprun"), "plain": _trained(runner, plain, root / "plainrun"),
             "segment": _trained(runner, seg, root / "segrun", *UNET)}
 
 
@@ -260,6 +265,27 @@ def test_keypoint_sections_draw_true_and_predicted_points(runs, tmp_path):
         assert f"{HOSTILE}: true {true}, predicted (" in caption
     first = np.asarray(Image.open(tmp_path / parsed["worst"].images[0]).convert("RGB"))
     assert _has(first, (50, 205, 50)) and _has(first, (255, 0, 0))  # true disc, predicted ring
+
+
+def test_plain_regress_sections_list_the_true_and_predicted_values(runs, tmp_path):
+    run_dir = runs["plain"]
+    ctx = ReportContext(PageWriter(tmp_path), top=TOP)
+    parts = {anchor: Parsed(body) for anchor, _, body in task_parts(run_dir, ctx, ModelInfo.read(run_dir),
+                                                                      ctx.evaluation(run_dir))}
+    assert [cells[0][0] for cells in parts["metrics"].tables[0][1:]] == ["w", "h"]
+    assert "PCK@0.1" not in parts["metrics"].terms
+    predictions = pd.read_csv(run_dir / "eval_test" / "predictions.csv")
+    std = np.asarray(ModelInfo.read(run_dir).task_state["std"])
+    error = (np.abs(predictions[["w", "h"]].to_numpy() - predictions[["true_w", "true_h"]].to_numpy()) / std).mean(1)
+    captions = parts["worst"].captions
+    assert len(captions) == TOP and len(parts["worst"].images) == TOP
+    for rank, (i, caption) in enumerate(zip(np.argsort(-error, kind="stable")[:TOP], captions), 1):
+        assert caption.startswith(f"#{rank} · mean error {number(float(error[i]), 3)} std · ")
+        assert f"w: true {number(float(predictions['true_w'][i]), 4)}, predicted {number(float(predictions['w'][i]), 4)}" \
+            in caption
+    ctx = ReportContext(PageWriter(tmp_path / "none"), top=0)
+    worst = dict((a, b) for a, _, b in task_parts(run_dir, ctx, ModelInfo.read(run_dir), run_dir / "eval_test"))["worst"]
+    assert "<img" not in worst and "No image to show" in worst
 
 
 def test_segment_sections_predict_the_worst_masks_again_as_evaluate_did(runs, tmp_path):
