@@ -35,7 +35,8 @@ def run_names(runs: list[Path]) -> list[str]:
     depth = [1] * len(runs)
     while True:
         names = ["/".join(p[-d:]) for p, d in zip(parts, depth)]
-        clashes = [i for i, n in enumerate(names) if names.count(n) > 1 and depth[i] < len(parts[i])]
+        clashes = [i for i, n in enumerate(names) if depth[i] < len(parts[i]) - 1  # (the root "/" never helps)
+                   and any(m == n and parts[j] != parts[i] for j, m in enumerate(names))]
         if not clashes:
             break
         for i in clashes:
