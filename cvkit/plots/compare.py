@@ -36,8 +36,9 @@ def plot_runs_curves(curves: Mapping[str, "pd.DataFrame"], path: str | os.PathLi
     panels = fig.subplots(1, 2)
     colours = [f"C{i % 10}" for i in range(len(curves))]
     for (name, frame), colour in zip(curves.items(), colours):
-        for ax, column, style, label in ((panels[0], metric, "-", name), (panels[1], "train_loss", "-", f"{name} train"),
-                                         (panels[1], "val_loss", "--", f"{name} val")):
+        lines = ((panels[0], metric, "-", name), (panels[1], "train_loss", "-", f"{name} train"),
+                 (panels[1], "val_loss", "--", f"{name} val"))
+        for ax, column, style, label in lines:
             if column not in frame.columns:
                 continue
             values = frame[["epoch", column]].astype(np.float64).dropna()

@@ -25,7 +25,9 @@ NOT_OPTIONS = {"out", "resolved"}
 RESOLVED_SHOWN = ("device", "precision", "memory_format", "lr", "epochs", "batch_size", "global_batch_size",
                   "world_size", "weight_decay", "label_smoothing")
 # The per-class figures shown side by side, in order of preference (the first two a task's metrics.json has).
-PER_CLASS_KEYS = ("recall", "f1", "ap", "iou", "dice", "accuracy", "mean_iou", "precision")
+PER_CLASS_KEYS = ("ap", "iou", "recall", "f1", "dice", "accuracy", "mean_iou", "precision")
+# metrics.json's lists of per-class (or per-target) rows, their title and the figures to show of each
+PER_ROW = (("per_class", "Per class", PER_CLASS_KEYS), ("per_target", "Per target", ("mae", "r2", "rmse")))
 
 
 def run_names(runs: list[Path]) -> list[str]:
@@ -131,7 +133,8 @@ def runs_section(runs: list[Path], names: list[str], infos: list[ModelInfo], his
     options = differing_options(configs)
     parts = [table(header, rows)]
     if options:
-        parts += [el("h3", "Options that differ"), table(["option", *names], [[key, *values] for key, values in options])]
+        parts += [el("h3", "Options that differ"),
+                  table(["option", *names], [[key, *values] for key, values in options])]
     else:
         parts.append(el("p", "They were trained with the same options.", class_="note"))
     renamed = [(name, run) for name, run in zip(names, runs) if name != str(run)]
@@ -156,9 +159,10 @@ def metrics_section(names: list[str], task: str, scores: list[dict[str, Any]], s
     rows = [[name, s.get("count", "?"), *(_cell(s.get(key)) for key, _ in heads)] for name, s in zip(names, scores)]
     parts = [table(["run", "images", *(title for _, title in heads)], rows,
                    caption=f"On the {split} split; click a header to sort.")]
-    per_class = [s.get("per_class") for s in scores]
-    if all(isinstance(p, list) and p for p in per_class):
-        parts.append(per_class_table(names, per_class))
+    for key, title, figures in PER_ROW:
+        per_row = [s.get(key) for s in scores]
+        if all(isinstance(p, list) and p and all(isinstance(row, dict) for row in p) for p in per_row):
+            parts.append(per_class_table(names, per_row, figures, title))
     return join(*parts)
 
 
@@ -172,19 +176,22 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def per_class_table(names: list[str], per_class: list[list[dict[str, Any]]]) -> Markup:
-    """class, its count, then each figure of PER_CLASS_KEYS the task has (two at most), one column per run."""
+def per_class_table(names: list[str], per_class: list[list[dict[str, Any]]], figures: tuple[str, ...] = PER_CLASS_KEYS,
+                    title: str = "Per class") -> Markup:
+    """class (or target), its count, then the first two of ``figures`` the task has, one column per run."""
     first = per_class[0]
-    keys = [k for k in PER_CLASS_KEYS if all(k in row for row in first)][:2]
+    keys = [k for k in figures if all(k in row for row in first)][:2]
     count = next((k for k in ("support", "count", "pixels") if k in first[0]), None)
-    header = ["class", *([count] if count else []), *(f"{key}: {name}" for key in keys for name in names)]
+    label = "class" if "class" in first[0] else "name"
+    header = [label if label == "class" else "target", *([count] if count else []),
+              *(f"{key}: {name}" for key in keys for name in names)]
     rows = []
     for c, row in enumerate(first):
-        cells = [row.get("class", str(c)), *([row.get(count, "")] if count else [])]
+        cells = [row.get(label, str(c)), *([row.get(count, "")] if count else [])]
         for key in keys:
             cells += [_cell(p[c].get(key)) if c < len(p) else "" for p in per_class]
         rows.append(cells)
-    return join(el("h3", "Per class"), table(header, rows))
+    return join(el("h3", title), table(header, rows))
 
 
 def curves_section(names: list[str], infos: list[ModelInfo], histories: list[Any], ctx: ReportContext) -> Markup:
@@ -192,7 +199,8 @@ def curves_section(names: list[str], infos: list[ModelInfo], histories: list[Any
 
     curves = {name: h for name, h in zip(names, histories) if h is not None and len(h)}
     missing = [name for name, h in zip(names, histories) if h is None or not len(h)]
-    note = el("p", f"No training history (no metrics.csv) for {', '.join(missing)}.", class_="note") if missing else None
+    note = (el("p", f"No training history (no metrics.csv) for {', '.join(missing)}.", class_="note")
+            if missing else None)
     if not curves:
         return join(note)
     best = {name: info.epoch for name, info in zip(names, infos) if name in curves}

@@ -107,7 +107,7 @@ def differ_section(runs: list[Path], names: list[str], infos: list[ModelInfo], e
     if not len(shown):
         return join(*parts)
     try:
-        position, images = _split_images(ctx, str(scores[0].get("data", "")), infos[0])
+        position, images = _split_images(ctx, str(ctx.data or scores[0].get("data", "")), infos[0])
     except CvkitError as e:  # the dataset moved since the evaluation: the count stands, the pictures cannot be shown
         parts.append(_note(f"The images cannot be shown: {e}"))
         return join(*parts)
