@@ -254,3 +254,13 @@ def test_a_missing_error_bar_plot_is_drawn_again_and_said(crossval, tmp_path):
     page = (folder / "report" / "index.html").read_text()
     assert len(images_of(section(page, "summary"))) == 1 and 'id="computed"' in page
     assert not (folder / "crossval.png").exists()  # the crossval folder is read, never written
+
+
+def test_a_crossval_folder_without_its_summary_is_refused_in_one_line(crossval, tmp_path):
+    folder = tmp_path / "cv"
+    shutil.copytree(crossval, folder, ignore=shutil.ignore_patterns("report"))
+    (folder / "summary.csv").unlink()
+    result = run(CliRunner(), "report", folder)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "summary.csv is missing" in result.stderr and "cvkit crossval summarize" in result.stderr
+    assert not (folder / "report").exists()
