@@ -78,8 +78,7 @@ def _value(value: Any) -> str:
 def differing_options(configs: list[TrainConfig | None]) -> list[tuple[str, list[str]]]:
     """(option, each run's value) for the train options whose values differ between the runs (a run with no
     config.json shows ``?``), then what ``auto`` became where that differs."""
-    known = [c for c in configs if c is not None]
-    if not known:
+    if all(c is None for c in configs):
         return []
     plain = [None if c is None else {k: v for k, v in c.to_json().items() if k not in NOT_OPTIONS} for c in configs]
     resolved = [None if c is None else c.resolved.to_json() for c in configs]
