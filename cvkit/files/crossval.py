@@ -157,5 +157,22 @@ def write_summary(out: str | os.PathLike, frame: "pd.DataFrame") -> None:  # noq
     write_csv(Path(out) / "summary.csv", frame)
 
 
+def read_results(out: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
+    """``results.csv`` as written by :func:`write_results` (the grid's columns kept as written)."""
+    return _read_csv(Path(out) / "results.csv", ("config", "fold", "val_acc", "val_loss", "best_epoch"),
+                     {"config": str})
+
+
+def read_summary(out: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821
+    """``summary.csv`` as written by :func:`write_summary`, best first."""
+    return _read_csv(Path(out) / "summary.csv", ("rank", "config", "folds", "val_acc_mean", "val_acc_std",
+                                                  "val_loss_mean", "val_loss_std"), {"config": str})
+
+
+def plot_path(out: str | os.PathLike) -> Path:
+    """``crossval.png``: each configuration's mean and spread over its folds (drawn by ``crossval``)."""
+    return Path(out) / "crossval.png"
+
+
 def _read_csv(path: Path, columns: tuple[str, ...], dtype: dict[str, Any]) -> "pd.DataFrame":  # noqa: F821
     return read_csv_checked(path, columns, f"rerun 'cvkit crossval summarize {path.parent}'", dtype)
