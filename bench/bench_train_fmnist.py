@@ -7,7 +7,7 @@ Targets (issue 22; issues 3 and 7 asked for 0.93 in 1/3): default model test acc
 peak = ~57 img/s; target ratio >= 0.5); peak RSS of `train` under 2 GiB.
 
 Usage: python bench/bench_train_fmnist.py [--skip-baseline] [--only default,resnet18,eval,r224] [--seeds 0,1,2]
-       [--result NAME]
+       [--result NAME] [--train-args "--precision fp32"]
 The default pipeline runs once per seed (mean and spread of its test accuracy; the test split is
 read once per run, after training; the epoch was chosen on val). A partial --only run updates what
 it measures in bench/results/train_fmnist.json, stamped measured_at, and keeps the rest with their
@@ -95,12 +95,14 @@ def resnet18_224() -> dict:
             "target_ratio": 0.5}
 
 
-def default_seeds(data: Path, seeds: list[int], baseline_after_first: bool) -> tuple[dict, dict | None]:
+def default_seeds(data: Path, seeds: list[int], baseline_after_first: bool,
+                  extra: list[str] = ()) -> tuple[dict, dict | None]:
     """The default pipeline over several seeds; the baseline runs once, after the first seed, so a
-    drift of the machine's speed hits both sides alike."""
+    drift of the machine's speed hits both sides alike. ``extra``: train options added to the defaults
+    (``--precision fp32``: how a CPU without a fast bf16 unit trains)."""
     runs, base = [], None
     for i, seed in enumerate(seeds):
-        one = train_and_evaluate(data, f"default_seed{seed}", ["--seed", str(seed)])
+        one = train_and_evaluate(data, f"default_seed{seed}", ["--seed", str(seed), *extra])
         one["seed"] = seed
         runs.append(one)
         print(json.dumps({"cvkit_default": one}), flush=True)
@@ -111,7 +113,7 @@ def default_seeds(data: Path, seeds: list[int], baseline_after_first: bool) -> t
     def stat(key: str) -> dict:
         return spread([r[key] for r in runs])
 
-    summary = {"seeds": seeds, "splits": "test_acc: test split, read once per seed after training; best_val_acc: "
+    summary = {"seeds": seeds, "train_args": list(extra), "splits": "test_acc: test split, read once per seed after training; best_val_acc: "
                                          "val split (what chose the epoch)",
                "test_acc": stat("test_acc"), "best_val_acc": stat("best_val_acc"),
                "train_wall_seconds": stat("train_wall_seconds"), "images_per_s": stat("images_per_s"),
@@ -126,6 +128,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the default pipeline (mean and spread)")
     parser.add_argument("--result", default="train_fmnist",
                         help="results/NAME.json: another name keeps the figures of another CPU apart")
+    parser.add_argument("--train-args", default="", help='options added to the defaults, e.g. "--precision fp32"')
     args = parser.parse_args()
     parts = set(args.only.split(","))
     data = dataset()
@@ -140,7 +143,7 @@ def main() -> None:
     measured: set[str] = set()
     if "default" in parts:
         seeds = [int(s) for s in args.seeds.split(",")]
-        result["cvkit_default"], base = default_seeds(data, seeds, not args.skip_baseline)
+        result["cvkit_default"], base = default_seeds(data, seeds, not args.skip_baseline, args.train_args.split())
         measured.add("cvkit_default")
         if base is not None:
             result["baseline"] = base
