@@ -135,7 +135,7 @@ def run_page(run: Path, ctx: ReportContext) -> tuple[str, str, list[Part]]:
         from cvkit.report.worst import worst_section
 
         parts += [("metrics", f"Metrics on the {ctx.split} split", metrics_section(data)),
-                  ("worst", f"The {ctx.top} worst images", worst_section(data))]
+                  ("worst", "The worst images", worst_section(data))]
     else:
         from cvkit.report.task_sections import task_parts
 

@@ -142,9 +142,9 @@ def neighbours(data: RunData, worst: list[int], k: int) -> tuple[list[list[Neigh
 def worst_section(data: RunData) -> Markup:
     split = data.split()
     classes = data.model.classes
+    if data.ctx.top == 0:
+        return el("p", "None shown (--top 0).", class_="note")
     worst = worst_order(data)
-    if not worst:
-        return el("p", "The split has no images.", class_="note")
     probs = data.probabilities
     writer = data.ctx.writer
     predicted = [int(np.argmax(probs[i])) for i in worst]
