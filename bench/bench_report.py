@@ -10,7 +10,7 @@ In the same process, rounds of, each command a fresh process as a user runs it:
 - ``report_reusing``: ``cvkit report RUN`` after ``evaluate`` (RUN/eval_test reused: only the CAMs of the
   worst images and the preview are computed).
 
-The machine is shared with other jobs: the load average before and after is recorded, and each figure is
+Other jobs may load the machine: the load average before and after is recorded, and each figure is
 the best of the rounds (the least disturbed).
 """
 

@@ -370,7 +370,7 @@ def report_page(data: dict) -> list[str]:
                     rows), "",
             f"The report from scratch took {data['report_over_evaluate_cam']:g}x the time of `evaluate` + `cam` "
             f"(peak RSS {data['report_peak_rss_mib']} MiB against evaluate's {data['evaluate_peak_rss_mib']} MiB); "
-            f"load average {before} before and {after} after (a machine shared with other jobs)."]
+            f"load average {before} before and {after} after (other jobs ran on the machine too)."]
 
 
 # The benchmarks whose results are shown as a table; the others get their metadata line only.
