@@ -67,6 +67,14 @@ class RunData:
         """The evaluate folder of the split: RUN/eval_SPLIT when current, else computed (ctx.evaluation)."""
         return self.ctx.evaluation(self.run)
 
+    def shown(self, path: Path) -> str:
+        """A path as the page names it: what the report wrote, relative to the page (its folder is a stage
+        folder until the report is complete), anything else as it is."""
+        try:
+            return f"{Path(path).relative_to(self.ctx.writer.folder).as_posix()} (in this report's folder)"
+        except ValueError:
+            return str(path)
+
     @cached_property
     def metrics(self) -> dict[str, Any]:
         """The evaluation's metrics.json."""

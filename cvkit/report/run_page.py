@@ -89,7 +89,7 @@ def run_section(data: RunData) -> Markup:
                                                                     sorted(model.arch_options.items())),
                                                   class_="note"))),
         ("input", f"{h}x{w} pixels, {model.in_chans} channel{'s' if model.in_chans != 1 else ''}"),
-        ("classes", f"{len(model.classes)}" if model.classes else "none (regression targets)"),
+        (data.task.outputs_are, _names(model.classes)),
         ("parameters", f"{number(int(sizes['parameters']))} ({count(sizes['parameters'])})"),
         ("multiply-accumulates", f"{number(int(sizes['macs']))} ({count(sizes['macs'])}) per image"),
         ("best epoch", f"{model.epoch} of {len(epochs)}" + (f" ({score} {number(best)})" if best is not None else "")),
@@ -117,6 +117,14 @@ def run_section(data: RunData) -> Markup:
         if rows:
             body.append(table(["class", *SPLITS, "total"], rows))
     return join(*body)
+
+
+def _names(names: list[str], shown: int = 20) -> str:
+    """'3: a, b, c', or the first ``shown`` names and how many more."""
+    if not names:
+        return "none"
+    more = f", ... ({len(names) - shown} more)" if len(names) > shown else ""
+    return f"{len(names)}: {', '.join(names[:shown])}{more}"
 
 
 def _cpu() -> Any:

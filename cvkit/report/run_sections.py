@@ -109,7 +109,7 @@ def confusion(data: RunData) -> Any:
 def metrics_section(data: RunData) -> Markup:
     """Headline figures, the per-class table (sortable) and the confusion matrix of a classify run."""
     matrix = confusion(data)
-    body = [note(f"From {data.evaluation}."), headline(data), el("h3", "Per class"),
+    body = [note(f"From {data.shown(data.evaluation)}."), headline(data), el("h3", "Per class"),
             table(["class", "precision", "recall", "F1", "support"], per_class(matrix, data.model.classes),
                   caption="Click a column's header to sort by it.")]
     confused = data.metrics.get("most_confused") or []

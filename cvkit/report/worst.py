@@ -179,7 +179,7 @@ def worst_section(data: RunData) -> Markup:
                                      for j, n in enumerate(near[rank - 1], start=1)), class_="row"))
         items.append(el("div", *block, class_="worst"))
     said = [f"The {len(worst)} images of the {data.ctx.split} split with the highest loss (-log p(true)), worst "
-            f"first, from {data.evaluation}; their class activation maps {cams_from}."]
+            f"first, from {data.shown(data.evaluation)}; their class activation maps {cams_from}."]
     if k:
         said.append(f" Under each, its {k} nearest train images (label · cosine similarity) by {near_from}.")
     return join(el("p", *said, class_="note"), *items)

@@ -133,6 +133,8 @@ def test_the_page_of_a_run_evaluated_for_it(hostile, tmp_path, runner):
     evaluation = next((out / "computed").glob("eval_test_*"))
     metrics = json.loads((evaluation / "metrics.json").read_text())
     assert not (run_dir / "eval_test").exists() and not (run_dir / "cam").exists()  # nothing written into the run
+    assert f"From {evaluation.relative_to(out).as_posix()} (in this report's folder)" in page.text("metrics")
+    assert f"{os.sep}.{out.name}." not in text  # no path of the stage folder the page was built in
 
     # the run: options that differ from the defaults, images per class and split (12 test images: 4 a class)
     tables = page.sections["run"]["tables"]
