@@ -32,6 +32,7 @@ class RunData:
     model: ModelInfo
     config: TrainConfig | None = None
     _splits: dict[str, Any] = field(default_factory=dict)
+    no_epochs: str = ""  # why the run's epochs cannot be shown
 
     @classmethod
     def read(cls, run: Path, ctx: ReportContext) -> "RunData":
@@ -115,7 +116,14 @@ class RunData:
                                 f"{self.ctx.split} split; {self.rerun}")
         return probs[[where[p] for p in wanted]]
 
-    def epochs(self) -> "pd.DataFrame":
+    @cached_property
+    def epochs(self) -> "pd.DataFrame | None":
+        """The run's metrics.csv; None where it has none or it cannot be read (``no_epochs`` says why): a run
+        directory of model.json and weights alone still has a page, without its curves."""
         from cvkit.files.run import read_metrics
 
-        return read_metrics(self.run)
+        try:
+            return read_metrics(self.run)
+        except ManifestError as e:
+            self.no_epochs = str(e)
+            return None

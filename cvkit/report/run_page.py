@@ -77,12 +77,12 @@ def run_section(data: RunData) -> Markup:
 
     model, config = data.model, data.config
     sizes = inspect_run(data.run, _cpu()).totals
-    epochs = data.epochs()
-    seconds = float(epochs["seconds"].sum()) if "seconds" in epochs.columns else float("nan")
+    epochs = data.epochs
+    seconds = float(epochs["seconds"].sum()) if epochs is not None and "seconds" in epochs.columns else None
     resolved = config.resolved if config is not None else None
     h, w = model.input_size
     score = f"val_{data.task.metric}"
-    best = getattr(model, "val_acc", None)
+    best = model.val_acc
     pairs: list[tuple[str, Any]] = [
         ("run", str(data.run)), ("task", model.task),
         ("architecture", join(model.arch, " ", el("span", ", ".join(f"{k}={text(v)}" for k, v in
@@ -92,8 +92,10 @@ def run_section(data: RunData) -> Markup:
         (data.task.outputs_are, _names(model.classes)),
         ("parameters", f"{number(int(sizes['parameters']))} ({count(sizes['parameters'])})"),
         ("multiply-accumulates", f"{number(int(sizes['macs']))} ({count(sizes['macs'])}) per image"),
-        ("best epoch", f"{model.epoch} of {len(epochs)}" + (f" ({score} {number(best)})" if best is not None else "")),
-        ("training time", f"{duration(seconds)} (the sum of metrics.csv's seconds)"),
+        ("best epoch", f"{model.epoch}" + (f" of {len(epochs)}" if epochs is not None else "")
+         + (f" ({score} {number(best)})" if best is not None else "")),
+        ("training time", f"{duration(seconds)} (the sum of metrics.csv's seconds)" if seconds is not None
+         else "not recorded"),
     ]
     if resolved is not None:
         where = ", ".join(text(v) for v in (resolved.device, resolved.precision, resolved.memory_format) if v)

@@ -41,7 +41,9 @@ def drawn(draw: Any, data: RunData, name: str) -> str:
 def curves_section(data: RunData) -> Markup:
     """Loss and the task's metric per epoch, train against val, the best epoch marked; the best and last
     epochs' figures in a table."""
-    epochs = data.epochs()
+    epochs = data.epochs
+    if epochs is None:
+        return note(f"No training curves: {data.no_epochs}")
     best = data.model.epoch
     saved = data.run / CURVES
     if saved.is_file() and saved.stat().st_mtime >= ModelInfo.written_at(data.run):
@@ -194,11 +196,12 @@ def augmentation_section(data: RunData) -> Markup:
             definitions(pairs) if pairs else note("No augmentation: every field is off.")]
     if active and data.dataset is not None:
         from cvkit.augment.preview import preview
+        from cvkit.device import resolve_device
 
         seed = data.config.seed if data.config is not None else 0
         path = data.ctx.writer.computed / "augment_preview.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        preview(data.dataset, policy, PREVIEW_IMAGES, seed, data.loaded.device, data.split("train"), path)
+        preview(data.dataset, policy, PREVIEW_IMAGES, seed, resolve_device(data.ctx.device), data.split("train"), path)
         data.ctx.note(f"drew the augmentation preview of {data.run} on {PREVIEW_IMAGES} train images")
         body.append(figure(data.ctx.writer.image(path, "augment-preview"),
                            "Train images (left) and augmented versions of each, as training drew them."))
