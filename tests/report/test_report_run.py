@@ -241,7 +241,6 @@ def test_html_escapes_text_and_attributes():
 
 
 def test_per_class_figures_from_the_confusion_matrix_match_evaluate():
-    from cvkit.plots import confusion_rates  # noqa: F401  (the plots layer draws the same matrix)
     from cvkit.report.run_sections import per_class
     from cvkit.tasks.metrics import classification_metrics, confusion_matrix
 
