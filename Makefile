@@ -22,7 +22,8 @@ demo: $(VENV)
 	$(BIN)/cvkit cam $(DEMO)/run sample_data/fashion/bag sample_data/fashion/sneaker --method gradcam,layercam
 	$(BIN)/cvkit visualize $(DEMO)/run --curves --filters --confusion --max-patches --units 4 --top 6 --saliency sample_data/fashion/bag/000.png --smooth 8
 	$(BIN)/cvkit export $(DEMO)/run --format onnx --fuse-bn
-	@echo "Demo outputs: dataset $(DEMO)/fashion (augment_preview.png), run $(DEMO)/run (metrics.csv, curves.png, eval_test/, predict/, cam/, visualize/, export_onnx/)"
+	$(BIN)/cvkit report $(DEMO)/run   # one HTML page of the run; prints its path
+	@echo "Demo outputs: dataset $(DEMO)/fashion (augment_preview.png), run $(DEMO)/run (metrics.csv, curves.png, eval_test/, predict/, cam/, visualize/, export_onnx/, report/index.html: open it in a browser)"
 
 test: $(VENV)
 	$(BIN)/python -m pytest -n 2 -q

@@ -359,6 +359,20 @@ def step_profile(data: dict) -> list[str]:
     return lines[:-1]
 
 
+def report_page(data: dict) -> list[str]:
+    best, top = data["seconds_best"], data["top"]
+    rows = [["`cvkit report RUN`, nothing to reuse", f"{best['report']:.1f}"],
+            [f"`cvkit evaluate RUN` + `cvkit cam` of the {top} worst images",
+             f"{best['evaluate_cam']:.1f} ({best['evaluate']:.1f} + {best['cam']:.1f})"],
+            ["`cvkit report RUN` after `evaluate` (`RUN/eval_test` reused)", f"{best['report_reusing']:.1f}"]]
+    before, after = (", ".join(f"{x:.1f}" for x in data[k]) for k in ("load_average_before", "load_average_after"))
+    return [*_table([f"{data['test_images']:,} test images, fresh processes", f"seconds (best of {data['rounds']})"],
+                    rows), "",
+            f"The report from scratch took {data['report_over_evaluate_cam']:g}x the time of `evaluate` + `cam` "
+            f"(peak RSS {data['report_peak_rss_mib']} MiB against evaluate's {data['evaluate_peak_rss_mib']} MiB); "
+            f"load average {before} before and {after} after (other jobs ran on the machine too)."]
+
+
 # The benchmarks whose results are shown as a table; the others get their metadata line only.
 def autoaugment(data: dict) -> list[str]:
     speed = data.get("images_per_s") or {}
@@ -388,7 +402,7 @@ TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, 
                                                   "recipe_screen": recipe_screen, "ema": ema, "distill": distill,
                                                   "sampler": sampler, "tblog": tblog, "subject": subject, "tta": tta,
                                                   "autoaugment": autoaugment, "adversarial": adversarial, "calibrate": calibrate,
-                                                  "step_profile": step_profile}
+                                                  "step_profile": step_profile, "report": report_page}
 
 
 def results_block(name: str) -> list[str]:

@@ -32,9 +32,10 @@ def pick_per_class(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def preview(dataset: str | os.PathLike, policy: AugmentPolicy, n: int, seed: int, device: torch.device,
-            data: SplitData | None = None) -> Path:
-    """Write ``DATASET/augment_preview.png``: ``n`` train images (spread over the classes), each followed
-    by augmented versions; with mixup/cutmix each version is titled with its soft label."""
+            data: SplitData | None = None, out: str | os.PathLike | None = None) -> Path:
+    """Write ``DATASET/augment_preview.png`` (or ``out``, a PNG path: ``cvkit report`` draws one into its own
+    folder): ``n`` train images (spread over the classes), each followed by augmented versions; with
+    mixup/cutmix each version is titled with its soft label."""
     dataset = Path(dataset)
     data = data if data is not None else load_selection(dataset, Selection.of_split("train"))
     picked = pick_per_class(data.labels, n, seed)
@@ -49,7 +50,7 @@ def preview(dataset: str | os.PathLike, policy: AugmentPolicy, n: int, seed: int
         x, targets = mix(x, targets, policy, gen)
         titles = [_soft_title(t, classes) for t in targets.cpu().numpy()]
     versions = from_unit(x)
-    path = dataset / PREVIEW_FILE
+    path = Path(out) if out is not None else dataset / PREVIEW_FILE
     plot_augment_preview(originals, [classes[int(y)] for y in data.labels[picked]],
                          versions.reshape(len(picked), VERSIONS, *versions.shape[1:]),
                          [titles[i * VERSIONS:(i + 1) * VERSIONS] for i in range(len(picked))],
