@@ -208,8 +208,9 @@ def multilabel_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def crossval_folder(classes_data, tmp_path_factory) -> Path:
-    """``cvkit crossval`` of classes_data: an mlp, two folds, two learning rates, one epoch each."""
-    out = tmp_path_factory.mktemp("browser_crossval") / "cv"
+    """``cvkit crossval`` of classes_data (an mlp, two folds, two learning rates, one epoch each) in a folder
+    named with quotes and markup."""
+    out = tmp_path_factory.mktemp("browser_crossval") / f'cv "quoted" {HOSTILE}'
     cli("crossval", classes_data, "--out", out, "--arch", "mlp", "--folds", "2", "--grid", "lr=0.001,0.01",
         *ONE_EPOCH)
     return out
