@@ -10,6 +10,7 @@ from its first request on what the page logs as an error, every URL it requests,
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import select
@@ -55,9 +56,10 @@ class Chromium:
         self._answers, answers_w = os.pipe()
         self.log = self.profile.parent / f"{self.profile.name}.log"
 
-        def pipes_on_3_and_4() -> None:
-            os.dup2(commands_r, 3)
-            os.dup2(answers_w, 4)
+        def pipes_on_3_and_4() -> None:  # in the child: either pipe may sit on 3 or 4 already, so lift both first
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (commands_r, answers_w)]
+            os.dup2(high[0], 3)
+            os.dup2(high[1], 4)
 
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
@@ -143,7 +145,10 @@ class Chromium:
             self.call(f"{domain}.enable", session)
         tab.set_width(width)
         self._events[session] = []  # about:blank's own events are not the page's
-        self.call("Page.navigate", session, url=url)
+        failed = self.call("Page.navigate", session, url=url).get("errorText")
+        if failed:
+            tab.close()
+            raise BrowserError(f"Chromium could not open {url}: {failed}")
         self.wait_for(session, "Page.loadEventFired")
         return tab
 
@@ -200,7 +205,8 @@ class Tab:
         result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=await_promise)
         if "exceptionDetails" in result:
             details = result["exceptionDetails"]
-            raise BrowserError(f"{expression[:60]}...: {details.get('exception', {}).get('description') or details.get('text')}")
+            thrown = details.get("exception", {}).get("description") or details.get("text")
+            raise BrowserError(f"{expression[:60]}...: {thrown}")
         return result["result"].get("value")
 
     def _events(self, *methods: str) -> list[dict]:
@@ -252,7 +258,8 @@ class Tab:
             img.loading = "eager";
             const shown = img.decode().then(() => img.naturalWidth, () => 0);
             const late = new Promise(done => setTimeout(() => done(-1), 10000));
-            return Promise.race([shown, late]).then(width => [img.src.startsWith("data:") ? img.src.slice(0, 40) : img.src.slice(-80), width]);
+            const src = img.src.startsWith("data:") ? img.src.slice(0, 40) : img.src.slice(-80);
+            return Promise.race([shown, late]).then(width => [src, width]);
         }))""", await_promise=True)]
 
     def overflow(self) -> dict:
@@ -263,8 +270,9 @@ class Tab:
             const root = document.documentElement, edge = root.clientWidth + 0.5;
             const held = el => { for (let a = el.parentElement; a && a !== document.body; a = a.parentElement) {
                 if (getComputedStyle(a).overflowX !== "visible") return true; } return false; };
-            const name = el => el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") +
-                (el.className && typeof el.className === "string" ? "." + el.className.trim().split(/\\s+/).join(".") : "");
+            const classes = el => typeof el.className === "string" && el.className.trim() ?
+                "." + el.className.trim().split(/\\s+/).join(".") : "";
+            const name = el => el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") + classes(el);
             const wide = [];
             for (const el of document.body.querySelectorAll("*")) {
                 const right = el.getBoundingClientRect().right;
@@ -274,16 +282,37 @@ class Tab:
                     wide: wide.slice(0, 5)};
         })()""")
 
-    def broken_numbers(self) -> list[str]:
-        """The figures in table cells (``td.num``) laid out on more than one line (``0.87`` above ``5``)."""
-        return self.evaluate("""Array.from(document.querySelectorAll("td.num")).filter(td => {
-            const range = document.createRange(); range.selectNodeContents(td);
-            return new Set(Array.from(range.getClientRects(), r => Math.round(r.top))).size > 1;
-        }).map(td => td.textContent)""")
+    def broken_words(self) -> list[str]:
+        """What table cells break where no reader would: a figure (``td.num``) laid out on more than one line
+        (``0.87`` above ``5``), or a short word (up to 12 characters between spaces, hyphens and slashes) split
+        across lines (``ep`` above ``och``). Long tokens such as paths may wrap; the table should rather scroll."""
+        return self.evaluate("""(() => {
+            const lines = range => new Set(Array.from(range.getClientRects(), r => Math.round(r.top))).size;
+            const out = [];
+            for (const cell of document.querySelectorAll("th, td")) {
+                const range = document.createRange();
+                if (cell.matches("td.num")) {
+                    range.selectNodeContents(cell);
+                    if (lines(range) > 1) out.push(cell.textContent);
+                    continue;
+                }
+                const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+                for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+                    for (const word of node.data.matchAll(/[^\\s\\/-]+/g)) {
+                        if (word[0].length < 2 || word[0].length > 12) continue;
+                        range.setStart(node, word.index);
+                        range.setEnd(node, word.index + word[0].length);
+                        if (lines(range) > 1) out.push(word[0]);
+                    }
+                }
+            }
+            return out;
+        })()""")
 
     def table(self, selector: str) -> list[list[tuple[str, float | None]]]:
         """The body rows of the table at ``selector``: each cell's text and its ``data-value`` (None without)."""
-        rows = self.evaluate(f"""(() => {{ const t = document.querySelector({json.dumps(selector)}); if (!t) return null;
+        rows = self.evaluate(f"""(() => {{ const t = document.querySelector({json.dumps(selector)});
+            if (!t) return null;
             return Array.from(t.tBodies[0].rows, r => Array.from(r.cells, c => [c.textContent,
                 c.hasAttribute("data-value") ? parseFloat(c.getAttribute("data-value")) : null])); }})()""")
         if rows is None:
@@ -296,7 +325,7 @@ class Tab:
                              "th => th.textContent)")
 
     def screenshot(self, path: Path, max_height: int = 6000) -> Path:
-        """The page as the window shows it, scrolled down to its end (or ``max_height`` pixels), as a PNG at ``path``."""
+        """The page as the window shows it, down to its end (or ``max_height`` pixels), as a PNG at ``path``."""
         metrics = self.call("Page.getLayoutMetrics")
         clip = {"x": 0, "y": 0, "width": metrics["cssLayoutViewport"]["clientWidth"],
                 "height": min(metrics["cssContentSize"]["height"], max_height), "scale": 1}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -73,16 +74,17 @@ def broken_images(tab: Tab, least: int = 0) -> list[str]:
 
 def unreadable(tab: Tab, width: int) -> list[str]:
     """Laid out ``width`` pixels wide, the page must not scroll sideways (wide tables scroll in their div.scroll),
-    and no figure in a table may break across lines."""
+    and no figure or short word in a table may break across lines."""
     tab.set_width(width)
     laid = tab.overflow()
     problems = []
     if laid["scrollWidth"] > laid["clientWidth"] or laid["clientWidth"] > laid["innerWidth"]:
         problems.append(f"at {width} px the page is {laid['scrollWidth']} px wide (window {laid['innerWidth']} px, "
                         f"content {laid['clientWidth']} px); too wide: {', '.join(laid['wide']) or 'nothing found'}")
-    broken = tab.broken_numbers()
+    broken = tab.broken_words()
     if broken:
-        problems.append(f"at {width} px {len(broken)} figures break across lines in their cells: {broken[:5]}")
+        problems.append(f"at {width} px {len(broken)} figures or words break across lines in table cells: "
+                        f"{broken[:6]}")
     return problems
 
 
@@ -134,15 +136,25 @@ def escaped(tab: Tab, text: str = HOSTILE) -> list[str]:
     return problems + [f"dialog opened: {d}" for d in tab.dialogs()]
 
 
+def staged(tab: Tab) -> list[str]:
+    """Paths on the page into a staging folder (``.NAME.*.new``, where a command builds its output before it
+    takes --out's place): renamed once the report is complete, so they lead nowhere."""
+    text = tab.evaluate("document.body.innerText")
+    return [f"the page names {path}, in a staging folder that is gone once the report is complete"
+            for path in sorted(set(re.findall(r"\S*/\.[^/\s]+\.new(?:/\S*)?", text)))]
+
+
 def page_problems(tab: Tab, folder: Path, shots: Path, least_images: int = 0) -> list[str]:
     """What every report page must pass: no error logged, every picture decodes, nothing requested from
-    outside ``folder``, no dialog, readable at each of WIDTHS; its screenshots go to ``shots``."""
+    outside ``folder``, no dialog, readable at each of WIDTHS, no path into a staging folder; its screenshots
+    go to ``shots``."""
     problems = broken_images(tab, least_images)  # first: the lazy pictures load, so their requests count below
     for width in WIDTHS:
         problems += unreadable(tab, width)
         problems += shot(tab, shots / f"page-{width}.png", width)
     problems += [f"console: {e}" for e in tab.errors()]
     problems += outside(tab, folder)
+    problems += staged(tab)
     return problems + [f"dialog opened: {d}" for d in tab.dialogs()]
 
 

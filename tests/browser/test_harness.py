@@ -12,7 +12,7 @@ from cvkit.files.report import PageWriter
 from cvkit.report.html import el, figure, section, table
 from cvkit.report.page import render
 from tests.browser.conftest import (HOSTILE, WIDTHS, broken_images, escaped, open_page, outside, page_problems,
-                                    shot, unreadable, unsortable)
+                                    shot, staged, unreadable, unsortable)
 
 CLASSES = ["bag", HOSTILE, "sneaker", 'a "quoted" name', "coat"]
 
@@ -73,10 +73,12 @@ def test_a_click_sorts_the_per_class_table_by_value_not_by_text(browser, tmp_pat
 
 BROKEN = f"""<!DOCTYPE html><html><head><title>broken</title></head><body>
 <p>{HOSTILE}</p>
+<p>Computed into /tmp/runs/a/.report.k2x9.new/computed/eval_test_1.</p>
 <div style="width: 2000px">a wide block</div>
 <div class="scroll"><table class="sortable"><thead><tr><th>n</th></tr></thead>
 <tbody><tr><td data-value="2">2</td></tr><tr><td data-value="1">1</td></tr></tbody></table></div>
-<table><tr><td class="num" style="overflow-wrap: anywhere; width: 3ch; max-width: 3ch">0.875</td></tr></table>
+<table style="overflow-wrap: anywhere; width: 1px"><tr><th>epoch</th><td>a-b a/b xy</td>
+<td>a_rather_long_token_that_may_wrap</td><td class="num">0.875</td></tr></table>
 <img src="broken.png" alt="not a picture"><img src="http://127.0.0.1:9/remote.png" alt="remote">
 <img src="../outside.png" alt="outside the folder">
 <script>console.error("boom"); alert("hello");</script>
@@ -104,20 +106,24 @@ def test_a_broken_page_fails_every_check(browser, tmp_path):
                                         f"read {tmp_path / 'outside.png'}: outside the report's folder {folder}"]
         assert unreadable(tab, 1280)[0].startswith("at 1280 px the page is 20")
         assert "too wide: div to 20" in unreadable(tab, 400)[0]
-        assert unreadable(tab, 400)[1] == "at 400 px 1 figures break across lines in their cells: ['0.875']"
+        # every cell as narrow as one letter: short words and figures break, single letters and long tokens do not count
+        assert unreadable(tab, 400)[1] == ("at 400 px 3 figures or words break across lines in table cells: "
+                                           "['epoch', 'xy', '0.875']")
         assert unsortable(tab, "table.sortable") == ["after click 1 on 'n' its values are [2, 1], not ascending"]
         assert escaped(tab) == [f"{HOSTILE!r} does not show as text on the page",
                                 f"1 <img src=\"x\"> elements made from {HOSTILE!r}: the page does not escape it",
                                 f"the page's title became 'pwned': a handler from {HOSTILE!r} ran",
                                 "dialog opened: alert: hello"]
+        assert staged(tab) == ["the page names /tmp/runs/a/.report.k2x9.new/computed/eval_test_1., in a staging "
+                               "folder that is gone once the report is complete"]
         (tmp_path / "shots").mkdir()
         assert shot(tab, tmp_path / "shots" / "broken.png", 400) == []  # a screenshot of a broken page is fine
         assert len(page_problems(tab, folder, tmp_path / "shots", least_images=5)) >= 10
 
 
 def test_a_table_with_nothing_to_sort_by_is_reported(browser, tmp_path):
-    page = PageWriter(tmp_path).write_page(render("t", "s", [section("Metrics", table(["class", "n"], [["a", 1], ["b", 1]]),
-                                                                   id="metrics")]))
+    same = section("Metrics", table(["class", "n"], [["a", 1], ["b", 1]]), id="metrics")
+    page = PageWriter(tmp_path).write_page(render("t", "s", [same]))
     with open_page(browser, page) as tab:
         assert unsortable(tab, "section#metrics table.sortable") == [
             "section#metrics table.sortable has no column of numbers with two different values to sort by "
