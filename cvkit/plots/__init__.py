@@ -53,6 +53,11 @@ def confusion_rates(matrix: np.ndarray, classes: list[str]) -> tuple[np.ndarray,
     return matrix, np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
 
 
+def short_label(name: str, limit: int = 24) -> str:
+    """A class name for an axis: cut to ``limit`` characters with an ellipsis."""
+    return name if len(name) <= limit else name[: limit - 1] + "\u2026"
+
+
 def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | os.PathLike,
                           title: str | None = None) -> None:
     """Counts and row-normalized rates (each row = recall of that true class) side by side.
@@ -62,6 +67,7 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | os
     """
     matrix, rates = confusion_rates(matrix, classes)
     k = len(classes)
+    classes = [short_label(c) for c in classes]  # a long name would squeeze the matrix into a strip
 
     panel = min(max(4.0, 0.16 * k + 2.0), 18.0)  # inches per panel
     font = min(10.0, max(4.0, 0.7 * 72 * (panel - 1.5) / k))  # points: about one name per cell
@@ -227,7 +233,8 @@ def plot_augment_preview(originals: np.ndarray, labels: Sequence[str], versions:
                 ax.imshow(image[:, :, 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
             else:
                 ax.imshow(image, interpolation="nearest")
-            ax.set_title("\n".join(title), fontsize=7, fontweight="bold" if j == 0 else "normal")
+            ax.set_title("\n".join(short_label(t, 20) for t in title), fontsize=7,
+                         fontweight="bold" if j == 0 else "normal")
             ax.axis("off")
     import textwrap
 
