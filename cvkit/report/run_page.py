@@ -17,9 +17,10 @@ from cvkit.files.dataset import (LABELS_COLUMN, MULTILABEL, SEGMENT, SPLITS, Dat
 from cvkit.report.context import ReportContext
 from cvkit.report.html import Markup, definitions, el, join, number, table
 from cvkit.report.run_data import RunData
+from cvkit.tasks import TASKS
+from cvkit.tasks.classify import Classify
 
 Part = tuple[str, str, Markup]  # (anchor, title, body)
-CLASSIFY = "classify"
 
 
 def count(n: float) -> str:
@@ -141,7 +142,7 @@ def run_page(run: Path, ctx: ReportContext) -> tuple[str, str, list[Part]]:
 
     data = RunData.read(run, ctx)
     parts: list[Part] = [("run", "The run", run_section(data)), ("curves", "Training curves", curves_section(data))]
-    if data.model.task == CLASSIFY:
+    if TASKS.get(data.model.task) is Classify:  # the classify sections; the other tasks' come from task_parts
         from cvkit.report.worst import worst_section
 
         parts += [("metrics", f"Metrics on the {ctx.split} split", metrics_section(data)),

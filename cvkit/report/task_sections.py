@@ -16,18 +16,25 @@ from cvkit.files.run import ModelInfo
 from cvkit.report import task_localize, task_multilabel, task_regress, task_segment
 from cvkit.report.context import ReportContext
 from cvkit.report.task_common import Part, read_metrics
+from cvkit.tasks import TASKS
+from cvkit.tasks.localize import Localize
+from cvkit.tasks.multilabel import Multilabel
+from cvkit.tasks.regress import Regress
+from cvkit.tasks.segment import Segment
 
-BUILDERS = {"multilabel": task_multilabel.parts, "localize": task_localize.parts, "regress": task_regress.parts,
-            "segment": task_segment.parts}
+# Keyed by the task's class (the registry maps model.json's task to it), so no task is named here.
+BUILDERS = {Multilabel: task_multilabel.parts, Localize: task_localize.parts, Regress: task_regress.parts,
+            Segment: task_segment.parts}
 
 
 def task_parts(run: Path, ctx: ReportContext, model: ModelInfo, evaluation: Path) -> list[Part]:
     """The ``metrics`` and ``worst`` parts of the page of ``run``, a multilabel, localize, regress or segment
     run, from ``evaluation`` (its evaluate folder on the split: ``ctx.evaluation(run)``)."""
-    if model.task not in BUILDERS:
-        raise ValueError(f"task_parts draws the tasks {', '.join(BUILDERS)}, not {model.task}")
+    build = BUILDERS.get(TASKS.get(model.task))
+    if build is None:
+        raise ValueError(f"task_parts draws the tasks {', '.join(c.name for c in BUILDERS)}, not {model.task}")
     evaluation = Path(evaluation)
-    return BUILDERS[model.task](Path(run), ctx, model, evaluation, read_metrics(evaluation))
+    return build(Path(run), ctx, model, evaluation, read_metrics(evaluation))
 
 
 __all__ = ["BUILDERS", "task_parts"]
