@@ -65,6 +65,15 @@ class World:
             return f"cuda:{self.local_rank}"
         return device_name
 
+    def finished(self, result: Any) -> Any:
+        """``result``, once every rank has got this far: rank 0 still writes and plots after the last
+        collective, and a rank that tore the process group down meanwhile could abort in gloo's threads
+        ("terminate called without an active exception"). Only on success: after an error a rank
+        waiting here for one that failed would hang."""
+        if self.distributed and dist.is_initialized():
+            dist.barrier()
+        return result
+
     def stop(self) -> None:
         if self.started_here and dist.is_initialized():
             dist.destroy_process_group()

@@ -88,7 +88,7 @@ def fit(cfg: TrainConfig, train: Selection | None = None, val: Selection | None 
         if world.main:
             _clean(run)
         try:
-            return _fit(cfg, run, world, train, val, force, callbacks, budget)
+            return world.finished(_fit(cfg, run, world, train, val, force, callbacks, budget))
         finally:
             world.stop()
 
@@ -179,7 +179,7 @@ def _resume(run: Path, callbacks: tuple[Callback, ...]) -> TrainResult:
             set_quiet(True)
         trainer = Trainer.build(cfg, train, val, resume=ckpt, world=world)
         cfg.budget = budget
-        return _loop(trainer, run, ckpt, resumable=True, callbacks=callbacks)
+        return world.finished(_loop(trainer, run, ckpt, resumable=True, callbacks=callbacks))
     finally:
         world.stop()
 
