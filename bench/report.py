@@ -60,7 +60,9 @@ def metadata(data: dict) -> str:
 def train_fmnist(data: dict) -> list[str]:
     default, base = data["cvkit_default"], data["baseline"]
     loops = [r["train_loop_seconds"] for r in default.get("runs", []) if r.get("train_loop_seconds")]
-    rows = [[f"`cvkit train` defaults ({len(default['seeds'])} seeds)", _pm(default["test_acc"]),
+    extra = " ".join(default.get("train_args") or [])
+    label = f"`cvkit train` defaults{f' + `{extra}`' if extra else ''} ({len(default['seeds'])} seeds)"
+    rows = [[label, _pm(default["test_acc"]),
              _pm(default["best_val_acc"]), f"{default['train_wall_seconds']['mean']:.0f} (the whole command)",
              f"{sum(loops) / len(loops):.0f}" if loops else NOT_RECORDED],
             ["`baseline_fmnist.py --epochs 5` (1 run)", f"{base['test_acc']:.4f}", "", "",
@@ -392,7 +394,9 @@ def autoaugment(data: dict) -> list[str]:
     return [*lines, *([""] + ["; ".join(notes) + "."] if notes else [])]
 
 
-TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, "budget_fmnist": budget_fmnist,
+TABLES: dict[str, Callable[[dict], list[str]]] = {"train_fmnist": train_fmnist, "train_fmnist_amx": train_fmnist,
+                                                  "train_fmnist_epyc": train_fmnist,
+                                                  "train_fmnist_epyc_fp32": train_fmnist, "budget_fmnist": budget_fmnist,
                                                   "large": large, "distributed": distributed, "export": export, "int8": int8,
                                                   "multilabel": multilabel, "localize": localize,
                                                   "localize_choose": localize_choose, "regress": regress,
