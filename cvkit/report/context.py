@@ -42,15 +42,15 @@ class ReportContext:
         info(escape(message))
 
     def evaluation(self, run: str | os.PathLike, top: int | None = None) -> Path:
-        """The folder of ``cvkit evaluate RUN --split SPLIT`` for this report: ``RUN/eval_SPLIT`` when it
-        scored this run (written after its model.json) on this split and dataset; else evaluate runs now, into the report's ``computed/`` folder."""
+        """The folder of ``cvkit evaluate RUN --split SPLIT`` for this report: ``RUN/eval_SPLIT`` when
+        :meth:`current_metrics` accepts it; else evaluate runs now, into the report's ``computed/`` folder."""
         run = Path(run)
         key = str(run.resolve())
         if key in self._evaluations:
             return self._evaluations[key]
         top = self.top if top is None else top
         existing = run / f"eval_{self.split}"
-        if self._usable(run, existing):
+        if self.current_metrics(run) is not None:
             self._evaluations[key] = existing
             return existing
         from cvkit.evaluate.command import evaluate
@@ -63,14 +63,18 @@ class ReportContext:
         self._evaluations[key] = result.out
         return result.out
 
-    def _usable(self, run: Path, folder: Path) -> bool:
-        path = folder / "metrics.json"
+    def current_metrics(self, run: str | os.PathLike) -> dict[str, Any] | None:
+        """The metrics.json of ``RUN/eval_SPLIT`` when it scored this run (after its model.json was written)
+        on this split and dataset; None when there is none, or it is stale, unreadable or of other data."""
+        run = Path(run)
+        path = run / f"eval_{self.split}" / "metrics.json"
         if not path.is_file() or path.stat().st_mtime < ModelInfo.written_at(run):
-            return False
+            return None
         try:
             metrics: dict[str, Any] = read_json(path, "rerun 'cvkit evaluate'")
         except CvkitError:  # an unreadable old report is recomputed, not fatal
-            return False
+            return None
         runs = metrics.get("runs") or []
-        return (metrics.get("split") == self.split and len(runs) == 1 and _same(runs[0], run)
-                and (self.data is None or _same(metrics.get("data", ""), self.data)))
+        usable = (metrics.get("split") == self.split and len(runs) == 1 and _same(runs[0], run)
+                  and (self.data is None or _same(metrics.get("data", ""), self.data)))
+        return metrics if usable else None

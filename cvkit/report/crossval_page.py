@@ -10,7 +10,6 @@ from typing import Any
 
 from cvkit.errors import ManifestError
 from cvkit.files.crossval import BestConfig, CrossvalPlan, plot_path, read_results, read_summary
-from cvkit.files.jsonio import read_json
 from cvkit.files.run import ModelInfo, read_metrics
 from cvkit.report.context import ReportContext
 from cvkit.report.html import Markup, definitions, el, figure, join, number, table
@@ -87,7 +86,7 @@ def _plot(folder: Path, plan: CrossvalPlan, summary: "pd.DataFrame", results: "p
                   alt="error bars of the grid settings over the folds")
 
 
-def _final(folder: Path, best: BestConfig, metric: str, split: str) -> Markup | None:
+def _final(folder: Path, best: BestConfig, metric: str, ctx: ReportContext) -> Markup | None:
     """The refit on train+val in a few lines (``cvkit report CROSSVAL/final`` gives its whole page)."""
     run = folder / (best.final or "final")
     if not ModelInfo.present(run):
@@ -102,19 +101,15 @@ def _final(folder: Path, best: BestConfig, metric: str, split: str) -> Markup | 
         pairs.append(("last epoch's train loss", number(float(last["train_loss"]))))
     except (ManifestError, IndexError, KeyError, ValueError):
         pass
-    scored = run / f"eval_{split}" / "metrics.json"  # what 'cvkit evaluate' wrote, if it scored these weights
-    if scored.is_file() and scored.stat().st_mtime >= ModelInfo.written_at(run):
-        try:
-            figures = read_json(scored, "rerun 'cvkit evaluate'")
-        except ManifestError:
-            figures = {}
+    figures = ctx.current_metrics(run)  # what 'cvkit evaluate' wrote, if it scored these weights
+    if figures is not None:
         from cvkit.tasks import TASKS
 
         kind = TASKS.get(info.task)
         shown = [f"{title} {number(figures[key])}" for key, title in (kind.headline if kind else ())
                  if isinstance(figures.get(key), (int, float))]
         if shown:
-            pairs.append((f"on the {split} split", ", ".join(shown)))
+            pairs.append((f"on the {ctx.split} split", ", ".join(shown)))
     pairs.append(("its whole page", f"cvkit report {run}"))
     return join(el("h3", "The refit on train+val"), definitions(pairs))
 
@@ -138,7 +133,7 @@ def summary_section(folder: Path, plan: CrossvalPlan, summary: "pd.DataFrame", r
             (f"{metric if best.monitor == 'val_acc' else best.monitor} over {best.folds} folds",
              f"{number(best.mean)}{spread}"),
             ("best epochs", ", ".join(map(str, best.best_epochs))), ("refit epochs", str(best.refit_epochs))])]
-        parts.append(_final(folder, best, metric, ctx.split))
+        parts.append(_final(folder, best, metric, ctx))
     return join(*parts)
 
 

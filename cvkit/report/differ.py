@@ -12,7 +12,7 @@ import numpy as np
 from cvkit.errors import CvkitError, ManifestError
 from cvkit.files.run import ModelInfo
 from cvkit.report.context import ReportContext
-from cvkit.report.html import Markup, el, join, table
+from cvkit.report.html import Markup, el, join, note, table
 
 PREDICTIONS = "predictions.csv"  # evaluate's per-image file (cvkit/tasks' write_evaluation)
 TRUTH = ("label", "labels")  # the true class (classify, localize) or label set (multilabel) in predictions.csv
@@ -48,10 +48,6 @@ def _probability(row: Any, predicted: str) -> float | None:
     return None
 
 
-def _note(text: str) -> Markup:
-    return el("p", text, class_="note")
-
-
 def _split_images(ctx: ReportContext, data: str, info: ModelInfo) -> tuple[dict[str, int], np.ndarray]:
     """The split's images as the cache holds them at the run's input size (path -> position, images)."""
     from cvkit.data import load_split
@@ -77,12 +73,12 @@ def differ_section(runs: list[Path], names: list[str], infos: list[ModelInfo], e
     ``ctx.top`` of them (first those that some runs get right and others wrong)."""
     frames = [read_predictions(folder) for folder in evaluations]
     if not all("predicted" in f.columns for f in frames):
-        return _note(f"A {infos[0].task} run predicts no single class or label set per image: compare these runs "
+        return note(f"A {infos[0].task} run predicts no single class or label set per image: compare these runs "
                      f"through their metrics above.")
     datasets = {str(Path(s.get("data", "")).absolute()) for s in scores}
     paths = frames[0]["path"].tolist()
     if len(datasets) > 1 or any(f["path"].tolist() != paths for f in frames[1:]):
-        return _note("The runs were scored on different images (their own datasets); give --data DATASET to score "
+        return note("The runs were scored on different images (their own datasets); give --data DATASET to score "
                      "them on the same split.")
     predicted = np.array([f["predicted"].to_numpy(str) for f in frames])
     truth_column = next((c for c in TRUTH if c in frames[0].columns), None)
@@ -109,7 +105,7 @@ def differ_section(runs: list[Path], names: list[str], infos: list[ModelInfo], e
     try:
         position, images = _split_images(ctx, str(ctx.data or scores[0].get("data", "")), infos[0])
     except CvkitError as e:  # the dataset moved since the evaluation: the count stands, the pictures cannot be shown
-        parts.append(_note(f"The images cannot be shown: {e}"))
+        parts.append(note(f"The images cannot be shown: {e}"))
         return join(*parts)
     tiles = []
     for k, i in enumerate(shown):

@@ -101,6 +101,11 @@ def figure(src: str, caption: Child = None, alt: str = "", width: int | None = N
                            width=width), el("figcaption", caption) if caption is not None else None)
 
 
+def note(*children: Child) -> Markup:
+    """A line in the page's muted style: where a figure comes from, why something is not shown."""
+    return el("p", *children, class_="note")
+
+
 def section(title: str, *children: Child, id: str | None = None, note: Child = None) -> Markup:
     """A titled part of the page; ``note`` a line under the title (what the report computed, where a file is from)."""
     return el("section", el("h2", title), el("p", note, class_="note") if note is not None else None, *children, id=id)

@@ -10,8 +10,9 @@ from typing import Any
 
 from cvkit.files.calibration import Calibration
 from cvkit.files.run import ModelInfo
-from cvkit.report.html import Markup, definitions, el, figure, join, number, table
+from cvkit.report.html import Markup, definitions, el, figure, join, note, number, table
 from cvkit.report.run_data import RunData
+from cvkit.report.task_common import headline
 
 CURVES = "curves.png"  # what train draws into the run: loss and the task's metric, the best epoch marked
 CONFUSION = "confusion_matrix.png"
@@ -20,10 +21,6 @@ PREVIEW_IMAGES = 4
 # config.json's resolved.augment_source, in words (otherwise it is the policy file's path)
 SOURCES = {"default": "train's default policy (the dataset had no augment.json)", "none": "--augment none",
            "": "the run's options"}  # train images in the augmentation preview, each with its augmented versions
-
-
-def note(*children: Any) -> Markup:
-    return el("p", *children, class_="note")
 
 
 def drawn(draw: Any, data: RunData, name: str) -> str:
@@ -73,14 +70,6 @@ def _cell(value: Any) -> Any:
 # ----------------------------------------------------------------------------- metrics (classify)
 
 
-def headline(data: RunData) -> Markup:
-    """The task's headline figures from the evaluation's metrics.json, as ``cvkit evaluate`` prints them."""
-    metrics = data.metrics
-    pairs = [(title, number(metrics[key])) for key, title in data.task.headline if key in metrics]
-    pairs.append(("images", number(int(metrics.get("count", 0)))))
-    return definitions(pairs)
-
-
 def per_class(matrix: Any, classes: list[str]) -> list[list[Any]]:
     """Precision, recall, F1 and support of each class from the confusion matrix (rows: true class)."""
     import numpy as np
@@ -111,7 +100,7 @@ def confusion(data: RunData) -> Any:
 def metrics_section(data: RunData) -> Markup:
     """Headline figures, the per-class table (sortable) and the confusion matrix of a classify run."""
     matrix = confusion(data)
-    body = [note(f"From {data.shown(data.evaluation)}."), headline(data), el("h3", "Per class"),
+    body = [note(f"From {data.shown(data.evaluation)}."), headline(data.model.task, data.metrics), el("h3", "Per class"),
             table(["class", "precision", "recall", "F1", "support"], per_class(matrix, data.model.classes),
                   caption="Click a column's header to sort by it.")]
     confused = data.metrics.get("most_confused") or []

@@ -17,7 +17,7 @@ from cvkit.files.atomic import read_csv_checked
 from cvkit.files.jsonio import read_json
 from cvkit.files.run import ModelInfo
 from cvkit.report.context import ReportContext
-from cvkit.report.html import Markup, definitions, el, figure, join, number
+from cvkit.report.html import Markup, definitions, el, figure, join, note, number
 from cvkit.tasks import TASKS
 
 Part = tuple[str, str, Markup]  # (anchor, title, body)
@@ -88,10 +88,6 @@ def image_of(images: np.ndarray, i: int) -> Image.Image:
 
 def grid(items: Sequence[Markup]) -> Markup:
     return el("div", *items, class_="grid") if items else note("No image to show (--top 0, or an empty split).")
-
-
-def note(*children: Any) -> Markup:
-    return el("p", *children, class_="note")
 
 
 def legend(*pairs: tuple[str, str]) -> Markup:
